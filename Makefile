@@ -1,0 +1,61 @@
+# ngx_mail_pop3_ext_module: build, run, test.
+#
+#   make            the module (build/ngx_mail_pop3_ext_module.so) and the
+#                   command-line tool (build/pop3ext)
+#   make run        install what is missing, build, serve POP3 on
+#                   127.0.0.1:1110 with a local Redis (Ctrl-C stops both)
+#   make test       install what is missing, build, run the t/ suite
+#   make test-asan  the suite against a module built with ASan and UBSan
+#   make install    module into nginx's modules dir, pop3ext into PREFIX/bin
+
+PREFIX      ?= /usr/local
+MODULES_DIR ?= /usr/lib/nginx/modules
+NGINX       ?= /usr/sbin/nginx
+CC          ?= cc
+CFLAGS      ?= -g -O2 -Wall -Wextra -Werror
+PROVE_JOBS  ?= 2
+
+MOD  = ngx_mail_pop3_ext_module
+SRCS = $(wildcard $(MOD)/*.c) $(wildcard $(MOD)/*.h) config
+
+.PHONY: all deps run test test-asan install clean fuzz bench unit
+
+all: build/$(MOD).so build/pop3ext
+
+build/$(MOD).so: $(SRCS) util/build.sh
+	util/build.sh build
+
+build/pop3ext: cli/pop3ext.c $(MOD)/ngx_mail_pop3_ext_model.h
+	@mkdir -p build
+	$(CC) $(CFLAGS) -I$(MOD) -o $@ cli/pop3ext.c -lhiredis -lcrypt
+
+build-asan/$(MOD).so: $(SRCS) util/build.sh
+	NGX_CC_OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined" \
+	NGX_LD_OPT="-fsanitize=address,undefined" util/build.sh build-asan
+
+deps:
+	util/deps.sh build run
+
+run:
+	util/deps.sh build run
+	$(MAKE) all
+	util/run.sh
+
+test:
+	util/deps.sh build run test
+	$(MAKE) all
+	prove -j$(PROVE_JOBS) -r t/
+
+test-asan:
+	util/deps.sh build run test
+	$(MAKE) build/pop3ext build-asan/$(MOD).so
+	TEST_NGINX_MODULE=$(CURDIR)/build-asan/$(MOD).so \
+	TEST_NGINX_ASAN=1 prove -j$(PROVE_JOBS) -r t/
+
+install: all
+	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 build/$(MOD).so $(DESTDIR)$(MODULES_DIR)/
+	install -m 755 build/pop3ext $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,218 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * The mailbox data model in Redis: key names, the server-side scripts and
+ * the name rules.  This header is the single definition shared by the nginx
+ * module and the pop3ext command-line tool; it depends on nothing but C, so
+ * that any tool can include it.  docs/data-model.md explains it in prose.
+ */
+
+
+#ifndef _NGX_MAIL_POP3_EXT_MODEL_H_INCLUDED_
+#define _NGX_MAIL_POP3_EXT_MODEL_H_INCLUDED_
+
+
+#include <stddef.h>
+
+
+/*
+ * Keys.  Every key of one mailbox carries the mailbox name as its Redis
+ * Cluster hash tag, so that the scripts below, which touch several keys of
+ * one mailbox, run on one node.
+ *
+ *   pop3:user:{NAME}           hash    secret, mailbox, disabled
+ *   pop3:mbox:{MBOX}:index     list    "UID SIZE", oldest first
+ *   pop3:mbox:{MBOX}:msg:UID   string  the message, CRLF lines, unstuffed
+ *   pop3:mbox:{MBOX}:meta      hash    uidvalidity, uidnext
+ *   pop3:mbox:{MBOX}:lock      string  session token, with a TTL
+ *   pop3:mbox:{MBOX}:dele      set     "UID SIZE" entries marked by DELE
+ */
+
+#define P3X_USER_PREFIX        "pop3:user:{"
+#define P3X_USER_SUFFIX        "}"
+#define P3X_MBOX_PREFIX        "pop3:mbox:{"
+#define P3X_INDEX_SUFFIX       "}:index"
+#define P3X_MSG_SUFFIX         "}:msg:"
+#define P3X_META_SUFFIX        "}:meta"
+#define P3X_LOCK_SUFFIX        "}:lock"
+#define P3X_DELE_SUFFIX        "}:dele"
+
+#define P3X_FIELD_SECRET       "secret"
+#define P3X_FIELD_MAILBOX      "mailbox"
+#define P3X_FIELD_DISABLED     "disabled"
+
+#define P3X_NAME_MAX           255
+#define P3X_UID_MAX            70
+#define P3X_TOKEN_LEN          32
+
+
+/*
+ * A user or mailbox name: 1..255 octets, no control characters, no space,
+ * no DEL and no braces (a brace would change the hash tag).  Octets above
+ * 0x7f are allowed for UTF-8 names.
+ */
+
+static inline int
+p3x_valid_name(const unsigned char *p, size_t len)
+{
+    size_t  i;
+
+    if (len == 0 || len > P3X_NAME_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (p[i] <= 0x20 || p[i] == 0x7f || p[i] == '{' || p[i] == '}') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * DELIVER
+ *   KEYS[1] meta, KEYS[2] index
+ *   ARGV[1] message (CRLF line ends, ending in CRLF), ARGV[2] key prefix
+ *   of message bodies ("pop3:mbox:{MBOX}:msg:")
+ *   returns the new UID
+ *
+ * The UID is "UIDVALIDITY.SEQ" in hex and decimal: SEQ never repeats
+ * within a mailbox, and UIDVALIDITY changes when a mailbox is created
+ * anew, so a UID is never reused.  Message keys are built from the prefix;
+ * they share the mailbox hash tag, hence the slot.
+ */
+
+#define P3X_SCRIPT_DELIVER                                                    \
+    "local v = redis.call('HGET', KEYS[1], 'uidvalidity')\n"                  \
+    "if not v then\n"                                                         \
+    "  local t = redis.call('TIME')\n"                                        \
+    "  v = string.format('%x', tonumber(t[1]) * 1000 + "                      \
+                               "math.floor(tonumber(t[2]) / 1000))\n"         \
+    "  redis.call('HSET', KEYS[1], 'uidvalidity', v)\n"                       \
+    "end\n"                                                                   \
+    "local n = redis.call('HINCRBY', KEYS[1], 'uidnext', 1)\n"                \
+    "local uid = v .. '.' .. n\n"                                             \
+    "redis.call('SET', ARGV[2] .. uid, ARGV[1])\n"                            \
+    "redis.call('RPUSH', KEYS[2], uid .. ' ' .. string.len(ARGV[1]))\n"       \
+    "return uid\n"
+
+
+/*
+ * LOCK: take the maildrop at login and read its index in one round trip.
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index
+ *   ARGV[1] token, ARGV[2] TTL in milliseconds
+ *   returns the index entries, or the error "IN-USE"
+ *
+ * Markers left by a session that died are dropped: only a committed
+ * UPDATE deletes.
+ */
+
+#define P3X_SCRIPT_LOCK                                                       \
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"  \
+    "  return redis.error_reply('IN-USE maildrop is locked')\n"               \
+    "end\n"                                                                   \
+    "redis.call('DEL', KEYS[2])\n"                                            \
+    "return redis.call('LRANGE', KEYS[3], 0, -1)\n"
+
+
+/*
+ * REFRESH: extend the lock of a live session.
+ *   KEYS[1] lock; ARGV[1] token, ARGV[2] TTL in milliseconds
+ *   returns 1, or the error "LOCKLOST"
+ */
+
+#define P3X_SCRIPT_REFRESH                                                    \
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
+    "  return redis.error_reply('LOCKLOST maildrop lock lost')\n"             \
+    "end\n"                                                                   \
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"                               \
+    "return 1\n"
+
+
+/*
+ * MARK: DELE (ARGV[2] is the "UID SIZE" entry) or, with no ARGV[2], RSET.
+ *   KEYS[1] lock, KEYS[2] dele; ARGV[1] token
+ *   returns 1, or the error "LOCKLOST"
+ */
+
+#define P3X_SCRIPT_MARK                                                       \
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
+    "  return redis.error_reply('LOCKLOST maildrop lock lost')\n"             \
+    "end\n"                                                                   \
+    "if ARGV[2] then\n"                                                       \
+    "  redis.call('SADD', KEYS[2], ARGV[2])\n"                                \
+    "else\n"                                                                  \
+    "  redis.call('DEL', KEYS[2])\n"                                          \
+    "end\n"                                                                   \
+    "return 1\n"
+
+
+/*
+ * COMMIT: the UPDATE state, atomically.  The token is checked inside the
+ * script (fencing), so a session whose lock expired cannot delete.
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index
+ *   ARGV[1] token, ARGV[2] key prefix of message bodies,
+ *   ARGV[3..] the "UID SIZE" entries the session deleted
+ *   returns the number of messages deleted, or the error "LOCKLOST"
+ *
+ * Only entries both marked in dele and named by the session go: a DELE
+ * whose reply was lost (the client saw -ERR) is not applied.  A few are
+ * removed with LREM; many by one pass that rebuilds the index, which
+ * keeps a large commit O(N).
+ */
+
+#define P3X_SCRIPT_COMMIT                                                     \
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
+    "  return redis.error_reply('LOCKLOST maildrop lock lost')\n"             \
+    "end\n"                                                                   \
+    "local d = {}\n"                                                          \
+    "for i = 3, #ARGV do\n"                                                   \
+    "  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then\n"              \
+    "    d[#d + 1] = ARGV[i]\n"                                               \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
+    "if #d > 0 and #d <= 16 then\n"                                           \
+    "  for _, e in ipairs(d) do\n"                                            \
+    "    redis.call('LREM', KEYS[3], 1, e)\n"                                 \
+    "  end\n"                                                                 \
+    "elseif #d > 16 then\n"                                                   \
+    "  local gone = {}\n"                                                     \
+    "  for _, e in ipairs(d) do gone[e] = true end\n"                         \
+    "  local all = redis.call('LRANGE', KEYS[3], 0, -1)\n"                    \
+    "  local keep = {}\n"                                                     \
+    "  for _, e in ipairs(all) do\n"                                          \
+    "    if not gone[e] then keep[#keep + 1] = e end\n"                       \
+    "  end\n"                                                                 \
+    "  redis.call('DEL', KEYS[3])\n"                                          \
+    "  for i = 1, #keep, 1000 do\n"                                           \
+    "    redis.call('RPUSH', KEYS[3], "                                       \
+                    "unpack(keep, i, math.min(i + 999, #keep)))\n"            \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
+    "for _, e in ipairs(d) do\n"                                              \
+    "  local uid = string.match(e, '^(%S+)')\n"                               \
+    "  redis.call('UNLINK', ARGV[2] .. uid)\n"                                \
+    "end\n"                                                                   \
+    "redis.call('DEL', KEYS[2], KEYS[1])\n"                                   \
+    "return #d\n"
+
+
+/*
+ * RELEASE: give the maildrop up without UPDATE (RFC 1939: a session that
+ * ends otherwise than by QUIT deletes nothing).
+ *   KEYS[1] lock, KEYS[2] dele; ARGV[1] token
+ *   returns 1 if the lock was ours, else 0
+ */
+
+#define P3X_SCRIPT_RELEASE                                                    \
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
+    "  return 0\n"                                                            \
+    "end\n"                                                                   \
+    "redis.call('DEL', KEYS[1], KEYS[2])\n"                                   \
+    "return 1\n"
+
+
+#endif /* _NGX_MAIL_POP3_EXT_MODEL_H_INCLUDED_ */

@@ -1,0 +1,478 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * Configuration: the "pop3_ext" mail protocol, its directives, and the
+ * worker start that opens the Redis connections.
+ */
+
+
+#include "ngx_mail_pop3_ext_module.h"
+
+
+static void *ngx_mail_pop3_ext_create_main_conf(ngx_conf_t *cf);
+static void *ngx_mail_pop3_ext_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_p3x_redis_t *ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf,
+    ngx_str_t *addr, ngx_uint_t nconns, ngx_msec_t timeout);
+static char *ngx_mail_pop3_ext_build_capa(ngx_conf_t *cf,
+    ngx_mail_pop3_ext_srv_conf_t *conf);
+static ngx_int_t ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle);
+
+
+extern ngx_module_t  ngx_mail_module;
+
+
+static ngx_conf_num_bounds_t  ngx_mail_pop3_ext_line_bounds = {
+    ngx_conf_check_num_bounds, 255, 65536
+};
+
+
+static ngx_command_t  ngx_mail_pop3_ext_commands[] = {
+
+    { ngx_string("pop3_ext_redis"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE123,
+      ngx_mail_pop3_ext_redis,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("pop3_ext_idle_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("pop3_ext_lock_ttl"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, lock_ttl),
+      NULL },
+
+    { ngx_string("pop3_ext_auth_fail_delay"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, auth_fail_delay),
+      NULL },
+
+    { ngx_string("pop3_ext_chunk_size"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, chunk_size),
+      NULL },
+
+    { ngx_string("pop3_ext_line_max"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, line_max),
+      &ngx_mail_pop3_ext_line_bounds },
+
+    { ngx_string("pop3_ext_max_commands"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, max_commands),
+      NULL },
+
+    { ngx_string("pop3_ext_thread_pool"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, thread_pool_name),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_mail_protocol_t  ngx_mail_pop3_ext_protocol = {
+    ngx_string("pop3_ext"),
+#if (nginx_version >= 1021000)
+    ngx_string("\x04pop3"),
+#endif
+    { 0, 0, 0, 0 },                 /* ports 110/995 stay the stock pop3's */
+    NGX_MAIL_POP3_PROTOCOL,
+
+    ngx_p3x_init_session,
+    ngx_p3x_init_protocol,
+    ngx_p3x_dummy_parse,
+    ngx_p3x_auth_state,
+
+    ngx_string("-ERR [SYS/TEMP] internal server error" CRLF),
+    ngx_string("-ERR [SYS/PERM] bad client certificate" CRLF),
+    ngx_string("-ERR [SYS/PERM] no required client certificate" CRLF)
+};
+
+
+static ngx_mail_module_t  ngx_mail_pop3_ext_module_ctx = {
+    &ngx_mail_pop3_ext_protocol,           /* protocol */
+
+    ngx_mail_pop3_ext_create_main_conf,    /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_mail_pop3_ext_create_srv_conf,     /* create server configuration */
+    ngx_mail_pop3_ext_merge_srv_conf       /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_mail_pop3_ext_module = {
+    NGX_MODULE_V1,
+    &ngx_mail_pop3_ext_module_ctx,         /* module context */
+    ngx_mail_pop3_ext_commands,            /* module directives */
+    NGX_MAIL_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_mail_pop3_ext_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_mail_pop3_ext_default_redis =
+    ngx_string("127.0.0.1:6379");
+static ngx_str_t  ngx_mail_pop3_ext_default_pool = ngx_string("default");
+
+
+static void *
+ngx_mail_pop3_ext_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_mail_pop3_ext_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_pop3_ext_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mcf->redis, cf->pool, 2, sizeof(ngx_p3x_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_p3x_store_init_scripts(cf) != NGX_OK) {
+        return NULL;
+    }
+
+    return mcf;
+}
+
+
+static void *
+ngx_mail_pop3_ext_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_mail_pop3_ext_srv_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_mail_pop3_ext_srv_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->redis = NULL;
+     *     conf->thread_pool_name = { 0, NULL };
+     *     conf->greeting, capa_auth, capa_trans = { 0, NULL };
+     */
+
+    conf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    conf->lock_ttl = NGX_CONF_UNSET_MSEC;
+    conf->auth_fail_delay = NGX_CONF_UNSET_MSEC;
+    conf->chunk_size = NGX_CONF_UNSET_SIZE;
+    conf->line_max = NGX_CONF_UNSET_SIZE;
+    conf->max_commands = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_mail_pop3_ext_srv_conf_t *prev = parent;
+    ngx_mail_pop3_ext_srv_conf_t *conf = child;
+
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    /* the core merged first: the server's protocol is known */
+    cscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_core_module);
+
+    if (conf->redis == NULL) {
+        conf->redis = prev->redis;
+    }
+
+    if (cscf->protocol != &ngx_mail_pop3_ext_protocol) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->redis == NULL) {
+        conf->redis = ngx_mail_pop3_ext_add_redis(cf,
+                                           &ngx_mail_pop3_ext_default_redis,
+                                           2, 5000);
+        if (conf->redis == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        prev->redis = conf->redis;
+    }
+
+    /* RFC 1939: an autologout timer of at least 10 minutes */
+    ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout,
+                              600000);
+    ngx_conf_merge_msec_value(conf->lock_ttl, prev->lock_ttl, 30000);
+    ngx_conf_merge_msec_value(conf->auth_fail_delay, prev->auth_fail_delay,
+                              1000);
+    ngx_conf_merge_size_value(conf->chunk_size, prev->chunk_size, 65536);
+    ngx_conf_merge_size_value(conf->line_max, prev->line_max, 1024);
+    ngx_conf_merge_uint_value(conf->max_commands, prev->max_commands, 0);
+    ngx_conf_merge_str_value(conf->thread_pool_name, prev->thread_pool_name,
+                             "default");
+
+    if (conf->idle_timeout < 600000) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "pop3_ext_idle_timeout below 10m breaks "
+                           "RFC 1939's autologout minimum");
+    }
+
+    if (conf->lock_ttl < 3000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pop3_ext_lock_ttl must be at least 3s");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->chunk_size < 1024 || conf->chunk_size > 16 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pop3_ext_chunk_size must be 1k to 16m");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->thread_pool_name.len == 0) {
+        conf->thread_pool_name = ngx_mail_pop3_ext_default_pool;
+    }
+
+    conf->thread_pool = ngx_thread_pool_add(cf, &conf->thread_pool_name);
+    if (conf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_mail_pop3_ext_build_capa(cf, conf);
+}
+
+
+static char *
+ngx_mail_pop3_ext_build_capa(ngx_conf_t *cf,
+    ngx_mail_pop3_ext_srv_conf_t *conf)
+{
+    ngx_str_set(&conf->greeting, "+OK POP3 ready" CRLF);
+
+    ngx_str_set(&conf->capa_auth,
+                "+OK capability list follows" CRLF
+                "TOP" CRLF
+                "USER" CRLF
+                "UIDL" CRLF
+                "PIPELINING" CRLF
+                "RESP-CODES" CRLF
+                "AUTH-RESP-CODE" CRLF
+                "EXPIRE NEVER" CRLF
+                "IMPLEMENTATION ngx_mail_pop3_ext_module/"
+                NGX_P3X_VERSION CRLF
+                "." CRLF);
+
+    ngx_str_set(&conf->capa_trans,
+                "+OK capability list follows" CRLF
+                "TOP" CRLF
+                "UIDL" CRLF
+                "PIPELINING" CRLF
+                "RESP-CODES" CRLF
+                "AUTH-RESP-CODE" CRLF
+                "EXPIRE NEVER" CRLF
+                "IMPLEMENTATION ngx_mail_pop3_ext_module/"
+                NGX_P3X_VERSION CRLF
+                "." CRLF);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * pop3_ext_redis address [connections=N] [timeout=time];
+ * Servers naming the same address share its connections.
+ */
+
+static char *
+ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_pop3_ext_srv_conf_t  *pscf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i, nconns;
+    ngx_msec_t   timeout;
+
+    if (pscf->redis) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    nconns = 2;
+    timeout = 5000;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "connections=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+
+            if (n == NGX_ERROR || n < 1 || n > 64) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": 1 to 64", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            nconns = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            timeout = ngx_parse_time(&s, 0);
+
+            if (timeout == (ngx_msec_t) NGX_ERROR || timeout == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    pscf->redis = ngx_mail_pop3_ext_add_redis(cf, &value[1], nconns,
+                                              timeout);
+    if (pscf->redis == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_p3x_redis_t *
+ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_str_t *addr,
+    ngx_uint_t nconns, ngx_msec_t timeout)
+{
+    ngx_url_t                       u;
+    ngx_uint_t                      i;
+    ngx_p3x_redis_t                *r, **rp;
+    ngx_mail_pop3_ext_main_conf_t  *mcf;
+
+    mcf = ngx_mail_conf_get_module_main_conf(cf, ngx_mail_pop3_ext_module);
+
+    rp = mcf->redis.elts;
+
+    for (i = 0; i < mcf->redis.nelts; i++) {
+        if (rp[i]->name.len == addr->len
+            && ngx_strncmp(rp[i]->name.data, addr->data, addr->len) == 0)
+        {
+            if (rp[i]->nconns != nconns || rp[i]->timeout != timeout) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "redis \"%V\" is used with different "
+                                   "parameters elsewhere", addr);
+                return NULL;
+            }
+
+            return rp[i];
+        }
+    }
+
+    /* addresses are resolved here, never on the event loop */
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *addr;
+    u.default_port = 6379;
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in redis \"%V\"", u.err, &u.url);
+        }
+
+        return NULL;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"%V\" has no address", &u.url);
+        return NULL;
+    }
+
+    r = ngx_pcalloc(cf->pool, sizeof(ngx_p3x_redis_t));
+    if (r == NULL) {
+        return NULL;
+    }
+
+    r->name = *addr;
+    r->addrs = u.addrs;
+    r->naddrs = u.naddrs;
+    r->nconns = nconns;
+    r->timeout = timeout;
+
+    rp = ngx_array_push(&mcf->redis);
+    if (rp == NULL) {
+        return NULL;
+    }
+
+    *rp = r;
+
+    return r;
+}
+
+
+static ngx_int_t
+ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_p3x_redis_t               **rp;
+    ngx_mail_conf_ctx_t            *ctx;
+    ngx_mail_pop3_ext_main_conf_t  *mcf;
+
+    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_mail_module);
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    mcf = ctx->main_conf[ngx_mail_pop3_ext_module.ctx_index];
+    if (mcf == NULL) {
+        return NGX_OK;
+    }
+
+    rp = mcf->redis.elts;
+
+    for (i = 0; i < mcf->redis.nelts; i++) {
+        if (ngx_p3x_redis_init_worker(cycle, rp[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}

@@ -1,0 +1,234 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * Types shared by the files of the module.  Each file holds one concern:
+ *   _module.c   configuration, directives, worker start
+ *   _parse.c    command parser (pure)
+ *   _session.c  the POP3 state machine and commands
+ *   _output.c   the reply writer: buffering, flow control, dot-stuffing
+ *   _auth.c     password verification in a thread pool
+ *   _redis.c    multiplexed, pipelined Redis connections owned by nginx
+ *   _store.c    the mailbox store: keys and scripts over _redis.c
+ */
+
+
+#ifndef _NGX_MAIL_POP3_EXT_MODULE_H_INCLUDED_
+#define _NGX_MAIL_POP3_EXT_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+#include <ngx_thread_pool.h>
+#include <ngx_mail.h>
+
+#include <hiredis/hiredis.h>
+
+#include "ngx_mail_pop3_ext_model.h"
+#include "ngx_mail_pop3_ext_parse.h"
+
+
+#define NGX_P3X_VERSION     "0.1.0"
+
+/* the output buffer of short replies and listings */
+#define NGX_P3X_OUT_SMALL   4096
+
+
+typedef struct ngx_p3x_redis_s       ngx_p3x_redis_t;
+typedef struct ngx_p3x_rconn_s       ngx_p3x_rconn_t;
+typedef struct ngx_p3x_rreq_s        ngx_p3x_rreq_t;
+typedef struct ngx_p3x_ctx_s         ngx_p3x_ctx_t;
+typedef struct ngx_p3x_auth_task_s   ngx_p3x_auth_task_t;
+
+
+/* reply is NULL when Redis could not answer (down, timeout) */
+typedef void (*ngx_p3x_redis_handler_pt)(void *data, redisReply *reply);
+
+
+typedef struct {
+    ngx_str_t                 name;
+    ngx_str_t                 source;
+    u_char                    sha1[40];
+} ngx_p3x_script_t;
+
+
+/* one configured Redis address; its connections are per worker */
+struct ngx_p3x_redis_s {
+    ngx_str_t                 name;
+    ngx_addr_t               *addrs;
+    ngx_uint_t                naddrs;
+
+    ngx_uint_t                nconns;
+    ngx_msec_t                timeout;
+
+    ngx_p3x_rconn_t          *conns;
+    ngx_uint_t                next;
+};
+
+
+typedef struct {
+    ngx_array_t               redis;          /* ngx_p3x_redis_t * */
+} ngx_mail_pop3_ext_main_conf_t;
+
+
+typedef struct {
+    ngx_p3x_redis_t          *redis;
+
+    ngx_msec_t                idle_timeout;
+    ngx_msec_t                lock_ttl;
+    ngx_msec_t                auth_fail_delay;
+
+    size_t                    chunk_size;
+    size_t                    line_max;
+
+    ngx_uint_t                max_commands;
+
+    ngx_str_t                 thread_pool_name;
+    ngx_thread_pool_t        *thread_pool;
+
+    ngx_str_t                 greeting;
+    ngx_str_t                 capa_auth;       /* CAPA before login */
+    ngx_str_t                 capa_trans;      /* CAPA after login */
+} ngx_mail_pop3_ext_srv_conf_t;
+
+
+typedef enum {
+    ngx_p3x_state_auth = 0,
+    ngx_p3x_state_trans,
+    ngx_p3x_state_update,
+    ngx_p3x_state_closing
+} ngx_p3x_state_e;
+
+
+/* one message of the maildrop as it was at login */
+typedef struct {
+    u_char                   *uid;
+    uint32_t                  size;
+    uint8_t                   uid_len;
+    uint8_t                   deleted;
+} ngx_p3x_msg_t;
+
+
+/* what the writer does once the output buffer has drained */
+typedef enum {
+    ngx_p3x_stream_none = 0,
+    ngx_p3x_stream_list,
+    ngx_p3x_stream_uidl,
+    ngx_p3x_stream_body
+} ngx_p3x_stream_e;
+
+
+struct ngx_p3x_ctx_s {
+    ngx_mail_session_t       *session;
+    ngx_connection_t         *connection;
+    ngx_mail_pop3_ext_srv_conf_t  *conf;
+
+    ngx_p3x_state_e           state;
+
+    ngx_buf_t                *in;
+    ngx_buf_t                *out;           /* &out_buf, or NULL */
+    ngx_buf_t                 out_buf;
+
+    ngx_str_t                 user;
+    ngx_str_t                 password;
+    ngx_str_t                 mailbox;
+    ngx_str_t                 key_prefix;     /* "pop3:mbox:{MBOX" */
+
+    u_char                    token[P3X_TOKEN_LEN];
+
+    ngx_p3x_msg_t            *msgs;
+    ngx_uint_t                nmsgs;
+    off_t                     octets;
+
+    ngx_uint_t                ndeleted;
+    off_t                     deleted_octets;
+    ngx_uint_t                last;
+
+    ngx_uint_t                retrieved;
+    off_t                     retrieved_octets;
+    ngx_uint_t                commands;
+
+    /* the multi-line reply being produced */
+    ngx_p3x_stream_e          stream;
+    ngx_uint_t                stream_next;    /* next message of a listing */
+    ngx_p3x_msg_t            *body_msg;
+    off_t                     body_offset;
+    off_t                     top_lines;      /* -1: the whole message */
+
+    ngx_event_t               refresh;
+    ngx_event_t               delay;
+    ngx_p3x_auth_task_t      *auth_task;
+
+    unsigned                  busy:1;         /* waiting for Redis/thread */
+    unsigned                  locked:1;
+    unsigned                  lock_lost:1;
+    unsigned                  skipping:1;     /* discarding a long line */
+    unsigned                  body_bol:1;     /* at a line start */
+    unsigned                  body_in_header:1;
+    unsigned                  body_blank:1;
+    unsigned                  body_pending:1; /* a chunk is requested */
+    unsigned                  quit:1;
+    unsigned                  user_ok:1;      /* USER given */
+    unsigned                  user_known:1;
+};
+
+
+extern ngx_module_t        ngx_mail_pop3_ext_module;
+extern ngx_p3x_script_t    ngx_p3x_scripts[];
+
+
+/* _session.c */
+void ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c);
+void ngx_p3x_init_protocol(ngx_event_t *rev);
+void ngx_p3x_auth_state(ngx_event_t *rev);
+ngx_int_t ngx_p3x_dummy_parse(ngx_mail_session_t *s);
+void ngx_p3x_resume(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_close(ngx_p3x_ctx_t *ctx);
+
+/* _output.c */
+ngx_int_t ngx_p3x_out_alloc(ngx_p3x_ctx_t *ctx, size_t size);
+size_t ngx_p3x_out_body_size(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_out_free(ngx_p3x_ctx_t *ctx);
+size_t ngx_p3x_out_room(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_out_str(ngx_p3x_ctx_t *ctx, u_char *data, size_t len);
+size_t ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len);
+ngx_int_t ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_write_handler(ngx_event_t *wev);
+
+#define ngx_p3x_out_literal(ctx, s)                                           \
+    ngx_p3x_out_str(ctx, (u_char *) s, sizeof(s) - 1)
+
+/* _auth.c */
+typedef void (*ngx_p3x_auth_handler_pt)(ngx_p3x_ctx_t *ctx, ngx_int_t ok);
+ngx_int_t ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
+    ngx_str_t *password, ngx_p3x_auth_handler_pt handler);
+void ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx);
+
+/* _redis.c */
+ngx_int_t ngx_p3x_redis_init_worker(ngx_cycle_t *cycle, ngx_p3x_redis_t *r);
+ngx_int_t ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc,
+    const char **argv, const size_t *argvlen, ngx_int_t script,
+    ngx_p3x_redis_handler_pt handler, void *data);
+void ngx_p3x_redis_cancel(ngx_p3x_redis_t *r, void *data);
+
+/* _store.c */
+ngx_int_t ngx_p3x_store_init_scripts(ngx_conf_t *cf);
+ngx_int_t ngx_p3x_store_get_user(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
+    ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+void ngx_p3x_store_release(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_store_fetch(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
+    off_t offset, size_t len, ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_store_load_index(ngx_p3x_ctx_t *ctx, redisReply *reply);
+
+
+#endif /* _NGX_MAIL_POP3_EXT_MODULE_H_INCLUDED_ */

@@ -1,0 +1,227 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * The reply writer.  nginx's ngx_mail_send() writes one string; POP3
+ * needs multi-line replies of any size, so a session has one output buffer
+ * of a fixed size: replies are appended, pipelined replies coalesce into
+ * one send(), and a long reply is produced only as fast as the client
+ * takes it (the session resumes when the buffer has drained).  The buffer
+ * exists only while there is something to send.
+ */
+
+
+#include "ngx_mail_pop3_ext_module.h"
+
+
+/*
+ * Short replies and listings need little room; a body chunk needs its
+ * size and a third more, as dot-stuffing may add that.  The buffer is
+ * changed only while empty.
+ */
+
+size_t
+ngx_p3x_out_body_size(ngx_p3x_ctx_t *ctx)
+{
+    return ctx->conf->chunk_size + ctx->conf->chunk_size / 2 + 1024;
+}
+
+
+ngx_int_t
+ngx_p3x_out_alloc(ngx_p3x_ctx_t *ctx, size_t size)
+{
+    u_char     *p;
+    ngx_buf_t  *b;
+
+    b = &ctx->out_buf;
+
+    if (ctx->out) {
+        if ((size_t) (b->end - b->start) >= size || b->last > b->pos) {
+            return NGX_OK;
+        }
+
+        ngx_free(b->start);
+        ctx->out = NULL;
+    }
+
+    p = ngx_alloc(size, ctx->connection->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->start = p;
+    b->pos = p;
+    b->last = p;
+    b->end = p + size;
+
+    ctx->out = b;
+
+    return NGX_OK;
+}
+
+
+/* an idle session keeps no output buffer */
+
+void
+ngx_p3x_out_free(ngx_p3x_ctx_t *ctx)
+{
+    if (ctx->out && ctx->out->pos == ctx->out->last) {
+        ngx_free(ctx->out->start);
+        ctx->out = NULL;
+    }
+}
+
+
+size_t
+ngx_p3x_out_room(ngx_p3x_ctx_t *ctx)
+{
+    return ctx->out->end - ctx->out->last;
+}
+
+
+void
+ngx_p3x_out_str(ngx_p3x_ctx_t *ctx, u_char *data, size_t len)
+{
+    len = ngx_min(len, ngx_p3x_out_room(ctx));
+    ctx->out->last = ngx_cpymem(ctx->out->last, data, len);
+}
+
+
+/*
+ * Copies message octets, doubling a "." at a line start (RFC 1939, 3).
+ * For TOP, stops after the header and ctx->top_lines body lines.
+ * Returns how many input octets were taken; stops early when the buffer
+ * is full or TOP is done (ctx->top_lines becomes 0 past the header).
+ */
+
+size_t
+ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
+{
+    u_char  *dst, *end, *src, *last;
+
+    dst = ctx->out->last;
+    end = ctx->out->end;
+    src = p;
+    last = p + len;
+
+    while (src < last && end - dst >= 2) {
+
+        if (ctx->top_lines == 0 && !ctx->body_in_header) {
+            break;
+        }
+
+        if (ctx->body_bol) {
+            ctx->body_bol = 0;
+
+            if (*src == '.') {
+                *dst++ = '.';
+            }
+
+            if (ctx->body_in_header && (*src == CR || *src == LF)) {
+                /* the empty line that ends the header: not a body line */
+                ctx->body_blank = 1;
+            }
+        }
+
+        *dst = *src++;
+
+        if (*dst++ == LF) {
+            ctx->body_bol = 1;
+
+            if (ctx->body_blank) {
+                ctx->body_blank = 0;
+                ctx->body_in_header = 0;
+
+            } else if (ctx->top_lines > 0 && !ctx->body_in_header) {
+                ctx->top_lines--;
+            }
+        }
+    }
+
+    ctx->out->last = dst;
+
+    return src - p;
+}
+
+
+ngx_int_t
+ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx)
+{
+    ssize_t                    n;
+    ngx_buf_t                 *b;
+    ngx_connection_t          *c;
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    c = ctx->connection;
+    b = ctx->out;
+
+    if (b == NULL) {
+        return NGX_OK;
+    }
+
+    while (b->pos < b->last) {
+        n = c->send(c, b->pos, b->last - b->pos);
+
+        if (n == NGX_ERROR) {
+            c->error = 1;
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_AGAIN) {
+            cscf = ngx_mail_get_module_srv_conf(ctx->session,
+                                                ngx_mail_core_module);
+
+            ngx_add_timer(c->write, cscf->timeout);
+
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            return NGX_AGAIN;
+        }
+
+        b->pos += n;
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_p3x_write_handler(ngx_event_t *wev)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_mail_session_t  *s;
+    ngx_p3x_ctx_t       *ctx;
+
+    c = wev->data;
+    s = c->data;
+    ctx = ngx_mail_get_module_ctx(s, ngx_mail_pop3_ext_module);
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client timed out");
+        c->timedout = 1;
+        ngx_p3x_close(ctx);
+        return;
+    }
+
+    rc = ngx_p3x_out_flush(ctx);
+
+    if (rc == NGX_ERROR) {
+        ngx_p3x_close(ctx);
+        return;
+    }
+
+    if (rc == NGX_OK) {
+        ngx_p3x_resume(ctx);
+    }
+}

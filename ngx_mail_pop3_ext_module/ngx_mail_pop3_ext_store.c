@@ -1,0 +1,441 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * The mailbox store: what a session asks of Redis, in the data model of
+ * ngx_mail_pop3_ext_model.h.  Each operation is one request, and every
+ * operation that changes a maildrop is one script that checks the lock
+ * token, so a session that lost its lock can change nothing.
+ */
+
+
+#include <ngx_sha1.h>
+
+#include "ngx_mail_pop3_ext_module.h"
+
+
+enum {
+    NGX_P3X_SCRIPT_LOCK = 0,
+    NGX_P3X_SCRIPT_REFRESH,
+    NGX_P3X_SCRIPT_MARK,
+    NGX_P3X_SCRIPT_COMMIT,
+    NGX_P3X_SCRIPT_RELEASE
+};
+
+
+#define NGX_P3X_KEY_MAX  (sizeof(P3X_MBOX_PREFIX) + P3X_NAME_MAX             \
+                          + sizeof(P3X_MSG_SUFFIX) + P3X_UID_MAX)
+
+
+ngx_p3x_script_t  ngx_p3x_scripts[] = {
+    { ngx_string("lock"), ngx_string(P3X_SCRIPT_LOCK), "" },
+    { ngx_string("refresh"), ngx_string(P3X_SCRIPT_REFRESH), "" },
+    { ngx_string("mark"), ngx_string(P3X_SCRIPT_MARK), "" },
+    { ngx_string("commit"), ngx_string(P3X_SCRIPT_COMMIT), "" },
+    { ngx_string("release"), ngx_string(P3X_SCRIPT_RELEASE), "" },
+    { ngx_null_string, ngx_null_string, "" }
+};
+
+
+static u_char *ngx_p3x_store_key(ngx_p3x_ctx_t *ctx, u_char *buf,
+    const char *suffix, size_t len);
+static ngx_int_t ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script,
+    ngx_uint_t nkeys, const char **keys, ngx_uint_t nargs,
+    const char **args, const size_t *argslen,
+    ngx_p3x_redis_handler_pt handler);
+
+
+ngx_int_t
+ngx_p3x_store_init_scripts(ngx_conf_t *cf)
+{
+    u_char            hash[20];
+    ngx_sha1_t        sha1;
+    ngx_p3x_script_t  *s;
+
+    for (s = ngx_p3x_scripts; s->name.len; s++) {
+        ngx_sha1_init(&sha1);
+        ngx_sha1_update(&sha1, s->source.data, s->source.len);
+        ngx_sha1_final(hash, &sha1);
+
+        ngx_hex_dump(s->sha1, hash, 20);
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_p3x_store_get_user(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+{
+    u_char       key[sizeof(P3X_USER_PREFIX) + P3X_NAME_MAX
+                     + sizeof(P3X_USER_SUFFIX)];
+    u_char      *p;
+    size_t       argvlen[5];
+    const char  *argv[5];
+
+    p = ngx_cpymem(key, P3X_USER_PREFIX, sizeof(P3X_USER_PREFIX) - 1);
+    p = ngx_cpymem(p, ctx->user.data, ctx->user.len);
+    p = ngx_cpymem(p, P3X_USER_SUFFIX, sizeof(P3X_USER_SUFFIX) - 1);
+
+    argv[0] = "HMGET";
+    argvlen[0] = 5;
+    argv[1] = (const char *) key;
+    argvlen[1] = p - key;
+    argv[2] = P3X_FIELD_SECRET;
+    argvlen[2] = sizeof(P3X_FIELD_SECRET) - 1;
+    argv[3] = P3X_FIELD_MAILBOX;
+    argvlen[3] = sizeof(P3X_FIELD_MAILBOX) - 1;
+    argv[4] = P3X_FIELD_DISABLED;
+    argvlen[4] = sizeof(P3X_FIELD_DISABLED) - 1;
+
+    return ngx_p3x_redis_send(ctx->conf->redis, 5, argv, argvlen, -1,
+                              handler, ctx);
+}
+
+
+ngx_int_t
+ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+{
+    u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
+                 index[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
+    size_t       argslen[2];
+    const char  *keys[3], *args[2];
+
+    ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
+    ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
+    ngx_p3x_store_key(ctx, index, P3X_INDEX_SUFFIX,
+                      sizeof(P3X_INDEX_SUFFIX));
+
+    keys[0] = (const char *) lock;
+    keys[1] = (const char *) dele;
+    keys[2] = (const char *) index;
+
+    args[0] = (const char *) ctx->token;
+    argslen[0] = P3X_TOKEN_LEN;
+    args[1] = (const char *) ttl;
+    argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
+
+    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_LOCK, 3, keys, 2, args,
+                              argslen, handler);
+}
+
+
+ngx_int_t
+ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+{
+    u_char       lock[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
+    size_t       argslen[2];
+    const char  *keys[1], *args[2];
+
+    ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
+
+    keys[0] = (const char *) lock;
+
+    args[0] = (const char *) ctx->token;
+    argslen[0] = P3X_TOKEN_LEN;
+    args[1] = (const char *) ttl;
+    argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
+
+    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_REFRESH, 1, keys, 2, args,
+                              argslen, handler);
+}
+
+
+/* DELE marks msg; RSET (msg == NULL) clears every mark */
+
+ngx_int_t
+ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
+    ngx_p3x_redis_handler_pt handler)
+{
+    u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
+                 entry[P3X_UID_MAX + 1 + NGX_INT_T_LEN];
+    size_t       argslen[2];
+    const char  *keys[2], *args[2];
+
+    ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
+    ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
+
+    keys[0] = (const char *) lock;
+    keys[1] = (const char *) dele;
+
+    args[0] = (const char *) ctx->token;
+    argslen[0] = P3X_TOKEN_LEN;
+
+    if (msg == NULL) {
+        return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_MARK, 2, keys, 1, args,
+                                  argslen, handler);
+    }
+
+    args[1] = (const char *) entry;
+    argslen[1] = ngx_sprintf(entry, "%*s %uD", (size_t) msg->uid_len,
+                             msg->uid, msg->size)
+                 - entry;
+
+    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_MARK, 2, keys, 2, args,
+                              argslen, handler);
+}
+
+
+/* the session names what it deleted; see P3X_SCRIPT_COMMIT */
+
+ngx_int_t
+ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+{
+    u_char          lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
+                    index[NGX_P3X_KEY_MAX], prefix[NGX_P3X_KEY_MAX],
+                    *entries, *p;
+    size_t          *argvlen;
+    ngx_int_t        rc;
+    ngx_uint_t       i, n;
+    const char     **argv;
+    ngx_p3x_msg_t   *msg;
+
+    n = 8 + ctx->ndeleted;
+
+    argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t))
+                     + ctx->ndeleted * (P3X_UID_MAX + 1 + NGX_INT_T_LEN),
+                     ctx->connection->log);
+    if (argv == NULL) {
+        return NGX_ERROR;
+    }
+
+    argvlen = (size_t *) (argv + n);
+    entries = (u_char *) (argvlen + n);
+
+    argv[0] = "EVALSHA";
+    argvlen[0] = 7;
+    argv[1] = (const char *) ngx_p3x_scripts[NGX_P3X_SCRIPT_COMMIT].sha1;
+    argvlen[1] = 40;
+    argv[2] = "3";
+    argvlen[2] = 1;
+    argv[3] = (const char *) lock;
+    argvlen[3] = ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX,
+                                   sizeof(P3X_LOCK_SUFFIX)) - lock;
+    argv[4] = (const char *) dele;
+    argvlen[4] = ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX,
+                                   sizeof(P3X_DELE_SUFFIX)) - dele;
+    argv[5] = (const char *) index;
+    argvlen[5] = ngx_p3x_store_key(ctx, index, P3X_INDEX_SUFFIX,
+                                   sizeof(P3X_INDEX_SUFFIX)) - index;
+    argv[6] = (const char *) ctx->token;
+    argvlen[6] = P3X_TOKEN_LEN;
+    argv[7] = (const char *) prefix;
+    argvlen[7] = ngx_p3x_store_key(ctx, prefix, P3X_MSG_SUFFIX,
+                                   sizeof(P3X_MSG_SUFFIX)) - prefix;
+
+    n = 8;
+    p = entries;
+
+    for (i = 0; i < ctx->nmsgs; i++) {
+        msg = &ctx->msgs[i];
+
+        if (!msg->deleted) {
+            continue;
+        }
+
+        argv[n] = (const char *) p;
+        p = ngx_sprintf(p, "%*s %uD", (size_t) msg->uid_len, msg->uid,
+                        msg->size);
+        argvlen[n] = p - (u_char *) argv[n];
+        n++;
+    }
+
+    rc = ngx_p3x_redis_send(ctx->conf->redis, n, argv, argvlen,
+                            NGX_P3X_SCRIPT_COMMIT, handler, ctx);
+
+    ngx_free(argv);
+
+    return rc;
+}
+
+
+/* fire and forget: nobody waits for the answer of a closing session */
+
+void
+ngx_p3x_store_release(ngx_p3x_ctx_t *ctx)
+{
+    u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX];
+    size_t       argslen[1];
+    const char  *keys[2], *args[1];
+
+    ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
+    ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
+
+    keys[0] = (const char *) lock;
+    keys[1] = (const char *) dele;
+
+    args[0] = (const char *) ctx->token;
+    argslen[0] = P3X_TOKEN_LEN;
+
+    if (ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_RELEASE, 2, keys, 1, args,
+                           argslen, NULL)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "pop3_ext: cannot release the lock of \"%V\", "
+                      "it expires in %M ms", &ctx->mailbox,
+                      ctx->conf->lock_ttl);
+    }
+}
+
+
+ngx_int_t
+ngx_p3x_store_fetch(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg, off_t offset,
+    size_t len, ngx_p3x_redis_handler_pt handler)
+{
+    u_char       key[NGX_P3X_KEY_MAX], *p, from[NGX_OFF_T_LEN],
+                 to[NGX_OFF_T_LEN];
+    size_t       argvlen[4];
+    const char  *argv[4];
+
+    p = ngx_p3x_store_key(ctx, key, P3X_MSG_SUFFIX, sizeof(P3X_MSG_SUFFIX));
+    p = ngx_cpymem(p, msg->uid, msg->uid_len);
+
+    argv[0] = "GETRANGE";
+    argvlen[0] = 8;
+    argv[1] = (const char *) key;
+    argvlen[1] = p - key;
+    argv[2] = (const char *) from;
+    argvlen[2] = ngx_sprintf(from, "%O", offset) - from;
+    argv[3] = (const char *) to;
+    argvlen[3] = ngx_sprintf(to, "%O", offset + (off_t) len - 1) - to;
+
+    return ngx_p3x_redis_send(ctx->conf->redis, 4, argv, argvlen, -1,
+                              handler, ctx);
+}
+
+
+/*
+ * Turns the LOCK script's reply, the maildrop index, into the session's
+ * message table.  Entries that break the model are logged and left out:
+ * numbering stays consistent within the session either way.
+ */
+
+ngx_int_t
+ngx_p3x_store_load_index(ngx_p3x_ctx_t *ctx, redisReply *reply)
+{
+    u_char         *blob, *sp, *e;
+    size_t          i, total, uid_len;
+    ngx_int_t       size;
+    ngx_p3x_msg_t  *m;
+    redisReply     *el;
+
+    ctx->nmsgs = 0;
+    ctx->octets = 0;
+
+    if (reply->elements == 0) {
+        return NGX_OK;
+    }
+
+    total = 0;
+
+    for (i = 0; i < reply->elements; i++) {
+        total += reply->element[i]->len;
+    }
+
+    ctx->msgs = ngx_palloc(ctx->connection->pool,
+                           reply->elements * sizeof(ngx_p3x_msg_t));
+    blob = ngx_pnalloc(ctx->connection->pool, total);
+
+    if (ctx->msgs == NULL || blob == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < reply->elements; i++) {
+        el = reply->element[i];
+
+        if (el->type != REDIS_REPLY_STRING) {
+            goto invalid;
+        }
+
+        e = (u_char *) el->str;
+        sp = ngx_strlchr(e, e + el->len, ' ');
+
+        if (sp == NULL) {
+            goto invalid;
+        }
+
+        uid_len = sp - e;
+        size = ngx_atoi(sp + 1, e + el->len - sp - 1);
+
+        if (uid_len == 0 || uid_len > P3X_UID_MAX
+            || size == NGX_ERROR || size > 0x7fffffff)
+        {
+            goto invalid;
+        }
+
+        for (sp = e; sp < e + uid_len; sp++) {
+            if (*sp < 0x21 || *sp > 0x7e) {
+                goto invalid;
+            }
+        }
+
+        m = &ctx->msgs[ctx->nmsgs++];
+        m->uid = ngx_cpymem(blob, e, uid_len) - uid_len;
+        blob += uid_len;
+        m->uid_len = (uint8_t) uid_len;
+        m->size = (uint32_t) size;
+        m->deleted = 0;
+
+        ctx->octets += size;
+        continue;
+
+    invalid:
+
+        ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
+                      "pop3_ext: maildrop \"%V\" has an invalid index "
+                      "entry %uz, skipped", &ctx->mailbox, i + 1);
+    }
+
+    return NGX_OK;
+}
+
+
+/* "pop3:mbox:{MBOX" + suffix, NUL-terminated; returns the end */
+
+static u_char *
+ngx_p3x_store_key(ngx_p3x_ctx_t *ctx, u_char *buf, const char *suffix,
+    size_t len)
+{
+    u_char  *p;
+
+    p = ngx_cpymem(buf, ctx->key_prefix.data, ctx->key_prefix.len);
+    p = ngx_cpymem(p, suffix, len - 1);
+    *p = '\0';
+
+    return p;
+}
+
+
+static ngx_int_t
+ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script, ngx_uint_t nkeys,
+    const char **keys, ngx_uint_t nargs, const char **args,
+    const size_t *argslen, ngx_p3x_redis_handler_pt handler)
+{
+    u_char       numkeys[NGX_INT_T_LEN];
+    size_t       argvlen[8];
+    ngx_uint_t   i, n;
+    const char  *argv[8];
+
+    argv[0] = "EVALSHA";
+    argvlen[0] = 7;
+    argv[1] = (const char *) ngx_p3x_scripts[script].sha1;
+    argvlen[1] = 40;
+    argv[2] = (const char *) numkeys;
+    argvlen[2] = ngx_sprintf(numkeys, "%ui", nkeys) - numkeys;
+
+    n = 3;
+
+    for (i = 0; i < nkeys; i++) {
+        argv[n] = keys[i];
+        argvlen[n++] = ngx_strlen(keys[i]);
+    }
+
+    for (i = 0; i < nargs; i++) {
+        argv[n] = args[i];
+        argvlen[n++] = argslen[i];
+    }
+
+    return ngx_p3x_redis_send(ctx->conf->redis, n, argv, argvlen, script,
+                              handler, handler ? ctx : NULL);
+}

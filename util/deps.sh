@@ -1,0 +1,58 @@
+#!/bin/sh
+# Install what building, running and testing need, from Debian's archive.
+# Idempotent and quiet when everything is present.
+#   util/deps.sh [build|run|test|bench|fuzz] ...
+set -e
+
+pkgs_build="gcc make nginx nginx-dev libnginx-mod-mail libhiredis-dev \
+libssl-dev libcrypt-dev"
+pkgs_run="redis-server redis-tools openssl"
+pkgs_test="perl libnet-perl libio-socket-ssl-perl python3 curl fetchmail \
+valgrind"
+pkgs_bench="postal dovecot-pop3d dovecot-core"
+pkgs_fuzz="clang"
+
+want=""
+[ $# -eq 0 ] && set -- build run
+for what in "$@"; do
+    case "$what" in
+    build) want="$want $pkgs_build" ;;
+    run)   want="$want $pkgs_build $pkgs_run" ;;
+    test)  want="$want $pkgs_build $pkgs_run $pkgs_test" ;;
+    bench) want="$want $pkgs_build $pkgs_run $pkgs_test $pkgs_bench" ;;
+    fuzz)  want="$want $pkgs_fuzz" ;;
+    *) echo "util/deps.sh: unknown set '$what'" >&2; exit 64 ;;
+    esac
+done
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
+         | grep -q "install ok installed"
+    then
+        missing="$missing $p"
+    fi
+done
+
+[ -z "$missing" ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+# Debian's nginx and redis packages start system services on install where
+# an init system runs; policy-rc.d keeps them from taking ports 80 and 6379.
+prc=/usr/sbin/policy-rc.d
+if [ ! -e $prc ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee $prc >/dev/null
+    $sudo chmod +x $prc
+    trap '$sudo rm -f $prc' EXIT
+fi
+if [ ! -f /var/lib/apt/periodic/update-success-stamp ] \
+   && [ -z "$(find /var/lib/apt/lists -name '*_Packages' -mmin -1440 \
+             2>/dev/null | head -n 1)" ]
+then
+    $sudo apt-get update -qq
+fi
+$sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
