@@ -27,7 +27,8 @@ build/$(MOD).so: $(SRCS) util/build.sh
 
 build/pop3ext: cli/pop3ext.c $(MOD)/ngx_mail_pop3_ext_model.h
 	@mkdir -p build
-	$(CC) $(CFLAGS) -I$(MOD) -o $@ cli/pop3ext.c -lhiredis -lcrypt
+	$(CC) $(CFLAGS) -I$(MOD) -o $@.tmp cli/pop3ext.c -lhiredis -lcrypt
+	mv -f $@.tmp $@
 
 build-asan/$(MOD).so: $(SRCS) util/build.sh
 	NGX_CC_OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined" \

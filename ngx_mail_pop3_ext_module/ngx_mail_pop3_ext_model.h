@@ -24,7 +24,7 @@
  *   pop3:user:{NAME}           hash    secret, mailbox, disabled
  *   pop3:mbox:{MBOX}:index     list    "UID SIZE", oldest first
  *   pop3:mbox:{MBOX}:msg:UID   string  the message, CRLF lines, unstuffed
- *   pop3:mbox:{MBOX}:meta      hash    uidvalidity, uidnext
+ *   pop3:mbox:{MBOX}:meta      hash    uidvalidity, uidseq
  *   pop3:mbox:{MBOX}:lock      string  session token, with a TTL
  *   pop3:mbox:{MBOX}:dele      set     "UID SIZE" entries marked by DELE
  */
@@ -79,21 +79,28 @@ p3x_valid_name(const unsigned char *p, size_t len)
  *   of message bodies ("pop3:mbox:{MBOX}:msg:")
  *   returns the new UID
  *
- * The UID is "UIDVALIDITY.SEQ" in hex and decimal: SEQ never repeats
- * within a mailbox, and UIDVALIDITY changes when a mailbox is created
- * anew, so a UID is never reused.  Message keys are built from the prefix;
- * they share the mailbox hash tag, hence the slot.
+ * The UID is "UIDVALIDITY.SEQ": UIDVALIDITY is the creation time of the
+ * mailbox in milliseconds, in hex; SEQ (the last one used is "uidseq")
+ * counts up in decimal and never repeats within a mailbox, and a mailbox
+ * created anew gets a new UIDVALIDITY, so a UID is not reused.  Message
+ * keys are built from the prefix; they share the mailbox hash tag, hence
+ * the slot.  The type check comes first because a script is not rolled
+ * back: no body is written unless the index can take it.
  */
 
 #define P3X_SCRIPT_DELIVER                                                    \
+    "local t = redis.call('TYPE', KEYS[2])['ok']\n"                           \
+    "if t ~= 'none' and t ~= 'list' then\n"                                   \
+    "  return redis.error_reply('WRONGTYPE index is not a list')\n"           \
+    "end\n"                                                                   \
     "local v = redis.call('HGET', KEYS[1], 'uidvalidity')\n"                  \
     "if not v then\n"                                                         \
-    "  local t = redis.call('TIME')\n"                                        \
-    "  v = string.format('%x', tonumber(t[1]) * 1000 + "                      \
-                               "math.floor(tonumber(t[2]) / 1000))\n"         \
+    "  local c = redis.call('TIME')\n"                                        \
+    "  v = string.format('%x', tonumber(c[1]) * 1000 + "                      \
+                               "math.floor(tonumber(c[2]) / 1000))\n"         \
     "  redis.call('HSET', KEYS[1], 'uidvalidity', v)\n"                       \
     "end\n"                                                                   \
-    "local n = redis.call('HINCRBY', KEYS[1], 'uidnext', 1)\n"                \
+    "local n = redis.call('HINCRBY', KEYS[1], 'uidseq', 1)\n"                 \
     "local uid = v .. '.' .. n\n"                                             \
     "redis.call('SET', ARGV[2] .. uid, ARGV[1])\n"                            \
     "redis.call('RPUSH', KEYS[2], uid .. ' ' .. string.len(ARGV[1]))\n"       \

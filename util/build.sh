@@ -43,4 +43,6 @@ fi
 cd "$tree"
 make -s -f "$out/objs/Makefile" "$out/objs/ngx_mail_pop3_ext_module.so" \
     > "$out/make.log" 2>&1 || { cat "$out/make.log"; exit 1; }
-cp "$out/objs/ngx_mail_pop3_ext_module.so" "$out/"
+# a new inode: nginx processes that have the old file mapped keep working
+cp "$out/objs/ngx_mail_pop3_ext_module.so" "$out/.module.so.tmp"
+mv -f "$out/.module.so.tmp" "$out/ngx_mail_pop3_ext_module.so"
