@@ -60,3 +60,8 @@ install: all
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+bench:
+	util/deps.sh build run test bench
+	$(MAKE) all
+	bench/run.sh

@@ -50,6 +50,7 @@ static void ngx_p3x_refreshed(void *data, redisReply *reply);
 static void ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_committed(void *data, redisReply *reply);
+static void ngx_p3x_commit_failed(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_noop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_stat(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_list(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
@@ -1055,12 +1056,24 @@ ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
     }
 
     if (ngx_p3x_store_commit(ctx, ngx_p3x_committed) != NGX_OK) {
-        ngx_p3x_out_literal(ctx,
-            "-ERR [SYS/TEMP] some deleted messages not removed" CRLF);
+        ngx_p3x_commit_failed(ctx);
         return;
     }
 
     ctx->busy = 1;
+}
+
+
+static void
+ngx_p3x_commit_failed(ngx_p3x_ctx_t *ctx)
+{
+    ngx_p3x_out_literal(ctx,
+                       "-ERR [SYS/TEMP] some deleted messages not removed"
+                       CRLF);
+
+    /* nothing was deleted: the log line must not say otherwise */
+    ctx->ndeleted = 0;
+    ctx->deleted_octets = 0;
 }
 
 
@@ -1076,12 +1089,7 @@ ngx_p3x_committed(void *data, redisReply *reply)
                       "pop3_ext: commit of \"%V\" failed%s",
                       &ctx->mailbox,
                       ngx_p3x_lock_lost(ctx, reply) ? ": lock lost" : "");
-        ngx_p3x_out_literal(ctx,
-            "-ERR [SYS/TEMP] some deleted messages not removed" CRLF);
-
-        /* nothing was deleted: the log line must not say otherwise */
-        ctx->ndeleted = 0;
-        ctx->deleted_octets = 0;
+        ngx_p3x_commit_failed(ctx);
 
     } else {
         ctx->locked = 0;
