@@ -2,16 +2,27 @@
 /*
  * Copyright (C) ngx_mail_pop3_ext_module developers
  *
- * Password verification.  A SHA512-CRYPT check costs about 1.6 ms and a
- * bcrypt one 50 ms: on the event loop that would stall every session of
- * the worker, so each check runs as a task in an nginx thread pool and
- * the session waits for its completion event.
+ * Credential verification.  A SHA512-CRYPT check costs about 1.6 ms, a
+ * bcrypt or Argon2 one tens of milliseconds: on the event loop that would
+ * stall every session of the worker, so each check runs as a task in an
+ * nginx thread pool and the session waits for its completion event.
  *
- * Stored secrets use Dovecot's notation, "{SCHEME}value".
+ * Stored secrets use Dovecot's notation, "{SCHEME}value", so that user
+ * databases migrate as they are.  A password (USER/PASS, PLAIN, LOGIN)
+ * is checked against any scheme; the challenge-response methods need a
+ * secret they can compute with: APOP a {PLAIN} one, CRAM-MD5 a {PLAIN} or
+ * {CRAM-MD5} one.
  */
 
 
 #include <crypt.h>
+#include <ngx_md5.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#if (NGX_MAIL_POP3_EXT_ARGON2)
+#include <argon2.h>
+#endif
 
 #include "ngx_mail_pop3_ext_module.h"
 
@@ -28,18 +39,38 @@ typedef struct {
 struct ngx_p3x_auth_task_s {
     ngx_p3x_ctx_t            *ctx;      /* NULL once the session is gone */
     ngx_p3x_auth_handler_pt   handler;
+    ngx_p3x_auth_method_e     method;
     ngx_str_t                 secret;
-    ngx_str_t                 password;
+    ngx_str_t                 response;
+    ngx_str_t                 challenge;
     ngx_int_t                 result;
     ngx_thread_task_t         task;
 };
 
 
 static void ngx_p3x_auth_thread(void *data, ngx_log_t *log);
+static ngx_int_t ngx_p3x_auth_split(ngx_str_t *secret, ngx_str_t *scheme,
+    ngx_str_t *value);
 static void ngx_p3x_auth_done(ngx_event_t *ev);
 static void ngx_p3x_auth_free(ngx_p3x_auth_task_t *t);
 static ngx_int_t ngx_p3x_verify_crypt(ngx_str_t *value, ngx_str_t *pw);
 static ngx_int_t ngx_p3x_verify_plain(ngx_str_t *value, ngx_str_t *pw);
+static ngx_int_t ngx_p3x_verify_ssha512(ngx_str_t *value, ngx_str_t *pw);
+static ngx_int_t ngx_p3x_verify_ssha256(ngx_str_t *value, ngx_str_t *pw);
+static ngx_int_t ngx_p3x_verify_ssha(const EVP_MD *md, ngx_str_t *value,
+    ngx_str_t *pw);
+static ngx_int_t ngx_p3x_verify_pbkdf2(ngx_str_t *value, ngx_str_t *pw);
+static ngx_int_t ngx_p3x_verify_argon2id(ngx_str_t *value, ngx_str_t *pw);
+static ngx_int_t ngx_p3x_verify_cram_secret(ngx_str_t *value,
+    ngx_str_t *pw);
+static ngx_int_t ngx_p3x_verify_apop(ngx_p3x_auth_task_t *t,
+    ngx_str_t *scheme, ngx_str_t *value);
+static ngx_int_t ngx_p3x_verify_cram_md5(ngx_p3x_auth_task_t *t,
+    ngx_str_t *scheme, ngx_str_t *value);
+static void ngx_p3x_cram_contexts(ngx_str_t *pw, u_char contexts[32]);
+static void ngx_p3x_md5_state_put(u_char *p, ngx_md5_t *md5);
+static ngx_int_t ngx_p3x_hex_equal(u_char *digest, size_t len,
+    ngx_str_t *hex);
 static ngx_int_t ngx_p3x_ct_equal(u_char *a, size_t alen, u_char *b,
     size_t blen);
 
@@ -50,6 +81,11 @@ static ngx_p3x_scheme_t  ngx_p3x_schemes[] = {
     { ngx_string("BLF-CRYPT"), ngx_p3x_verify_crypt },
     { ngx_string("MD5-CRYPT"), ngx_p3x_verify_crypt },
     { ngx_string("CRYPT"), ngx_p3x_verify_crypt },
+    { ngx_string("ARGON2ID"), ngx_p3x_verify_argon2id },
+    { ngx_string("PBKDF2"), ngx_p3x_verify_pbkdf2 },
+    { ngx_string("SSHA512"), ngx_p3x_verify_ssha512 },
+    { ngx_string("SSHA256"), ngx_p3x_verify_ssha256 },
+    { ngx_string("CRAM-MD5"), ngx_p3x_verify_cram_secret },
     { ngx_string("PLAIN"), ngx_p3x_verify_plain },
     { ngx_null_string, NULL }
 };
@@ -57,22 +93,27 @@ static ngx_p3x_scheme_t  ngx_p3x_schemes[] = {
 
 /*
  * The session gets handler(ctx, NGX_OK) on a match, NGX_DECLINED on a
- * mismatch, NGX_ERROR when the secret is unusable.  The secret and the
- * password are copied, so the caller may drop them at once.
+ * mismatch, NGX_ERROR when the secret cannot serve (unknown scheme, or
+ * one the method cannot use).  Everything is copied: the caller may drop
+ * its buffers at once.
  */
 
 ngx_int_t
 ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
-    ngx_str_t *password, ngx_p3x_auth_handler_pt handler)
+    ngx_p3x_auth_method_e method, ngx_str_t *response, ngx_str_t *challenge,
+    ngx_p3x_auth_handler_pt handler)
 {
     u_char               *p;
     ngx_p3x_auth_task_t  *t;
 
     t = ngx_calloc(sizeof(ngx_p3x_auth_task_t) + secret->len + 1
-                   + password->len + 1, ctx->connection->log);
+                   + response->len + 1 + challenge->len + 1,
+                   ctx->connection->log);
     if (t == NULL) {
         return NGX_ERROR;
     }
+
+    /* each copy is NUL-terminated for crypt_r() and friends */
 
     p = (u_char *) (t + 1);
 
@@ -81,13 +122,19 @@ ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
     p = ngx_cpymem(p, secret->data, secret->len);
     *p++ = '\0';
 
-    t->password.data = p;
-    t->password.len = password->len;
-    p = ngx_cpymem(p, password->data, password->len);
+    t->response.data = p;
+    t->response.len = response->len;
+    p = ngx_cpymem(p, response->data, response->len);
+    *p++ = '\0';
+
+    t->challenge.data = p;
+    t->challenge.len = challenge->len;
+    p = ngx_cpymem(p, challenge->data, challenge->len);
     *p = '\0';
 
     t->ctx = ctx;
     t->handler = handler;
+    t->method = method;
     t->result = NGX_ERROR;
 
     t->task.ctx = t;
@@ -117,6 +164,30 @@ ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx)
 }
 
 
+/* is the scheme of this secret one the module verifies? */
+
+ngx_int_t
+ngx_p3x_auth_known_scheme(ngx_str_t *secret)
+{
+    ngx_str_t          scheme, value;
+    ngx_p3x_scheme_t  *s;
+
+    if (ngx_p3x_auth_split(secret, &scheme, &value) != NGX_OK) {
+        return 0;
+    }
+
+    for (s = ngx_p3x_schemes; s->name.len; s++) {
+        if (s->name.len == scheme.len
+            && ngx_strncasecmp(s->name.data, scheme.data, scheme.len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* runs in a pool thread: touches nothing but the task */
 
 static void
@@ -124,42 +195,70 @@ ngx_p3x_auth_thread(void *data, ngx_log_t *log)
 {
     ngx_p3x_auth_task_t  *t = data;
 
-    u_char            *p, *end;
-    ngx_str_t          name, value;
+    ngx_str_t          scheme, value;
     ngx_p3x_scheme_t  *s;
 
-    p = t->secret.data;
-    end = p + t->secret.len;
+    if (ngx_p3x_auth_split(&t->secret, &scheme, &value) != NGX_OK) {
+        t->result = NGX_ERROR;
+        return;
+    }
 
-    if (p < end && *p == '{') {
-        name.data = p + 1;
+    switch (t->method) {
 
-        p = ngx_strlchr(p, end, '}');
-        if (p == NULL) {
-            t->result = NGX_ERROR;
-            return;
-        }
+    case ngx_p3x_auth_apop:
+        t->result = ngx_p3x_verify_apop(t, &scheme, &value);
+        return;
 
-        name.len = p - name.data;
-        value.data = p + 1;
-        value.len = end - value.data;
+    case ngx_p3x_auth_cram_md5:
+        t->result = ngx_p3x_verify_cram_md5(t, &scheme, &value);
+        return;
 
-    } else {
-        /* no scheme: a crypt(3) string, as Dovecot's default */
-        ngx_str_set(&name, "CRYPT");
-        value = t->secret;
+    default:
+        break;
     }
 
     for (s = ngx_p3x_schemes; s->name.len; s++) {
-        if (s->name.len == name.len
-            && ngx_strncasecmp(s->name.data, name.data, name.len) == 0)
+        if (s->name.len == scheme.len
+            && ngx_strncasecmp(s->name.data, scheme.data, scheme.len) == 0)
         {
-            t->result = s->verify(&value, &t->password);
+            t->result = s->verify(&value, &t->response);
             return;
         }
     }
 
     t->result = NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_p3x_auth_split(ngx_str_t *secret, ngx_str_t *scheme, ngx_str_t *value)
+{
+    u_char  *p, *end;
+
+    p = secret->data;
+    end = p + secret->len;
+
+    if (p < end && *p == '{') {
+        scheme->data = p + 1;
+
+        p = ngx_strlchr(p, end, '}');
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        scheme->len = p - scheme->data;
+        value->data = p + 1;
+        value->len = end - value->data;
+
+        return NGX_OK;
+    }
+
+    /* no scheme: a crypt(3) string, as Dovecot's default */
+
+    ngx_str_set(scheme, "CRYPT");
+    *value = *secret;
+
+    return NGX_OK;
 }
 
 
@@ -174,13 +273,6 @@ ngx_p3x_auth_done(ngx_event_t *ev)
 
     if (ctx) {
         ctx->auth_task = NULL;
-
-        if (t->result == NGX_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
-                          "pop3_ext: the stored secret of user \"%V\" "
-                          "has an unknown scheme or format", &ctx->user);
-        }
-
         t->handler(ctx, t->result);
     }
 
@@ -191,7 +283,8 @@ ngx_p3x_auth_done(ngx_event_t *ev)
 static void
 ngx_p3x_auth_free(ngx_p3x_auth_task_t *t)
 {
-    ngx_explicit_memzero(t->password.data, t->password.len);
+    ngx_explicit_memzero(t->secret.data, t->secret.len + t->response.len
+                                         + t->challenge.len + 3);
     ngx_free(t);
 }
 
@@ -237,6 +330,322 @@ ngx_p3x_verify_plain(ngx_str_t *value, ngx_str_t *pw)
 {
     return ngx_p3x_ct_equal(value->data, value->len, pw->data, pw->len)
            ? NGX_OK : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_p3x_verify_ssha512(ngx_str_t *value, ngx_str_t *pw)
+{
+    return ngx_p3x_verify_ssha(EVP_sha512(), value, pw);
+}
+
+
+static ngx_int_t
+ngx_p3x_verify_ssha256(ngx_str_t *value, ngx_str_t *pw)
+{
+    return ngx_p3x_verify_ssha(EVP_sha256(), value, pw);
+}
+
+
+/* base64(HASH(password . salt) . salt) */
+
+static ngx_int_t
+ngx_p3x_verify_ssha(const EVP_MD *md, ngx_str_t *value, ngx_str_t *pw)
+{
+    u_char        raw[512], digest[EVP_MAX_MD_SIZE];
+    size_t        rawlen, mdlen;
+    ngx_int_t     rc;
+    unsigned int  dlen;
+    EVP_MD_CTX   *mdctx;
+
+    mdlen = EVP_MD_size(md);
+
+    if (ngx_p3x_base64_decoded_len(value->len) > sizeof(raw)
+        || ngx_p3x_base64_decode(raw, &rawlen, value->data, value->len)
+           != NGX_OK
+        || rawlen <= mdlen)
+    {
+        return NGX_ERROR;
+    }
+
+    mdctx = EVP_MD_CTX_new();
+    if (mdctx == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_DECLINED;
+
+    if (EVP_DigestInit_ex(mdctx, md, NULL) == 1
+        && EVP_DigestUpdate(mdctx, pw->data, pw->len) == 1
+        && EVP_DigestUpdate(mdctx, raw + mdlen, rawlen - mdlen) == 1
+        && EVP_DigestFinal_ex(mdctx, digest, &dlen) == 1
+        && CRYPTO_memcmp(digest, raw, mdlen) == 0)
+    {
+        rc = NGX_OK;
+    }
+
+    EVP_MD_CTX_free(mdctx);
+
+    return rc;
+}
+
+
+/* Dovecot's "$1$SALT$ROUNDS$HEX": PBKDF2-HMAC-SHA1, 20 octets */
+
+static ngx_int_t
+ngx_p3x_verify_pbkdf2(ngx_str_t *value, ngx_str_t *pw)
+{
+    u_char     *p, *salt, *rounds, *hex, *end, out[20];
+    ngx_int_t   n;
+
+    p = value->data;
+    end = p + value->len;
+
+    if (value->len < 4 || ngx_strncmp(p, "$1$", 3) != 0) {
+        return NGX_ERROR;
+    }
+
+    salt = p + 3;
+
+    rounds = ngx_strlchr(salt, end, '$');
+    if (rounds == NULL) {
+        return NGX_ERROR;
+    }
+
+    hex = ngx_strlchr(rounds + 1, end, '$');
+    if (hex == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = ngx_atoi(rounds + 1, hex - rounds - 1);
+
+    if (n <= 0 || n > 10000000 || end - (hex + 1) != 40) {
+        return NGX_ERROR;
+    }
+
+    if (PKCS5_PBKDF2_HMAC((char *) pw->data, pw->len, salt, rounds - salt,
+                          n, EVP_sha1(), sizeof(out), out)
+        != 1)
+    {
+        return NGX_DECLINED;
+    }
+
+    value->data = hex + 1;
+    value->len = 40;
+
+    return ngx_p3x_hex_equal(out, sizeof(out), value)
+           ? NGX_OK : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_p3x_verify_argon2id(ngx_str_t *value, ngx_str_t *pw)
+{
+#if (NGX_MAIL_POP3_EXT_ARGON2)
+
+    int  rc;
+
+    rc = argon2id_verify((char *) value->data, pw->data, pw->len);
+
+    if (rc == ARGON2_OK) {
+        return NGX_OK;
+    }
+
+    return (rc == ARGON2_VERIFY_MISMATCH) ? NGX_DECLINED : NGX_ERROR;
+
+#else
+
+    return NGX_ERROR;
+
+#endif
+}
+
+
+/* a password against Dovecot's {CRAM-MD5}: the HMAC-MD5 contexts */
+
+static ngx_int_t
+ngx_p3x_verify_cram_secret(ngx_str_t *value, ngx_str_t *pw)
+{
+    u_char  contexts[32];
+
+    if (value->len != 64) {
+        return NGX_ERROR;
+    }
+
+    ngx_p3x_cram_contexts(pw, contexts);
+
+    return ngx_p3x_hex_equal(contexts, sizeof(contexts), value)
+           ? NGX_OK : NGX_DECLINED;
+}
+
+
+/* RFC 1939, 7: MD5(timestamp . secret), in lowercase hex */
+
+static ngx_int_t
+ngx_p3x_verify_apop(ngx_p3x_auth_task_t *t, ngx_str_t *scheme,
+    ngx_str_t *value)
+{
+    u_char     digest[16];
+    ngx_md5_t  md5;
+
+    if (scheme->len != 5 || ngx_strncasecmp(scheme->data, (u_char *) "PLAIN",
+                                            5) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, t->challenge.data, t->challenge.len);
+    ngx_md5_update(&md5, value->data, value->len);
+    ngx_md5_final(digest, &md5);
+
+    return ngx_p3x_hex_equal(digest, sizeof(digest), &t->response)
+           ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * RFC 2195: HMAC-MD5(secret, challenge).  With {CRAM-MD5} the secret is
+ * stored as the two MD5 states after the key blocks, outer then inner,
+ * each as four little-endian words (Dovecot's format): the HMAC resumes
+ * from them.
+ */
+
+static ngx_int_t
+ngx_p3x_verify_cram_md5(ngx_p3x_auth_task_t *t, ngx_str_t *scheme,
+    ngx_str_t *value)
+{
+    u_char      contexts[32], inner[16], digest[16], *p;
+    ngx_int_t   i, k;
+    ngx_md5_t   md5;
+
+    if (scheme->len == 5
+        && ngx_strncasecmp(scheme->data, (u_char *) "PLAIN", 5) == 0)
+    {
+        ngx_p3x_cram_contexts(value, contexts);
+
+    } else if (scheme->len == 8
+               && ngx_strncasecmp(scheme->data, (u_char *) "CRAM-MD5", 8)
+                  == 0
+               && value->len == 64)
+    {
+        for (i = 0; i < 32; i++) {
+            k = ngx_hextoi(value->data + 2 * i, 2);
+            if (k == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            contexts[i] = (u_char) k;
+        }
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    /* inner: resume after the ipad block */
+
+    ngx_md5_init(&md5);
+    p = contexts + 16;
+    md5.a = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t) p[3] << 24;
+    md5.b = p[4] | p[5] << 8 | p[6] << 16 | (uint32_t) p[7] << 24;
+    md5.c = p[8] | p[9] << 8 | p[10] << 16 | (uint32_t) p[11] << 24;
+    md5.d = p[12] | p[13] << 8 | p[14] << 16 | (uint32_t) p[15] << 24;
+    md5.bytes = 64;
+    ngx_md5_update(&md5, t->challenge.data, t->challenge.len);
+    ngx_md5_final(inner, &md5);
+
+    ngx_md5_init(&md5);
+    p = contexts;
+    md5.a = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t) p[3] << 24;
+    md5.b = p[4] | p[5] << 8 | p[6] << 16 | (uint32_t) p[7] << 24;
+    md5.c = p[8] | p[9] << 8 | p[10] << 16 | (uint32_t) p[11] << 24;
+    md5.d = p[12] | p[13] << 8 | p[14] << 16 | (uint32_t) p[15] << 24;
+    md5.bytes = 64;
+    ngx_md5_update(&md5, inner, sizeof(inner));
+    ngx_md5_final(digest, &md5);
+
+    ngx_explicit_memzero(contexts, sizeof(contexts));
+
+    return ngx_p3x_hex_equal(digest, sizeof(digest), &t->response)
+           ? NGX_OK : NGX_DECLINED;
+}
+
+
+static void
+ngx_p3x_cram_contexts(ngx_str_t *pw, u_char contexts[32])
+{
+    u_char      key[64], pad[64], digest[16];
+    ngx_uint_t  i;
+    ngx_md5_t   md5;
+
+    ngx_memzero(key, sizeof(key));
+
+    if (pw->len > 64) {
+        ngx_md5_init(&md5);
+        ngx_md5_update(&md5, pw->data, pw->len);
+        ngx_md5_final(digest, &md5);
+        ngx_memcpy(key, digest, sizeof(digest));
+
+    } else {
+        ngx_memcpy(key, pw->data, pw->len);
+    }
+
+    for (i = 0; i < 64; i++) {
+        pad[i] = key[i] ^ 0x5c;
+    }
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, pad, 64);
+    ngx_p3x_md5_state_put(contexts, &md5);
+
+    for (i = 0; i < 64; i++) {
+        pad[i] = key[i] ^ 0x36;
+    }
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, pad, 64);
+    ngx_p3x_md5_state_put(contexts + 16, &md5);
+
+    ngx_explicit_memzero(key, sizeof(key));
+    ngx_explicit_memzero(pad, sizeof(pad));
+}
+
+
+static void
+ngx_p3x_md5_state_put(u_char *p, ngx_md5_t *md5)
+{
+    uint32_t    w[4];
+    ngx_uint_t  i;
+
+    w[0] = md5->a;
+    w[1] = md5->b;
+    w[2] = md5->c;
+    w[3] = md5->d;
+
+    for (i = 0; i < 4; i++) {
+        *p++ = (u_char) w[i];
+        *p++ = (u_char) (w[i] >> 8);
+        *p++ = (u_char) (w[i] >> 16);
+        *p++ = (u_char) (w[i] >> 24);
+    }
+}
+
+
+/* compares a digest with its hex form, either case, in constant time */
+
+static ngx_int_t
+ngx_p3x_hex_equal(u_char *digest, size_t len, ngx_str_t *hex)
+{
+    u_char  buf[64], low[64];
+
+    if (len > sizeof(buf) / 2 || hex->len != 2 * len) {
+        return 0;
+    }
+
+    ngx_hex_dump(buf, digest, len);
+    ngx_strlow(low, hex->data, hex->len);
+
+    return ngx_p3x_ct_equal(buf, 2 * len, low, hex->len);
 }
 
 

@@ -27,6 +27,18 @@
  *   pop3:mbox:{MBOX}:meta      hash    uidvalidity, uidseq
  *   pop3:mbox:{MBOX}:lock      string  session token, with a TTL
  *   pop3:mbox:{MBOX}:dele      set     "UID SIZE" entries marked by DELE
+ *   pop3:mbox:{MBOX}:gone:TOKEN string  a lock request given up, with a TTL
+ *
+ * Abuse resistance, shared by every host (see docs/security.md):
+ *
+ *   pop3:fail:user:{NAME}      string  failed logins of a user, with a TTL
+ *   pop3:fail:addr:{ADDR}      string  failed logins from an address, TTL
+ *   pop3:conn:user:{NAME}      zset    live sessions of a user: member a
+ *                                      session id, score its expiry (ms)
+ *   pop3:conn:addr:{ADDR}      zset    live connections from an address
+ *
+ * A user's failure counter shares the user record's hash tag, so that one
+ * script reads both.
  */
 
 #define P3X_USER_PREFIX        "pop3:user:{"
@@ -37,6 +49,13 @@
 #define P3X_META_SUFFIX        "}:meta"
 #define P3X_LOCK_SUFFIX        "}:lock"
 #define P3X_DELE_SUFFIX        "}:dele"
+#define P3X_GONE_SUFFIX        "}:gone:"
+
+#define P3X_FAIL_USER_PREFIX   "pop3:fail:user:{"
+#define P3X_FAIL_ADDR_PREFIX   "pop3:fail:addr:{"
+#define P3X_CONN_USER_PREFIX   "pop3:conn:user:{"
+#define P3X_CONN_ADDR_PREFIX   "pop3:conn:addr:{"
+#define P3X_TAG_CLOSE          "}"
 
 #define P3X_FIELD_SECRET       "secret"
 #define P3X_FIELD_MAILBOX      "mailbox"
@@ -109,15 +128,20 @@ p3x_valid_name(const unsigned char *p, size_t len)
 
 /*
  * LOCK: take the maildrop at login and read its index in one round trip.
- *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index, KEYS[4] gone:TOKEN
  *   ARGV[1] token, ARGV[2] TTL in milliseconds
- *   returns the index entries, or the error "IN-USE"
+ *   returns the index entries, or the error "IN-USE" or "GONE"
  *
  * Markers left by a session that died are dropped: only a committed
- * UPDATE deletes.
+ * UPDATE deletes.  A session that gave up waiting for this script (Redis
+ * stalled) has run RELEASE first, which left gone:TOKEN: the late script
+ * then takes nothing, so no lock outlives its session.
  */
 
 #define P3X_SCRIPT_LOCK                                                       \
+    "if redis.call('DEL', KEYS[4]) == 1 then\n"                               \
+    "  return redis.error_reply('GONE session gave up')\n"                    \
+    "end\n"                                                                   \
     "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"  \
     "  return redis.error_reply('IN-USE maildrop is locked')\n"               \
     "end\n"                                                                   \
@@ -210,15 +234,68 @@ p3x_valid_name(const unsigned char *p, size_t len)
 /*
  * RELEASE: give the maildrop up without UPDATE (RFC 1939: a session that
  * ends otherwise than by QUIT deletes nothing).
- *   KEYS[1] lock, KEYS[2] dele; ARGV[1] token
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] gone:TOKEN
+ *   ARGV[1] token, ARGV[2] TTL in milliseconds
  *   returns 1 if the lock was ours, else 0
+ *
+ * When the lock is not ours, our LOCK may still be on its way (it timed
+ * out, or the client left during login): gone:TOKEN makes it void.
  */
 
 #define P3X_SCRIPT_RELEASE                                                    \
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"                         \
+    "  redis.call('DEL', KEYS[1], KEYS[2])\n"                                 \
+    "  return 1\n"                                                            \
+    "end\n"                                                                   \
+    "redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])\n"                        \
+    "return 0\n"
+
+
+/*
+ * AUTHINFO: what a login needs to know about a user, in one round trip.
+ *   KEYS[1] user record, KEYS[2] the user's failure counter
+ *   returns { secret, mailbox, disabled, failures } (nil for absent)
+ */
+
+#define P3X_SCRIPT_AUTHINFO                                                   \
+    "local r = redis.call('HMGET', KEYS[1], 'secret', 'mailbox', "            \
+                                           "'disabled')\n"                    \
+    "r[4] = redis.call('GET', KEYS[2])\n"                                     \
+    "return r\n"
+
+
+/*
+ * FAIL: count a failed login.
+ *   KEYS[1] a failure counter; ARGV[1] its lifetime in milliseconds
+ *   returns the count within the lifetime, which each failure renews
+ */
+
+#define P3X_SCRIPT_FAIL                                                       \
+    "local n = redis.call('INCR', KEYS[1])\n"                                 \
+    "redis.call('PEXPIRE', KEYS[1], ARGV[1])\n"                               \
+    "return n\n"
+
+
+/*
+ * CONN: hold (or renew) a connection slot in a counting semaphore.
+ *   KEYS[1] the slot set; ARGV[1] session id, ARGV[2] lifetime in
+ *   milliseconds, ARGV[3] the limit
+ *   returns 1 when the session holds a slot, 0 when all are taken
+ *
+ * Slots of hosts that died expire by their score; live sessions renew
+ * theirs, and ZREM gives a slot back.
+ */
+
+#define P3X_SCRIPT_CONN                                                       \
+    "local t = redis.call('TIME')\n"                                          \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"                  \
+    "if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and "                      \
+       "redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then\n"             \
     "  return 0\n"                                                            \
     "end\n"                                                                   \
-    "redis.call('DEL', KEYS[1], KEYS[2])\n"                                   \
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"         \
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"                               \
     "return 1\n"
 
 

@@ -18,9 +18,14 @@ static char *ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_p3x_redis_t *ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf,
     ngx_str_t *addr, ngx_uint_t nconns, ngx_msec_t timeout);
-static char *ngx_mail_pop3_ext_build_capa(ngx_conf_t *cf,
-    ngx_mail_pop3_ext_srv_conf_t *conf);
+static char *ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf,
+    ngx_array_t *a, ngx_str_t *text);
 static ngx_int_t ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle);
+static void ngx_mail_pop3_ext_exit_process(ngx_cycle_t *cycle);
+static ngx_mail_pop3_ext_main_conf_t *ngx_mail_pop3_ext_cycle_conf(
+    ngx_cycle_t *cycle);
 
 
 extern ngx_module_t  ngx_mail_module;
@@ -28,6 +33,24 @@ extern ngx_module_t  ngx_mail_module;
 
 static ngx_conf_num_bounds_t  ngx_mail_pop3_ext_line_bounds = {
     ngx_conf_check_num_bounds, 255, 65536
+};
+
+
+static ngx_conf_bitmask_t  ngx_mail_pop3_ext_auth_methods[] = {
+    { ngx_string("user"), NGX_P3X_AUTH_USER },
+    { ngx_string("plain"), NGX_P3X_AUTH_PLAIN },
+    { ngx_string("login"), NGX_P3X_AUTH_LOGIN },
+    { ngx_string("cram-md5"), NGX_P3X_AUTH_CRAM_MD5 },
+    { ngx_string("apop"), NGX_P3X_AUTH_APOP },
+    { ngx_string("external"), NGX_P3X_AUTH_EXTERNAL },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_mail_pop3_ext_plaintext[] = {
+    { ngx_string("secure"), NGX_P3X_PLAINTEXT_SECURE },
+    { ngx_string("always"), NGX_P3X_PLAINTEXT_ALWAYS },
+    { ngx_null_string, 0 }
 };
 
 
@@ -54,12 +77,89 @@ static ngx_command_t  ngx_mail_pop3_ext_commands[] = {
       offsetof(ngx_mail_pop3_ext_srv_conf_t, lock_ttl),
       NULL },
 
+    { ngx_string("pop3_ext_auth"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, auth_methods),
+      &ngx_mail_pop3_ext_auth_methods },
+
+    { ngx_string("pop3_ext_plaintext_auth"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, plaintext),
+      &ngx_mail_pop3_ext_plaintext },
+
+    { ngx_string("pop3_ext_secure_networks"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_1MORE,
+      ngx_mail_pop3_ext_secure_networks,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("pop3_ext_auth_fail_delay"),
       NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_MAIL_SRV_CONF_OFFSET,
       offsetof(ngx_mail_pop3_ext_srv_conf_t, auth_fail_delay),
       NULL },
+
+    { ngx_string("pop3_ext_auth_fail_delay_max"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, auth_fail_delay_max),
+      NULL },
+
+    { ngx_string("pop3_ext_auth_block_addr"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, auth_block_addr),
+      NULL },
+
+    { ngx_string("pop3_ext_auth_block_user"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, auth_block_user),
+      NULL },
+
+    { ngx_string("pop3_ext_auth_block_time"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, auth_block_time),
+      NULL },
+
+    { ngx_string("pop3_ext_max_auth_attempts"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, max_auth_attempts),
+      NULL },
+
+    { ngx_string("pop3_ext_max_conn_per_addr"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, max_conn_per_addr),
+      NULL },
+
+    { ngx_string("pop3_ext_max_conn_per_user"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, max_conn_per_user),
+      NULL },
+
+    { ngx_string("pop3_ext_sasl_line_max"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, sasl_line_max),
+      &ngx_mail_pop3_ext_line_bounds },
 
     { ngx_string("pop3_ext_chunk_size"),
       NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
@@ -133,7 +233,7 @@ ngx_module_t  ngx_mail_pop3_ext_module = {
     ngx_mail_pop3_ext_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_mail_pop3_ext_exit_process,        /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -182,15 +282,25 @@ ngx_mail_pop3_ext_create_srv_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->redis = NULL;
+     *     conf->auth_methods = 0;
      *     conf->thread_pool_name = { 0, NULL };
-     *     conf->greeting, capa_auth, capa_trans = { 0, NULL };
      */
 
     conf->idle_timeout = NGX_CONF_UNSET_MSEC;
     conf->lock_ttl = NGX_CONF_UNSET_MSEC;
+    conf->plaintext = NGX_CONF_UNSET_UINT;
+    conf->secure_networks = NGX_CONF_UNSET_PTR;
     conf->auth_fail_delay = NGX_CONF_UNSET_MSEC;
+    conf->auth_fail_delay_max = NGX_CONF_UNSET_MSEC;
+    conf->auth_block_addr = NGX_CONF_UNSET_UINT;
+    conf->auth_block_user = NGX_CONF_UNSET_UINT;
+    conf->auth_block_time = NGX_CONF_UNSET_MSEC;
+    conf->max_auth_attempts = NGX_CONF_UNSET_UINT;
+    conf->max_conn_per_addr = NGX_CONF_UNSET_UINT;
+    conf->max_conn_per_user = NGX_CONF_UNSET_UINT;
     conf->chunk_size = NGX_CONF_UNSET_SIZE;
     conf->line_max = NGX_CONF_UNSET_SIZE;
+    conf->sasl_line_max = NGX_CONF_UNSET_SIZE;
     conf->max_commands = NGX_CONF_UNSET_UINT;
 
     return conf;
@@ -204,6 +314,11 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_mail_pop3_ext_srv_conf_t *conf = child;
 
     ngx_mail_core_srv_conf_t  *cscf;
+
+    static ngx_str_t  loopback4 = ngx_string("127.0.0.0/8");
+#if (NGX_HAVE_INET6)
+    static ngx_str_t  loopback6 = ngx_string("::1/128");
+#endif
 
     /* the core merged first: the server's protocol is known */
     cscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_core_module);
@@ -231,13 +346,63 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout,
                               600000);
     ngx_conf_merge_msec_value(conf->lock_ttl, prev->lock_ttl, 30000);
+    ngx_conf_merge_bitmask_value(conf->auth_methods, prev->auth_methods,
+                                 (NGX_CONF_BITMASK_SET|NGX_P3X_AUTH_USER
+                                  |NGX_P3X_AUTH_PLAIN|NGX_P3X_AUTH_LOGIN));
+    ngx_conf_merge_uint_value(conf->plaintext, prev->plaintext,
+                              NGX_P3X_PLAINTEXT_SECURE);
+    ngx_conf_merge_ptr_value(conf->secure_networks, prev->secure_networks,
+                             NULL);
+
+    /* as Dovecot: loopback is secure unless said otherwise */
+
+    if (conf->secure_networks == NULL) {
+        conf->secure_networks = ngx_array_create(cf->pool, 2,
+                                                 sizeof(ngx_cidr_t));
+        if (conf->secure_networks == NULL
+            || ngx_mail_pop3_ext_add_cidr(cf, conf->secure_networks,
+                                          &loopback4) != NGX_OK
+#if (NGX_HAVE_INET6)
+            || ngx_mail_pop3_ext_add_cidr(cf, conf->secure_networks,
+                                          &loopback6) != NGX_OK
+#endif
+           )
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        prev->secure_networks = conf->secure_networks;
+    }
+
     ngx_conf_merge_msec_value(conf->auth_fail_delay, prev->auth_fail_delay,
-                              1000);
+                              2000);
+    ngx_conf_merge_msec_value(conf->auth_fail_delay_max,
+                              prev->auth_fail_delay_max, 15000);
+    ngx_conf_merge_uint_value(conf->auth_block_addr, prev->auth_block_addr,
+                              20);
+    ngx_conf_merge_uint_value(conf->auth_block_user, prev->auth_block_user,
+                              0);
+    ngx_conf_merge_msec_value(conf->auth_block_time, prev->auth_block_time,
+                              900000);
+    ngx_conf_merge_uint_value(conf->max_auth_attempts,
+                              prev->max_auth_attempts, 3);
+    ngx_conf_merge_uint_value(conf->max_conn_per_addr,
+                              prev->max_conn_per_addr, 0);
+    ngx_conf_merge_uint_value(conf->max_conn_per_user,
+                              prev->max_conn_per_user, 0);
     ngx_conf_merge_size_value(conf->chunk_size, prev->chunk_size, 65536);
     ngx_conf_merge_size_value(conf->line_max, prev->line_max, 1024);
+    ngx_conf_merge_size_value(conf->sasl_line_max, prev->sasl_line_max,
+                              2048);
     ngx_conf_merge_uint_value(conf->max_commands, prev->max_commands, 0);
     ngx_conf_merge_str_value(conf->thread_pool_name, prev->thread_pool_name,
                              "default");
+
+    if (conf->auth_block_time < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pop3_ext_auth_block_time must be at least 1s");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->idle_timeout < 600000) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
@@ -266,42 +431,73 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    return ngx_mail_pop3_ext_build_capa(cf, conf);
+    return NGX_CONF_OK;
 }
 
 
+/* pop3_ext_secure_networks address/mask ... | off; */
+
 static char *
-ngx_mail_pop3_ext_build_capa(ngx_conf_t *cf,
-    ngx_mail_pop3_ext_srv_conf_t *conf)
+ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
 {
-    ngx_str_set(&conf->greeting, "+OK POP3 ready" CRLF);
+    ngx_mail_pop3_ext_srv_conf_t  *pscf = conf;
 
-    ngx_str_set(&conf->capa_auth,
-                "+OK capability list follows" CRLF
-                "TOP" CRLF
-                "USER" CRLF
-                "UIDL" CRLF
-                "PIPELINING" CRLF
-                "RESP-CODES" CRLF
-                "AUTH-RESP-CODE" CRLF
-                "EXPIRE NEVER" CRLF
-                "IMPLEMENTATION ngx_mail_pop3_ext_module/"
-                NGX_P3X_VERSION CRLF
-                "." CRLF);
+    ngx_str_t   *value;
+    ngx_uint_t   i;
 
-    ngx_str_set(&conf->capa_trans,
-                "+OK capability list follows" CRLF
-                "TOP" CRLF
-                "UIDL" CRLF
-                "PIPELINING" CRLF
-                "RESP-CODES" CRLF
-                "AUTH-RESP-CODE" CRLF
-                "EXPIRE NEVER" CRLF
-                "IMPLEMENTATION ngx_mail_pop3_ext_module/"
-                NGX_P3X_VERSION CRLF
-                "." CRLF);
+    if (pscf->secure_networks != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    pscf->secure_networks = ngx_array_create(cf->pool, 4, sizeof(ngx_cidr_t));
+    if (pscf->secure_networks == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        return NGX_CONF_OK;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (ngx_mail_pop3_ext_add_cidr(cf, pscf->secure_networks, &value[i])
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf, ngx_array_t *a, ngx_str_t *text)
+{
+    ngx_int_t    rc;
+    ngx_cidr_t  *cidr;
+
+    cidr = ngx_array_push(a);
+    if (cidr == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_ptocidr(text, cidr);
+
+    if (rc == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid network \"%V\"", text);
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DONE) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "low address bits of %V are meaningless", text);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -452,16 +648,9 @@ ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i;
     ngx_p3x_redis_t               **rp;
-    ngx_mail_conf_ctx_t            *ctx;
     ngx_mail_pop3_ext_main_conf_t  *mcf;
 
-    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
-                                               ngx_mail_module);
-    if (ctx == NULL) {
-        return NGX_OK;
-    }
-
-    mcf = ctx->main_conf[ngx_mail_pop3_ext_module.ctx_index];
+    mcf = ngx_mail_pop3_ext_cycle_conf(cycle);
     if (mcf == NULL) {
         return NGX_OK;
     }
@@ -475,4 +664,41 @@ ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle)
     }
 
     return NGX_OK;
+}
+
+
+/* the Redis connections go last, after every session they served */
+
+static void
+ngx_mail_pop3_ext_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_p3x_redis_t               **rp;
+    ngx_mail_pop3_ext_main_conf_t  *mcf;
+
+    mcf = ngx_mail_pop3_ext_cycle_conf(cycle);
+    if (mcf == NULL) {
+        return;
+    }
+
+    rp = mcf->redis.elts;
+
+    for (i = 0; i < mcf->redis.nelts; i++) {
+        ngx_p3x_redis_exit_worker(rp[i]);
+    }
+}
+
+
+static ngx_mail_pop3_ext_main_conf_t *
+ngx_mail_pop3_ext_cycle_conf(ngx_cycle_t *cycle)
+{
+    ngx_mail_conf_ctx_t  *ctx;
+
+    ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_mail_module);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    return ctx->main_conf[ngx_mail_pop3_ext_module.ctx_index];
 }

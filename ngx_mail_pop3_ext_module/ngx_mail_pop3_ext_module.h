@@ -7,7 +7,11 @@
  *   _parse.c    command parser (pure)
  *   _session.c  the POP3 state machine and commands
  *   _output.c   the reply writer: buffering, flow control, dot-stuffing
- *   _auth.c     password verification in a thread pool
+ *   _login.c    the AUTHORIZATION state: USER/PASS, APOP, SASL, STLS
+ *   _auth.c     credential verification in a thread pool
+ *   _sasl.c     SASL message decoding (pure)
+ *   _ssl.c      TLS glue: STLS, secure channels, client certificates
+ *   _limit.c    cluster-wide abuse limits: failed logins, connections
  *   _redis.c    multiplexed, pipelined Redis connections owned by nginx
  *   _store.c    the mailbox store: keys and scripts over _redis.c
  */
@@ -28,6 +32,7 @@
 
 #include "ngx_mail_pop3_ext_model.h"
 #include "ngx_mail_pop3_ext_parse.h"
+#include "ngx_mail_pop3_ext_sasl.h"
 
 
 #define NGX_P3X_VERSION     "0.1.0"
@@ -73,24 +78,49 @@ typedef struct {
 } ngx_mail_pop3_ext_main_conf_t;
 
 
+#define NGX_P3X_AUTH_USER       0x0040    /* 0x0001 is NGX_CONF_BITMASK_SET */
+#define NGX_P3X_AUTH_PLAIN      0x0002
+#define NGX_P3X_AUTH_LOGIN      0x0004
+#define NGX_P3X_AUTH_CRAM_MD5   0x0008
+#define NGX_P3X_AUTH_APOP       0x0010
+#define NGX_P3X_AUTH_EXTERNAL   0x0020
+
+/* the mechanisms that send a password as it is */
+#define NGX_P3X_AUTH_PLAINTEXT                                                \
+    (NGX_P3X_AUTH_USER|NGX_P3X_AUTH_PLAIN|NGX_P3X_AUTH_LOGIN)
+
+#define NGX_P3X_PLAINTEXT_SECURE  0
+#define NGX_P3X_PLAINTEXT_ALWAYS  1
+
+
 typedef struct {
     ngx_p3x_redis_t          *redis;
 
     ngx_msec_t                idle_timeout;
     ngx_msec_t                lock_ttl;
+
+    ngx_uint_t                auth_methods;
+    ngx_uint_t                plaintext;
+    ngx_array_t              *secure_networks;  /* ngx_cidr_t */
+
     ngx_msec_t                auth_fail_delay;
+    ngx_msec_t                auth_fail_delay_max;
+    ngx_uint_t                auth_block_addr;
+    ngx_uint_t                auth_block_user;
+    ngx_msec_t                auth_block_time;
+    ngx_uint_t                max_auth_attempts;
+
+    ngx_uint_t                max_conn_per_addr;
+    ngx_uint_t                max_conn_per_user;
 
     size_t                    chunk_size;
     size_t                    line_max;
+    size_t                    sasl_line_max;
 
     ngx_uint_t                max_commands;
 
     ngx_str_t                 thread_pool_name;
     ngx_thread_pool_t        *thread_pool;
-
-    ngx_str_t                 greeting;
-    ngx_str_t                 capa_auth;       /* CAPA before login */
-    ngx_str_t                 capa_trans;      /* CAPA after login */
 } ngx_mail_pop3_ext_srv_conf_t;
 
 
@@ -109,6 +139,25 @@ typedef struct {
     uint8_t                   uid_len;
     uint8_t                   deleted;
 } ngx_p3x_msg_t;
+
+
+typedef enum {
+    ngx_p3x_auth_password = 0,     /* USER/PASS, AUTH PLAIN, AUTH LOGIN */
+    ngx_p3x_auth_apop,
+    ngx_p3x_auth_cram_md5,
+    ngx_p3x_auth_external
+} ngx_p3x_auth_method_e;
+
+
+/* the SASL exchange in progress: the next line is a response */
+typedef enum {
+    ngx_p3x_sasl_wait_none = 0,
+    ngx_p3x_sasl_wait_plain,
+    ngx_p3x_sasl_wait_login_user,
+    ngx_p3x_sasl_wait_login_pass,
+    ngx_p3x_sasl_wait_cram_md5,
+    ngx_p3x_sasl_wait_external
+} ngx_p3x_sasl_e;
 
 
 /* what the writer does once the output buffer has drained */
@@ -134,9 +183,21 @@ struct ngx_p3x_ctx_s {
     ngx_str_t                 user;
     ngx_str_t                 password;
     ngx_str_t                 mailbox;
+    ngx_str_t                 secret;
     ngx_str_t                 key_prefix;     /* "pop3:mbox:{MBOX" */
 
     u_char                    token[P3X_TOKEN_LEN];
+
+    ngx_p3x_auth_method_e     auth_method;
+    ngx_p3x_sasl_e            sasl;
+    ngx_str_t                 salt;           /* APOP greeting timestamp */
+    ngx_str_t                 challenge;      /* CRAM-MD5 or APOP */
+    ngx_str_t                 response;       /* their digest, hex */
+    ngx_str_t                 session_id;     /* "host:pid:connection" */
+    ngx_uint_t                auth_attempts;
+    ngx_uint_t                login_pending;  /* requests of a login */
+    ngx_int_t                 addr_failures;
+    ngx_int_t                 user_failures;
 
     ngx_p3x_msg_t            *msgs;
     ngx_uint_t                nmsgs;
@@ -158,11 +219,12 @@ struct ngx_p3x_ctx_s {
     off_t                     top_lines;      /* -1: the whole message */
 
     ngx_event_t               refresh;
-    ngx_event_t               delay;
+    ngx_event_t               ev_delay;
     ngx_p3x_auth_task_t      *auth_task;
 
     unsigned                  busy:1;         /* waiting for Redis/thread */
     unsigned                  locked:1;
+    unsigned                  locking:1;      /* LOCK sent, no reply yet */
     unsigned                  lock_lost:1;
     unsigned                  skipping:1;     /* discarding a long line */
     unsigned                  body_bol:1;     /* at a line start */
@@ -172,6 +234,22 @@ struct ngx_p3x_ctx_s {
     unsigned                  quit:1;
     unsigned                  user_ok:1;      /* USER given */
     unsigned                  user_known:1;
+    unsigned                  login_failed:1; /* a store error at login */
+    unsigned                  starttls:1;     /* STLS said, TLS next */
+    unsigned                  conn_addr:1;    /* holds an address slot */
+    unsigned                  conn_user:1;    /* holds a user slot */
+};
+
+
+enum {
+    NGX_P3X_SCRIPT_LOCK = 0,
+    NGX_P3X_SCRIPT_REFRESH,
+    NGX_P3X_SCRIPT_MARK,
+    NGX_P3X_SCRIPT_COMMIT,
+    NGX_P3X_SCRIPT_RELEASE,
+    NGX_P3X_SCRIPT_AUTHINFO,
+    NGX_P3X_SCRIPT_FAIL,
+    NGX_P3X_SCRIPT_CONN
 };
 
 
@@ -186,6 +264,39 @@ void ngx_p3x_auth_state(ngx_event_t *rev);
 ngx_int_t ngx_p3x_dummy_parse(ngx_mail_session_t *s);
 void ngx_p3x_resume(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_close(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text);
+void ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...);
+void ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_refresh_start(ngx_p3x_ctx_t *ctx);
+
+/* _login.c */
+ngx_int_t ngx_p3x_login_init(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_user(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_pass(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_apop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_auth(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_stls(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_sasl_line(ngx_p3x_ctx_t *ctx, ngx_str_t *line);
+ngx_uint_t ngx_p3x_login_methods(ngx_p3x_ctx_t *ctx);
+
+/* _ssl.c */
+ngx_int_t ngx_p3x_ssl_secure(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_ssl_starttls(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_ssl_starttls_only(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_ssl_start(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_ssl_identity(ngx_p3x_ctx_t *ctx, ngx_str_t *id);
+
+/* _limit.c */
+ngx_msec_t ngx_p3x_limit_delay(ngx_p3x_ctx_t *ctx, ngx_int_t failures);
+ngx_int_t ngx_p3x_limit_addr_failures(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_limit_fail(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+void ngx_p3x_limit_clear(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
+    ngx_p3x_redis_handler_pt handler);
+void ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx);
 
 /* _output.c */
 ngx_int_t ngx_p3x_out_alloc(ngx_p3x_ctx_t *ctx, size_t size);
@@ -203,11 +314,14 @@ void ngx_p3x_write_handler(ngx_event_t *wev);
 /* _auth.c */
 typedef void (*ngx_p3x_auth_handler_pt)(ngx_p3x_ctx_t *ctx, ngx_int_t ok);
 ngx_int_t ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
-    ngx_str_t *password, ngx_p3x_auth_handler_pt handler);
+    ngx_p3x_auth_method_e method, ngx_str_t *response,
+    ngx_str_t *challenge, ngx_p3x_auth_handler_pt handler);
 void ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_auth_known_scheme(ngx_str_t *secret);
 
 /* _redis.c */
 ngx_int_t ngx_p3x_redis_init_worker(ngx_cycle_t *cycle, ngx_p3x_redis_t *r);
+void ngx_p3x_redis_exit_worker(ngx_p3x_redis_t *r);
 ngx_int_t ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc,
     const char **argv, const size_t *argvlen, ngx_int_t script,
     ngx_p3x_redis_handler_pt handler, void *data);
@@ -215,7 +329,9 @@ void ngx_p3x_redis_cancel(ngx_p3x_redis_t *r, void *data);
 
 /* _store.c */
 ngx_int_t ngx_p3x_store_init_scripts(ngx_conf_t *cf);
-ngx_int_t ngx_p3x_store_get_user(ngx_p3x_ctx_t *ctx,
+ngx_int_t ngx_p3x_store_script(ngx_p3x_ctx_t *ctx, ngx_int_t script,
+    ngx_uint_t nkeys, const char **keys, const size_t *keyslen,
+    ngx_uint_t nargs, const char **args, const size_t *argslen,
     ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);

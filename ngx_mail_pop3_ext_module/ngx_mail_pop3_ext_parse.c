@@ -130,20 +130,29 @@ ngx_p3x_parse_command(u_char *start, u_char *end, ngx_p3x_cmd_t *cmd,
 }
 
 
+/* no library call: the parser links alone into unit tests and fuzzers */
+
 ngx_int_t
 ngx_p3x_parse_number(ngx_str_t *arg)
 {
+    size_t     i;
     ngx_int_t  n;
-
-    /* ngx_atoi() refuses overflow; the length bound keeps it cheap */
 
     if (arg->len == 0 || arg->len > 10) {
         return NGX_ERROR;
     }
 
-    n = ngx_atoi(arg->data, arg->len);
+    n = 0;
 
-    if (n == NGX_ERROR || n > 0x7fffffff) {
+    for (i = 0; i < arg->len; i++) {
+        if (arg->data[i] < '0' || arg->data[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        n = n * 10 + (arg->data[i] - '0');
+    }
+
+    if (n > 0x7fffffff) {
         return NGX_ERROR;
     }
 

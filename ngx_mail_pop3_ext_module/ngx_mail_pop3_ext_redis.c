@@ -16,6 +16,8 @@
 #define NGX_P3X_REDIS_BACKOFF_MIN   100
 #define NGX_P3X_REDIS_BACKOFF_MAX   5000
 #define NGX_P3X_REDIS_READ_SIZE     65536
+#define NGX_P3X_REDIS_TRIES         3
+#define NGX_P3X_REDIS_PENDING_MAX   65536
 
 
 struct ngx_p3x_rreq_s {
@@ -25,7 +27,9 @@ struct ngx_p3x_rreq_s {
     char                      *cmd;
     size_t                     len;
     ngx_int_t                  script;
-    unsigned                   retried:1;
+    ngx_uint_t                 tries;
+    unsigned                   retried:1;     /* after NOSCRIPT */
+    unsigned                   durable:1;     /* nobody waits: retry */
 };
 
 
@@ -104,6 +108,11 @@ ngx_p3x_redis_init_worker(ngx_cycle_t *cycle, ngx_p3x_redis_t *r)
  * Queues a command.  Returns NGX_ERROR when no connection to this Redis is
  * up or coming up, so that the caller answers [SYS/TEMP] at once instead
  * of waiting; the handler is then never called.
+ *
+ * A command without a handler is cleanup nobody waits for (a lock
+ * release, a slot returned): it waits for a connection that is down, and
+ * is sent again when its connection fails, up to NGX_P3X_REDIS_TRIES
+ * times, so that it is not lost to a passing outage.
  */
 
 ngx_int_t
@@ -130,6 +139,16 @@ ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc, const char **argv,
     }
 
     if (rc == NULL) {
+        if (handler || ngx_exiting || ngx_terminate || ngx_quit) {
+            return NGX_ERROR;
+        }
+
+        rc = &r->conns[r->next++ % r->nconns];
+    }
+
+    /* a Redis that long stopped answering gets no more to hold */
+
+    if (rc->npending >= NGX_P3X_REDIS_PENDING_MAX) {
         return NGX_ERROR;
     }
 
@@ -149,6 +168,7 @@ ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc, const char **argv,
     req->cmd = cmd;
     req->len = len;
     req->script = script;
+    req->durable = (handler == NULL);
 
     if (ngx_p3x_redis_enqueue(rc, req) != NGX_OK) {
         ngx_p3x_redis_free_req(req);
@@ -622,7 +642,7 @@ ngx_p3x_redis_load_script(ngx_p3x_rconn_t *rc, ngx_int_t script)
 static void
 ngx_p3x_redis_fail(ngx_p3x_rconn_t *rc, const char *why)
 {
-    ngx_queue_t      failed, *q;
+    ngx_queue_t      failed, *q, *next;
     ngx_p3x_rreq_t  *req;
 
     ngx_log_error(NGX_LOG_ERR, rc->log, 0,
@@ -660,6 +680,26 @@ ngx_p3x_redis_fail(ngx_p3x_rconn_t *rc, const char *why)
         rc->backoff = ngx_min(rc->backoff * 2, NGX_P3X_REDIS_BACKOFF_MAX);
     }
 
+    /* cleanup commands wait for the next connection; the rest fail */
+
+    for (q = ngx_queue_head(&failed);
+         q != ngx_queue_sentinel(&failed);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        req = ngx_queue_data(q, ngx_p3x_rreq_t, queue);
+
+        if (req->durable && ++req->tries < NGX_P3X_REDIS_TRIES
+            && !(ngx_exiting || ngx_terminate || ngx_quit))
+        {
+            ngx_queue_remove(q);
+
+            if (ngx_p3x_redis_enqueue(rc, req) != NGX_OK) {
+                ngx_p3x_redis_free_req(req);
+            }
+        }
+    }
+
     while (!ngx_queue_empty(&failed)) {
         q = ngx_queue_head(&failed);
         ngx_queue_remove(q);
@@ -671,6 +711,54 @@ ngx_p3x_redis_fail(ngx_p3x_rconn_t *rc, const char *why)
         }
 
         ngx_p3x_redis_free_req(req);
+    }
+}
+
+
+void
+ngx_p3x_redis_exit_worker(ngx_p3x_redis_t *r)
+{
+    ngx_uint_t        i;
+    ngx_queue_t      *q;
+    ngx_p3x_rreq_t   *req;
+    ngx_p3x_rconn_t  *rc;
+
+    if (r->conns == NULL) {
+        return;
+    }
+
+    for (i = 0; i < r->nconns; i++) {
+        rc = &r->conns[i];
+
+        if (rc->reconnect.timer_set) {
+            ngx_del_timer(&rc->reconnect);
+        }
+
+        if (rc->peer.connection) {
+            ngx_close_connection(rc->peer.connection);
+            rc->peer.connection = NULL;
+        }
+
+        if (rc->reader) {
+            redisReaderFree(rc->reader);
+            rc->reader = NULL;
+        }
+
+        while (!ngx_queue_empty(&rc->pending)) {
+            q = ngx_queue_head(&rc->pending);
+            ngx_queue_remove(q);
+
+            req = ngx_queue_data(q, ngx_p3x_rreq_t, queue);
+            ngx_p3x_redis_free_req(req);
+        }
+
+        if (rc->out) {
+            ngx_free(rc->out);
+            rc->out = NULL;
+        }
+
+        rc->connected = 0;
+        rc->connecting = 0;
     }
 }
 

@@ -12,8 +12,6 @@
  */
 
 
-#include <openssl/rand.h>
-
 #include "ngx_mail_pop3_ext_module.h"
 
 
@@ -27,27 +25,14 @@ static void ngx_p3x_read_handler(ngx_event_t *rev);
 static ngx_int_t ngx_p3x_read(ngx_p3x_ctx_t *ctx);
 static ngx_int_t ngx_p3x_next_command(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text);
-static void ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...);
 static ngx_int_t ngx_p3x_stream(ngx_p3x_ctx_t *ctx);
 static ngx_p3x_msg_t *ngx_p3x_message(ngx_p3x_ctx_t *ctx,
     ngx_p3x_cmd_t *cmd, ngx_uint_t nargs);
 static void ngx_p3x_cleanup(void *data);
 static void ngx_p3x_log_end(ngx_p3x_ctx_t *ctx);
 
-static void ngx_p3x_user(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_pass(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_pass_user(void *data, redisReply *reply);
-static ngx_int_t ngx_p3x_set_mailbox(ngx_p3x_ctx_t *ctx,
-    ngx_str_t *mailbox);
-static ngx_int_t ngx_p3x_pass_verify(ngx_p3x_ctx_t *ctx, redisReply *secret);
-static void ngx_p3x_pass_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc);
-static void ngx_p3x_pass_failed(ngx_p3x_ctx_t *ctx);
-static void ngx_p3x_pass_delayed(ngx_event_t *ev);
-static void ngx_p3x_pass_locked(void *data, redisReply *reply);
 static void ngx_p3x_refresh_handler(ngx_event_t *ev);
 static void ngx_p3x_refreshed(void *data, redisReply *reply);
-static void ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_committed(void *data, redisReply *reply);
 static void ngx_p3x_commit_failed(ngx_p3x_ctx_t *ctx);
@@ -69,20 +54,13 @@ static void ngx_p3x_last(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static ngx_int_t ngx_p3x_lock_lost(ngx_p3x_ctx_t *ctx, redisReply *reply);
 
 
-/* a valid SHA512-CRYPT hash of a random string: unknown users cost the
- * same time as known ones, so timing does not tell which names exist */
-static ngx_str_t  ngx_p3x_dummy_secret = ngx_string(
-    "{SHA512-CRYPT}$6$p3xdummysalt$8Ewzs4Jg1QqTl0gkAqbeVl8wtwiWKpuMu0CSDy"
-    "Dq0xhC5GGJ9aD1eX7.pXRK1w3q2yzm4R3eSVjcL.J7ZQO2e/");
-
-
 static ngx_p3x_command_pt  ngx_p3x_auth_commands[] = {
     NULL,                           /* unknown */
     ngx_p3x_user,
     ngx_p3x_pass,
-    NULL,                           /* APOP */
-    NULL,                           /* AUTH */
-    NULL,                           /* STLS */
+    ngx_p3x_apop,
+    ngx_p3x_auth,
+    ngx_p3x_stls,
     ngx_p3x_capa,
     ngx_p3x_quit,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -141,13 +119,11 @@ ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx->refresh.handler = ngx_p3x_refresh_handler;
     ctx->refresh.data = ctx;
     ctx->refresh.log = c->log;
-
-    ctx->delay.handler = ngx_p3x_pass_delayed;
-    ctx->delay.data = ctx;
-    ctx->delay.log = c->log;
+    ctx->refresh.cancelable = 1;
 
     ctx->user.data = ngx_pnalloc(c->pool, P3X_NAME_MAX);
-    ctx->in = ngx_create_temp_buf(c->pool, conf->line_max);
+    ctx->in = ngx_create_temp_buf(c->pool,
+                                  ngx_max(conf->line_max, conf->sasl_line_max));
 
     if (ctx->user.data == NULL || ctx->in == NULL
         || ngx_p3x_out_alloc(ctx, NGX_P3X_OUT_SMALL) != NGX_OK)
@@ -164,7 +140,11 @@ ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 
     c->log->action = "in auth state";
 
-    ngx_p3x_out_str(ctx, conf->greeting.data, conf->greeting.len);
+    /* the greeting, at once or after the address's connection slot */
+    if (ngx_p3x_login_init(ctx) != NGX_OK) {
+        ngx_mail_close_connection(c);
+        return;
+    }
 
     ngx_p3x_init_protocol(c->read);
 }
@@ -189,6 +169,7 @@ ngx_p3x_init_protocol(ngx_event_t *rev)
     ctx->state = ngx_p3x_state_auth;
     ctx->user_ok = 0;
     ctx->skipping = 0;
+    ctx->sasl = ngx_p3x_sasl_wait_none;
     ctx->in->pos = ctx->in->start;
     ctx->in->last = ctx->in->start;
 
@@ -289,6 +270,19 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
 
         if (ngx_p3x_out_room(ctx) < NGX_P3X_REPLY_ROOM) {
             goto flush;
+        }
+
+        if (ctx->starttls) {
+            rc = ngx_p3x_out_flush(ctx);
+
+            if (rc == NGX_ERROR) {
+                ngx_p3x_close(ctx);
+
+            } else if (rc == NGX_OK) {
+                ngx_p3x_ssl_start(ctx);
+            }
+
+            return;
         }
 
         rc = ngx_p3x_next_command(ctx);
@@ -412,6 +406,7 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
 {
     u_char         *lf, *next;
     ngx_int_t       rc;
+    ngx_str_t       line;
     ngx_buf_t      *b;
     ngx_p3x_cmd_t   cmd;
 
@@ -463,6 +458,27 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
     b->pos = next;
 
     ctx->commands++;
+
+    if (ctx->sasl != ngx_p3x_sasl_wait_none) {
+        line.data = cmd.name.data;
+        line.len = next - line.data;
+
+        while (line.len && (line.data[line.len - 1] == LF
+                            || line.data[line.len - 1] == CR))
+        {
+            line.len--;
+        }
+
+        ngx_p3x_sasl_line(ctx, &line);
+        return NGX_OK;
+    }
+
+    if ((size_t) (next - cmd.name.data) > ctx->conf->line_max) {
+        ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
+                      "client sent too long command");
+        ngx_p3x_error(ctx, "-ERR line too long");
+        return NGX_OK;
+    }
 
     if (ctx->conf->max_commands && ctx->commands > ctx->conf->max_commands) {
         ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
@@ -538,7 +554,7 @@ ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 
 /* a client error; nginx's max_errors ends a session that keeps erring */
 
-static void
+void
 ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text)
 {
     ngx_mail_core_srv_conf_t  *cscf;
@@ -557,7 +573,7 @@ ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text)
 
 /* one reply line; the room for it is checked before each command */
 
-static void
+void
 ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...)
 {
     u_char   *p, *end;
@@ -606,17 +622,20 @@ ngx_p3x_cleanup(void *data)
         ngx_del_timer(&ctx->refresh);
     }
 
-    if (ctx->delay.timer_set) {
-        ngx_del_timer(&ctx->delay);
+    if (ctx->ev_delay.timer_set) {
+        ngx_del_timer(&ctx->ev_delay);
     }
 
     ngx_p3x_auth_cancel(ctx);
     ngx_p3x_redis_cancel(ctx->conf->redis, ctx);
 
-    if (ctx->locked) {
+    if (ctx->locked || ctx->locking) {
         ctx->locked = 0;
+        ctx->locking = 0;
         ngx_p3x_store_release(ctx);
     }
+
+    ngx_p3x_limit_conn_release(ctx);
 
     if (ctx->password.data) {
         ngx_explicit_memzero(ctx->password.data, ctx->password.len);
@@ -646,359 +665,34 @@ ngx_p3x_log_end(ngx_p3x_ctx_t *ctx)
 }
 
 
-/* AUTHORIZATION */
-
-static void
-ngx_p3x_user(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    ngx_str_t  *name;
-
-    if (cmd->nargs != 1) {
-        ngx_p3x_error(ctx, "-ERR USER takes one argument: a user name");
-        return;
-    }
-
-    name = &cmd->args[0];
-
-    if (name->len > P3X_NAME_MAX) {
-        ngx_p3x_error(ctx, "-ERR user name too long");
-        return;
-    }
-
-    /*
-     * Any name is taken here and refused at PASS, so that the replies do
-     * not tell which names exist.
-     */
-
-    ngx_memcpy(ctx->user.data, name->data, name->len);
-    ctx->user.len = name->len;
-    ctx->user_ok = 1;
-
-    ctx->session->login = ctx->user;
-
-    ngx_p3x_out_literal(ctx, "+OK" CRLF);
-}
-
-
-static void
-ngx_p3x_pass(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-
-    if (!ctx->user_ok) {
-        ngx_p3x_error(ctx, "-ERR give USER first");
-        return;
-    }
-
-    if (cmd->nargs != 1 || cmd->args[0].len == 0) {
-        ngx_p3x_error(ctx, "-ERR PASS takes one argument: the password");
-        return;
-    }
-
-    if (ctx->password.data == NULL) {
-        ctx->password.data = ngx_pnalloc(c->pool, ctx->conf->line_max);
-        if (ctx->password.data == NULL) {
-            ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] out of memory" CRLF);
-            return;
-        }
-    }
-
-    ctx->password.len = ngx_min(cmd->args[0].len, ctx->conf->line_max);
-    ngx_memcpy(ctx->password.data, cmd->args[0].data, ctx->password.len);
-
-    /* the line held the password: wipe it from the input buffer */
-    ngx_explicit_memzero(cmd->args[0].data, cmd->args[0].len);
-
-    ctx->user_ok = 0;
-    c->log->action = "authenticating";
-
-    if (!p3x_valid_name(ctx->user.data, ctx->user.len)) {
-        ctx->user_known = 0;
-
-        if (ngx_p3x_pass_verify(ctx, NULL) != NGX_OK) {
-            ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] cannot verify now"
-                                CRLF);
-        }
-
-        return;
-    }
-
-    if (ngx_p3x_store_get_user(ctx, ngx_p3x_pass_user) != NGX_OK) {
-        ngx_explicit_memzero(ctx->password.data, ctx->password.len);
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-        return;
-    }
-
-    ctx->busy = 1;
-}
-
-
 /*
- * The user record: secret, mailbox, disabled.  An unknown, disabled or
- * malformed user still costs one hash verification (of a dummy secret)
- * and is refused like a wrong password.
+ * The lock and the connection slots live while the session does: they
+ * are renewed every lock_ttl / 3.
  */
 
-static void
-ngx_p3x_pass_user(void *data, redisReply *reply)
+void
+ngx_p3x_refresh_start(ngx_p3x_ctx_t *ctx)
 {
-    ngx_p3x_ctx_t *ctx = data;
-
-    ngx_str_t    mailbox;
-    redisReply  *el;
-
-    ctx->busy = 0;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3)
-    {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
-                          "pop3_ext: user lookup: %*s",
-                          reply->len, reply->str);
-        }
-
-        ngx_explicit_memzero(ctx->password.data, ctx->password.len);
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-        ngx_p3x_resume(ctx);
-        return;
-    }
-
-    el = reply->element[0];
-    ctx->user_known = (el->type == REDIS_REPLY_STRING && el->len > 0);
-
-    el = reply->element[2];
-
-    if (el->type == REDIS_REPLY_STRING && el->len > 0
-        && !(el->len == 1 && el->str[0] == '0'))
-    {
-        ctx->user_known = 0;
-    }
-
-    el = reply->element[1];
-
-    if (el->type == REDIS_REPLY_STRING && el->len > 0) {
-        mailbox.data = (u_char *) el->str;
-        mailbox.len = el->len;
-
-    } else {
-        mailbox = ctx->user;
-    }
-
-    if (ctx->user_known && ngx_p3x_set_mailbox(ctx, &mailbox) != NGX_OK) {
-        ctx->user_known = 0;
-    }
-
-    if (ngx_p3x_pass_verify(ctx, reply->element[0]) != NGX_OK) {
-        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] cannot verify now" CRLF);
-        ngx_p3x_resume(ctx);
+    if (!ctx->refresh.timer_set) {
+        ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
     }
 }
 
-
-static ngx_int_t
-ngx_p3x_set_mailbox(ngx_p3x_ctx_t *ctx, ngx_str_t *mailbox)
-{
-    u_char  *p;
-
-    if (!p3x_valid_name(mailbox->data, mailbox->len)) {
-        ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
-                      "pop3_ext: user \"%V\" has an invalid mailbox name",
-                      &ctx->user);
-        return NGX_ERROR;
-    }
-
-    /* "pop3:mbox:{MBOX": the keys' common prefix, the name at its end */
-
-    p = ngx_pnalloc(ctx->connection->pool,
-                    sizeof(P3X_MBOX_PREFIX) - 1 + mailbox->len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->key_prefix.data = p;
-    ctx->key_prefix.len = sizeof(P3X_MBOX_PREFIX) - 1 + mailbox->len;
-
-    p = ngx_cpymem(p, P3X_MBOX_PREFIX, sizeof(P3X_MBOX_PREFIX) - 1);
-    ngx_memcpy(p, mailbox->data, mailbox->len);
-
-    ctx->mailbox.data = p;
-    ctx->mailbox.len = mailbox->len;
-
-    return NGX_OK;
-}
-
-
-/* starts the hash check in the thread pool; the dummy when unknown */
-
-static ngx_int_t
-ngx_p3x_pass_verify(ngx_p3x_ctx_t *ctx, redisReply *secret)
-{
-    ngx_str_t  value;
-
-    if (ctx->user_known) {
-        value.data = (u_char *) secret->str;
-        value.len = secret->len;
-
-    } else {
-        value = ngx_p3x_dummy_secret;
-    }
-
-    if (ngx_p3x_auth_verify(ctx, &value, &ctx->password,
-                            ngx_p3x_pass_verified)
-        != NGX_OK)
-    {
-        ngx_explicit_memzero(ctx->password.data, ctx->password.len);
-        return NGX_ERROR;
-    }
-
-    ctx->busy = 1;
-
-    return NGX_OK;
-}
-
-
-/* the session stays busy through the failure pause or the lock */
-
-static void
-ngx_p3x_pass_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc)
-{
-    u_char  rnd[P3X_TOKEN_LEN / 2];
-
-    ngx_explicit_memzero(ctx->password.data, ctx->password.len);
-
-    if (rc != NGX_OK || !ctx->user_known
-        || RAND_bytes(rnd, sizeof(rnd)) != 1)
-    {
-        ngx_p3x_pass_failed(ctx);
-        return;
-    }
-
-    ngx_hex_dump(ctx->token, rnd, sizeof(rnd));
-
-    ctx->connection->log->action = "locking maildrop";
-
-    if (ngx_p3x_store_lock(ctx, ngx_p3x_pass_locked) != NGX_OK) {
-        ctx->busy = 0;
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-        ngx_p3x_resume(ctx);
-    }
-}
-
-
-static void
-ngx_p3x_pass_failed(ngx_p3x_ctx_t *ctx)
-{
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-
-    ngx_log_error(NGX_LOG_NOTICE, c->log, 0,
-                  "pop3_ext: authentication failed for user \"%V\"",
-                  &ctx->user);
-
-    c->log->action = "in auth state";
-
-    /* the pause slows guessing down; the session stays busy meanwhile */
-
-    if (ctx->conf->auth_fail_delay) {
-        ngx_add_timer(&ctx->delay, ctx->conf->auth_fail_delay);
-        return;
-    }
-
-    ngx_p3x_pass_delayed(&ctx->delay);
-}
-
-
-static void
-ngx_p3x_pass_delayed(ngx_event_t *ev)
-{
-    ngx_p3x_ctx_t  *ctx = ev->data;
-
-    ctx->busy = 0;
-
-    ngx_p3x_error(ctx, "-ERR [AUTH] invalid user name or password");
-    ngx_p3x_resume(ctx);
-}
-
-
-static void
-ngx_p3x_pass_locked(void *data, redisReply *reply)
-{
-    ngx_p3x_ctx_t *ctx = data;
-
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-    ctx->busy = 0;
-
-    if (reply && reply->type == REDIS_REPLY_ERROR
-        && reply->len >= 6 && ngx_strncmp(reply->str, "IN-USE", 6) == 0)
-    {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "pop3_ext: maildrop \"%V\" is in use", &ctx->mailbox);
-        ngx_p3x_out_literal(ctx,
-                  "-ERR [IN-USE] maildrop is locked by another session" CRLF);
-        goto done;
-    }
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        if (reply) {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "pop3_ext: locking \"%V\": unexpected reply",
-                          &ctx->mailbox);
-        }
-
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-        goto done;
-    }
-
-    ctx->locked = 1;
-
-    if (ngx_p3x_store_load_index(ctx, reply) != NGX_OK) {
-        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] out of memory" CRLF);
-        ctx->quit = 1;
-        goto done;
-    }
-
-    ctx->state = ngx_p3x_state_trans;
-    c->log->action = "in transaction state";
-
-    ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
-
-    ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                  "pop3_ext: user \"%V\" logged in, %ui messages",
-                  &ctx->user, ctx->nmsgs);
-
-    ngx_p3x_reply(ctx, "+OK maildrop has %ui messages (%O octets)",
-                  ctx->nmsgs, ctx->octets);
-
-done:
-
-    ngx_p3x_resume(ctx);
-}
-
-
-/* the lock lives while the session does: it is extended every TTL/3 */
 
 static void
 ngx_p3x_refresh_handler(ngx_event_t *ev)
 {
     ngx_p3x_ctx_t  *ctx = ev->data;
 
-    if (!ctx->locked || ctx->lock_lost) {
-        return;
+    if (ctx->locked && !ctx->lock_lost) {
+        (void) ngx_p3x_store_refresh(ctx, ngx_p3x_refreshed);
     }
 
-    (void) ngx_p3x_store_refresh(ctx, ngx_p3x_refreshed);
+    ngx_p3x_limit_conn_renew(ctx);
 
-    ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
+    if (ctx->locked || ctx->conn_addr || ctx->conn_user) {
+        ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
+    }
 }
 
 
@@ -1025,15 +719,60 @@ ngx_p3x_lock_lost(ngx_p3x_ctx_t *ctx, redisReply *reply)
 }
 
 
-static void
+/* RFC 2449: what is offered depends on the state and the channel */
+
+void
 ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
-    ngx_str_t  *capa;
+    ngx_uint_t  methods;
 
-    capa = (ctx->state == ngx_p3x_state_auth) ? &ctx->conf->capa_auth
-                                              : &ctx->conf->capa_trans;
+    ngx_p3x_out_literal(ctx, "+OK capability list follows" CRLF
+                             "TOP" CRLF
+                             "UIDL" CRLF
+                             "PIPELINING" CRLF
+                             "RESP-CODES" CRLF
+                             "AUTH-RESP-CODE" CRLF
+                             "EXPIRE NEVER" CRLF);
 
-    ngx_p3x_out_str(ctx, capa->data, capa->len);
+    if (ctx->state == ngx_p3x_state_auth) {
+        methods = ngx_p3x_login_methods(ctx);
+
+        if (methods & NGX_P3X_AUTH_USER) {
+            ngx_p3x_out_literal(ctx, "USER" CRLF);
+        }
+
+        if (methods & (NGX_P3X_AUTH_PLAIN|NGX_P3X_AUTH_LOGIN
+                       |NGX_P3X_AUTH_CRAM_MD5|NGX_P3X_AUTH_EXTERNAL))
+        {
+            ngx_p3x_out_literal(ctx, "SASL");
+
+            if (methods & NGX_P3X_AUTH_PLAIN) {
+                ngx_p3x_out_literal(ctx, " PLAIN");
+            }
+
+            if (methods & NGX_P3X_AUTH_LOGIN) {
+                ngx_p3x_out_literal(ctx, " LOGIN");
+            }
+
+            if (methods & NGX_P3X_AUTH_CRAM_MD5) {
+                ngx_p3x_out_literal(ctx, " CRAM-MD5");
+            }
+
+            if (methods & NGX_P3X_AUTH_EXTERNAL) {
+                ngx_p3x_out_literal(ctx, " EXTERNAL");
+            }
+
+            ngx_p3x_out_literal(ctx, CRLF);
+        }
+
+        if (ngx_p3x_ssl_starttls(ctx)) {
+            ngx_p3x_out_literal(ctx, "STLS" CRLF);
+        }
+    }
+
+    ngx_p3x_out_literal(ctx, "IMPLEMENTATION ngx_mail_pop3_ext_module/"
+                             NGX_P3X_VERSION CRLF
+                             "." CRLF);
 }
 
 

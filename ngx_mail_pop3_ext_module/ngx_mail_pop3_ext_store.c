@@ -14,17 +14,8 @@
 #include "ngx_mail_pop3_ext_module.h"
 
 
-enum {
-    NGX_P3X_SCRIPT_LOCK = 0,
-    NGX_P3X_SCRIPT_REFRESH,
-    NGX_P3X_SCRIPT_MARK,
-    NGX_P3X_SCRIPT_COMMIT,
-    NGX_P3X_SCRIPT_RELEASE
-};
-
-
 #define NGX_P3X_KEY_MAX  (sizeof(P3X_MBOX_PREFIX) + P3X_NAME_MAX             \
-                          + sizeof(P3X_MSG_SUFFIX) + P3X_UID_MAX)
+                          + sizeof(P3X_GONE_SUFFIX) + P3X_UID_MAX)
 
 
 ngx_p3x_script_t  ngx_p3x_scripts[] = {
@@ -33,12 +24,16 @@ ngx_p3x_script_t  ngx_p3x_scripts[] = {
     { ngx_string("mark"), ngx_string(P3X_SCRIPT_MARK), "" },
     { ngx_string("commit"), ngx_string(P3X_SCRIPT_COMMIT), "" },
     { ngx_string("release"), ngx_string(P3X_SCRIPT_RELEASE), "" },
+    { ngx_string("authinfo"), ngx_string(P3X_SCRIPT_AUTHINFO), "" },
+    { ngx_string("fail"), ngx_string(P3X_SCRIPT_FAIL), "" },
+    { ngx_string("conn"), ngx_string(P3X_SCRIPT_CONN), "" },
     { ngx_null_string, ngx_null_string, "" }
 };
 
 
 static u_char *ngx_p3x_store_key(ngx_p3x_ctx_t *ctx, u_char *buf,
     const char *suffix, size_t len);
+static void ngx_p3x_store_gone_key(ngx_p3x_ctx_t *ctx, u_char *buf);
 static ngx_int_t ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script,
     ngx_uint_t nkeys, const char **keys, ngx_uint_t nargs,
     const char **args, const size_t *argslen,
@@ -65,57 +60,31 @@ ngx_p3x_store_init_scripts(ngx_conf_t *cf)
 
 
 ngx_int_t
-ngx_p3x_store_get_user(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
-{
-    u_char       key[sizeof(P3X_USER_PREFIX) + P3X_NAME_MAX
-                     + sizeof(P3X_USER_SUFFIX)];
-    u_char      *p;
-    size_t       argvlen[5];
-    const char  *argv[5];
-
-    p = ngx_cpymem(key, P3X_USER_PREFIX, sizeof(P3X_USER_PREFIX) - 1);
-    p = ngx_cpymem(p, ctx->user.data, ctx->user.len);
-    p = ngx_cpymem(p, P3X_USER_SUFFIX, sizeof(P3X_USER_SUFFIX) - 1);
-
-    argv[0] = "HMGET";
-    argvlen[0] = 5;
-    argv[1] = (const char *) key;
-    argvlen[1] = p - key;
-    argv[2] = P3X_FIELD_SECRET;
-    argvlen[2] = sizeof(P3X_FIELD_SECRET) - 1;
-    argv[3] = P3X_FIELD_MAILBOX;
-    argvlen[3] = sizeof(P3X_FIELD_MAILBOX) - 1;
-    argv[4] = P3X_FIELD_DISABLED;
-    argvlen[4] = sizeof(P3X_FIELD_DISABLED) - 1;
-
-    return ngx_p3x_redis_send(ctx->conf->redis, 5, argv, argvlen, -1,
-                              handler, ctx);
-}
-
-
-ngx_int_t
 ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
     u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
-                 index[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
+                 index[NGX_P3X_KEY_MAX], gone[NGX_P3X_KEY_MAX],
+                 ttl[NGX_INT_T_LEN];
     size_t       argslen[2];
-    const char  *keys[3], *args[2];
+    const char  *keys[4], *args[2];
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
     ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
     ngx_p3x_store_key(ctx, index, P3X_INDEX_SUFFIX,
                       sizeof(P3X_INDEX_SUFFIX));
+    ngx_p3x_store_gone_key(ctx, gone);
 
     keys[0] = (const char *) lock;
     keys[1] = (const char *) dele;
     keys[2] = (const char *) index;
+    keys[3] = (const char *) gone;
 
     args[0] = (const char *) ctx->token;
     argslen[0] = P3X_TOKEN_LEN;
     args[1] = (const char *) ttl;
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
 
-    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_LOCK, 3, keys, 2, args,
+    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_LOCK, 4, keys, 2, args,
                               argslen, handler);
 }
 
@@ -249,25 +218,33 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 }
 
 
-/* fire and forget: nobody waits for the answer of a closing session */
+/*
+ * Fire and forget: nobody waits for the answer of a closing session.  The
+ * Redis client retries it over a new connection if this one fails.
+ */
 
 void
 ngx_p3x_store_release(ngx_p3x_ctx_t *ctx)
 {
-    u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX];
-    size_t       argslen[1];
-    const char  *keys[2], *args[1];
+    u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
+                 gone[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
+    size_t       argslen[2];
+    const char  *keys[3], *args[2];
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
     ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
+    ngx_p3x_store_gone_key(ctx, gone);
 
     keys[0] = (const char *) lock;
     keys[1] = (const char *) dele;
+    keys[2] = (const char *) gone;
 
     args[0] = (const char *) ctx->token;
     argslen[0] = P3X_TOKEN_LEN;
+    args[1] = (const char *) ttl;
+    argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
 
-    if (ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_RELEASE, 2, keys, 1, args,
+    if (ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_RELEASE, 3, keys, 2, args,
                            argslen, NULL)
         != NGX_OK)
     {
@@ -391,6 +368,19 @@ ngx_p3x_store_load_index(ngx_p3x_ctx_t *ctx, redisReply *reply)
 }
 
 
+/* "pop3:mbox:{MBOX}:gone:TOKEN" */
+
+static void
+ngx_p3x_store_gone_key(ngx_p3x_ctx_t *ctx, u_char *buf)
+{
+    u_char  *p;
+
+    p = ngx_p3x_store_key(ctx, buf, P3X_GONE_SUFFIX, sizeof(P3X_GONE_SUFFIX));
+    p = ngx_cpymem(p, ctx->token, P3X_TOKEN_LEN);
+    *p = '\0';
+}
+
+
 /* "pop3:mbox:{MBOX" + suffix, NUL-terminated; returns the end */
 
 static u_char *
@@ -412,10 +402,30 @@ ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script, ngx_uint_t nkeys,
     const char **keys, ngx_uint_t nargs, const char **args,
     const size_t *argslen, ngx_p3x_redis_handler_pt handler)
 {
+    size_t      keyslen[4];
+    ngx_uint_t  i;
+
+    for (i = 0; i < nkeys; i++) {
+        keyslen[i] = ngx_strlen(keys[i]);
+    }
+
+    return ngx_p3x_store_script(ctx, script, nkeys, keys, keyslen, nargs,
+                                args, argslen, handler);
+}
+
+
+/* EVALSHA of one of ngx_p3x_scripts[]; at most 4 keys and 4 arguments */
+
+ngx_int_t
+ngx_p3x_store_script(ngx_p3x_ctx_t *ctx, ngx_int_t script, ngx_uint_t nkeys,
+    const char **keys, const size_t *keyslen, ngx_uint_t nargs,
+    const char **args, const size_t *argslen,
+    ngx_p3x_redis_handler_pt handler)
+{
     u_char       numkeys[NGX_INT_T_LEN];
-    size_t       argvlen[8];
+    size_t       argvlen[11];
     ngx_uint_t   i, n;
-    const char  *argv[8];
+    const char  *argv[11];
 
     argv[0] = "EVALSHA";
     argvlen[0] = 7;
@@ -428,7 +438,7 @@ ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script, ngx_uint_t nkeys,
 
     for (i = 0; i < nkeys; i++) {
         argv[n] = keys[i];
-        argvlen[n++] = ngx_strlen(keys[i]);
+        argvlen[n++] = keyslen[i];
     }
 
     for (i = 0; i < nargs; i++) {

@@ -5,7 +5,7 @@
 set -e
 
 pkgs_build="gcc make nginx nginx-dev libnginx-mod-mail libhiredis-dev \
-libssl-dev libcrypt-dev"
+libssl-dev libcrypt-dev libargon2-dev"
 pkgs_run="redis-server redis-tools openssl"
 pkgs_test="perl libnet-perl libio-socket-ssl-perl python3 curl fetchmail \
 valgrind"

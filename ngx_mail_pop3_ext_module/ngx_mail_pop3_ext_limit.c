@@ -1,0 +1,222 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * Abuse limits.  Their state lives in Redis, so that every host of a
+ * cluster sees the same counts: an attacker spreading guesses over hosts
+ * is slowed and blocked as one.
+ *
+ *   failed logins   a counter per client address and per user name, each
+ *                   renewed by a failure and forgotten after
+ *                   pop3_ext_auth_block_time; a failure is answered after
+ *                   a delay that doubles with the address's count, and
+ *                   past a threshold logins are refused without a check
+ *   connections     a counting semaphore per address and per user, with
+ *                   slots that expire unless their session renews them
+ */
+
+
+#include "ngx_mail_pop3_ext_module.h"
+
+
+#define NGX_P3X_LIMIT_KEY_MAX  (sizeof(P3X_FAIL_ADDR_PREFIX) + P3X_NAME_MAX  \
+                                + NGX_SOCKADDR_STRLEN + 2)
+
+
+static size_t ngx_p3x_limit_key(u_char *buf, const char *prefix,
+    ngx_str_t *name);
+
+
+/* 2 s, 4 s, 8 s... up to the maximum, for the n-th failure */
+
+ngx_msec_t
+ngx_p3x_limit_delay(ngx_p3x_ctx_t *ctx, ngx_int_t failures)
+{
+    ngx_msec_t  delay;
+
+    delay = ctx->conf->auth_fail_delay;
+
+    while (--failures > 0 && delay < ctx->conf->auth_fail_delay_max) {
+        delay *= 2;
+    }
+
+    return ngx_min(delay, ctx->conf->auth_fail_delay_max);
+}
+
+
+ngx_int_t
+ngx_p3x_limit_addr_failures(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler)
+{
+    u_char       key[NGX_P3X_LIMIT_KEY_MAX];
+    size_t       argvlen[2];
+    const char  *argv[2];
+
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
+                                   &ctx->connection->addr_text);
+
+    return ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
+                              handler, ctx);
+}
+
+
+/*
+ * Counts a failure against the address (the handler gets the new count)
+ * and, without waiting, against the user name.
+ */
+
+ngx_int_t
+ngx_p3x_limit_fail(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+{
+    u_char       key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN];
+    size_t       keylen, argslen[1];
+    const char  *keys[1], *args[1];
+
+    args[0] = (const char *) ttl;
+    argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
+
+    keys[0] = (const char *) key;
+
+    if (ctx->user.len && p3x_valid_name(ctx->user.data, ctx->user.len)) {
+        keylen = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX, &ctx->user);
+
+        (void) ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FAIL, 1, keys,
+                                    &keylen, 1, args, argslen, NULL);
+    }
+
+    keylen = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
+                               &ctx->connection->addr_text);
+
+    return ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FAIL, 1, keys, &keylen,
+                                1, args, argslen, handler);
+}
+
+
+/* a successful login forgives the failures before it */
+
+void
+ngx_p3x_limit_clear(ngx_p3x_ctx_t *ctx)
+{
+    u_char       key[NGX_P3X_LIMIT_KEY_MAX];
+    size_t       argvlen[2];
+    const char  *argv[2];
+
+    argv[0] = "DEL";
+    argvlen[0] = 3;
+    argv[1] = (const char *) key;
+
+    if (ctx->addr_failures > 0) {
+        argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
+                                       &ctx->connection->addr_text);
+        (void) ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
+                                  NULL, NULL);
+    }
+
+    if (ctx->user_failures > 0) {
+        argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX,
+                                       &ctx->user);
+        (void) ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
+                                  NULL, NULL);
+    }
+}
+
+
+/* a live session renews its slots with its lock, every lock_ttl / 3 */
+
+void
+ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx)
+{
+    if (ctx->conn_addr) {
+        (void) ngx_p3x_limit_conn(ctx, 0, NULL);
+    }
+
+    if (ctx->conn_user) {
+        (void) ngx_p3x_limit_conn(ctx, 1, NULL);
+    }
+}
+
+
+void
+ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx)
+{
+    u_char       key[NGX_P3X_LIMIT_KEY_MAX];
+    size_t       argvlen[3];
+    const char  *argv[3];
+
+    argv[0] = "ZREM";
+    argvlen[0] = 4;
+    argv[1] = (const char *) key;
+    argv[2] = (const char *) ctx->session_id.data;
+    argvlen[2] = ctx->session_id.len;
+
+    if (ctx->conn_addr) {
+        ctx->conn_addr = 0;
+        argvlen[1] = ngx_p3x_limit_key(key, P3X_CONN_ADDR_PREFIX,
+                                       &ctx->connection->addr_text);
+        (void) ngx_p3x_redis_send(ctx->conf->redis, 3, argv, argvlen, -1,
+                                  NULL, NULL);
+    }
+
+    if (ctx->conn_user) {
+        ctx->conn_user = 0;
+        argvlen[1] = ngx_p3x_limit_key(key, P3X_CONN_USER_PREFIX,
+                                       &ctx->user);
+        (void) ngx_p3x_redis_send(ctx->conf->redis, 3, argv, argvlen, -1,
+                                  NULL, NULL);
+    }
+}
+
+
+/* takes or renews a connection slot: of the address, or of the user */
+
+ngx_int_t
+ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
+    ngx_p3x_redis_handler_pt handler)
+{
+    u_char       key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN],
+                 limit[NGX_INT_T_LEN];
+    size_t       keylen, argslen[3];
+    const char  *keys[1], *args[3];
+
+    keys[0] = (const char *) key;
+
+    if (user) {
+        keylen = ngx_p3x_limit_key(key, P3X_CONN_USER_PREFIX, &ctx->user);
+        argslen[2] = ngx_sprintf(limit, "%ui", ctx->conf->max_conn_per_user)
+                     - limit;
+
+    } else {
+        keylen = ngx_p3x_limit_key(key, P3X_CONN_ADDR_PREFIX,
+                                   &ctx->connection->addr_text);
+        argslen[2] = ngx_sprintf(limit, "%ui", ctx->conf->max_conn_per_addr)
+                     - limit;
+    }
+
+    args[0] = (const char *) ctx->session_id.data;
+    argslen[0] = ctx->session_id.len;
+    args[1] = (const char *) ttl;
+    argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
+    args[2] = (const char *) limit;
+
+    return ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_CONN, 1, keys, &keylen,
+                                3, args, argslen, handler);
+}
+
+
+static size_t
+ngx_p3x_limit_key(u_char *buf, const char *prefix, ngx_str_t *name)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = ngx_min(name->len, P3X_NAME_MAX + NGX_SOCKADDR_STRLEN);
+
+    p = ngx_cpymem(buf, prefix, ngx_strlen(prefix));
+    p = ngx_cpymem(p, name->data, len);
+    p = ngx_cpymem(p, P3X_TAG_CLOSE, sizeof(P3X_TAG_CLOSE) - 1);
+
+    return p - buf;
+}
