@@ -27,7 +27,7 @@ build/$(MOD).so: $(SRCS) util/build.sh
 
 build/pop3ext: cli/pop3ext.c $(MOD)/ngx_mail_pop3_ext_model.h
 	@mkdir -p build
-	$(CC) $(CFLAGS) -I$(MOD) -o $@.tmp cli/pop3ext.c -lhiredis -lcrypt
+	$(CC) $(CFLAGS) -I$(MOD) -o $@.tmp cli/pop3ext.c -lhiredis -lcrypt -lcrypto -largon2
 	mv -f $@.tmp $@
 
 build-asan/$(MOD).so: $(SRCS) util/build.sh
@@ -65,3 +65,8 @@ bench:
 	util/deps.sh build run test bench
 	$(MAKE) all
 	bench/run.sh
+
+fuzz:
+	util/deps.sh build fuzz
+	$(MAKE) build/$(MOD).so
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} fuzz/run.sh

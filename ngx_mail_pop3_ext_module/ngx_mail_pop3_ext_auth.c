@@ -48,6 +48,7 @@ struct ngx_p3x_auth_task_s {
 };
 
 
+static u_char *ngx_p3x_auth_copy(ngx_str_t *dst, u_char *p, ngx_str_t *src);
 static void ngx_p3x_auth_thread(void *data, ngx_log_t *log);
 static ngx_int_t ngx_p3x_auth_split(ngx_str_t *secret, ngx_str_t *scheme,
     ngx_str_t *value);
@@ -117,20 +118,9 @@ ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
 
     p = (u_char *) (t + 1);
 
-    t->secret.data = p;
-    t->secret.len = secret->len;
-    p = ngx_cpymem(p, secret->data, secret->len);
-    *p++ = '\0';
-
-    t->response.data = p;
-    t->response.len = response->len;
-    p = ngx_cpymem(p, response->data, response->len);
-    *p++ = '\0';
-
-    t->challenge.data = p;
-    t->challenge.len = challenge->len;
-    p = ngx_cpymem(p, challenge->data, challenge->len);
-    *p = '\0';
+    p = ngx_p3x_auth_copy(&t->secret, p, secret);
+    p = ngx_p3x_auth_copy(&t->response, p, response);
+    (void) ngx_p3x_auth_copy(&t->challenge, p, challenge);
 
     t->ctx = ctx;
     t->handler = handler;
@@ -151,6 +141,22 @@ ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
     ctx->auth_task = t;
 
     return NGX_OK;
+}
+
+
+static u_char *
+ngx_p3x_auth_copy(ngx_str_t *dst, u_char *p, ngx_str_t *src)
+{
+    dst->data = p;
+    dst->len = src->len;
+
+    if (src->len) {
+        p = ngx_cpymem(p, src->data, src->len);
+    }
+
+    *p++ = '\0';
+
+    return p;
 }
 
 

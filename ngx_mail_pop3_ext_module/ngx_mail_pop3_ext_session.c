@@ -451,6 +451,13 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
         b->last = b->start;
         ctx->skipping = 1;
 
+        if (ctx->sasl != ngx_p3x_sasl_wait_none) {
+            /* the exchange ends: the next line is a command again */
+            ctx->sasl = ngx_p3x_sasl_wait_none;
+            ngx_p3x_error(ctx, "-ERR [AUTH] SASL response too long");
+            return NGX_OK;
+        }
+
         ngx_p3x_error(ctx, "-ERR line too long");
         return NGX_OK;
     }

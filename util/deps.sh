@@ -8,9 +8,9 @@ pkgs_build="gcc make nginx nginx-dev libnginx-mod-mail libhiredis-dev \
 libssl-dev libcrypt-dev libargon2-dev"
 pkgs_run="redis-server redis-tools openssl"
 pkgs_test="perl libnet-perl libio-socket-ssl-perl python3 curl fetchmail \
-valgrind"
+valgrind dovecot-core"
 pkgs_bench="postal dovecot-pop3d dovecot-core"
-pkgs_fuzz="clang"
+pkgs_fuzz="clang libclang-rt-14-dev"
 
 want=""
 [ $# -eq 0 ] && set -- build run
@@ -49,10 +49,6 @@ if [ ! -e $prc ]; then
     $sudo chmod +x $prc
     trap '$sudo rm -f $prc' EXIT
 fi
-if [ ! -f /var/lib/apt/periodic/update-success-stamp ] \
-   && [ -z "$(find /var/lib/apt/lists -name '*_Packages' -mmin -1440 \
-             2>/dev/null | head -n 1)" ]
-then
-    $sudo apt-get update -qq
-fi
+# something is missing: the package lists may be old or absent
+$sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null

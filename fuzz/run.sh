@@ -1,0 +1,39 @@
+#!/bin/sh
+# Build and run the libFuzzer targets for a fixed time each (make fuzz).
+#   FUZZ_SECONDS=60 fuzz/run.sh [parse|sasl]...
+set -eu
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+out=$top/build-fuzz
+src=${NGX_SRC:-/usr/share/nginx/src}
+seconds=${FUZZ_SECONDS:-30}
+
+# nginx's headers and the configured objs/ of a regular build
+[ -f "$top/build/objs/ngx_auto_config.h" ] || make -C "$top" build/ngx_mail_pop3_ext_module.so
+
+inc="-I$src/src/core -I$src/src/event -I$src/src/event/modules
+     -I$src/src/os/unix -I$src/src/mail -I$top/build/objs
+     -I$top/ngx_mail_pop3_ext_module"
+cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined"
+
+mkdir -p "$out"
+
+[ $# -eq 0 ] && set -- parse sasl
+
+for t in "$@"; do
+    case "$t" in
+    parse) srcs=ngx_mail_pop3_ext_parse.c ;;
+    sasl)  srcs=ngx_mail_pop3_ext_sasl.c ;;
+    *) echo "fuzz/run.sh: unknown target $t" >&2; exit 64 ;;
+    esac
+
+    # shellcheck disable=SC2086
+    clang $cflags $inc -o "$out/fuzz_$t" "$top/fuzz/fuzz_$t.c" \
+        "$top/ngx_mail_pop3_ext_module/$srcs"
+
+    mkdir -p "$out/corpus_$t"
+    echo "fuzzing $t for ${seconds}s"
+    "$out/fuzz_$t" -max_total_time="$seconds" -max_len=4096 \
+        -print_final_stats=1 "$out/corpus_$t" "$top/fuzz/corpus/$t" \
+        2>&1 | tail -n 12
+done
