@@ -10,8 +10,17 @@ nginx=${NGINX:-/usr/sbin/nginx}
 mail_module=${MAIL_MODULE:-/usr/lib/nginx/modules/ngx_mail_module.so}
 pop3ext=$top/build/pop3ext
 port=${POP3_PORT:-1110}
+tls_port=${POP3S_PORT:-1995}
 
-mkdir -p "$var/redis" "$var/nginx/logs"
+mkdir -p "$var/redis" "$var/nginx/logs" "$var/tls"
+
+# a self-signed certificate for POP3S and STLS, made on the first run
+if [ ! -f "$var/tls/cert.pem" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 \
+        -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$var/tls/key.pem" -out "$var/tls/cert.pem" 2>/dev/null
+    chmod 600 "$var/tls/key.pem"
+fi
 
 # The module's default Redis is 127.0.0.1:6379; if another server holds
 # that port, ours takes 16379 and both sides are told so.
@@ -67,10 +76,20 @@ mail {
     # required by nginx's mail core; this module never contacts it
     auth_http  127.0.0.1:1/unused;
 
+    ssl_certificate      $var/tls/cert.pem;
+    ssl_certificate_key  $var/tls/key.pem;
+
+    pop3_ext_redis  $raddr;
+
     server {
-        listen          127.0.0.1:$port;
-        protocol        pop3_ext;
-        pop3_ext_redis  $raddr;
+        listen    127.0.0.1:$port;
+        protocol  pop3_ext;
+        starttls  on;
+    }
+
+    server {
+        listen    127.0.0.1:$tls_port ssl;
+        protocol  pop3_ext;
     }
 }
 CONF
@@ -86,10 +105,12 @@ fi
 
 cat <<MSG
 
-  POP3 is served on 127.0.0.1:$port (Redis $raddr, data in var/redis).
+  POP3 is served on 127.0.0.1:$port (STLS too), POP3S on 127.0.0.1:$tls_port
+  (self-signed certificate in var/tls); Redis $raddr, data in var/redis.
 
   Log in:     user demo, password demo
               curl -s pop3://demo:demo@127.0.0.1:$port/1
+              curl -sk pop3s://demo:demo@127.0.0.1:$tls_port/1
               python3 -c 'import poplib; p = poplib.POP3("127.0.0.1", $port); p.user("demo"); p.pass_("demo"); print(p.stat())'
   Deliver:    echo 'Subject: hi' | POP3EXT_REDIS=$raddr build/pop3ext deliver demo
   Add a user: echo SECRET | POP3EXT_REDIS=$raddr build/pop3ext user add NAME
