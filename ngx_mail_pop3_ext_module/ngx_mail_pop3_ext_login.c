@@ -452,8 +452,8 @@ ngx_p3x_sasl_line(ngx_p3x_ctx_t *ctx, ngx_str_t *line)
         return;
     }
 
-    buf = ngx_pnalloc(ctx->connection->pool,
-                      ngx_p3x_base64_decoded_len(line->len) + 1);
+    buf = ngx_alloc(ngx_p3x_base64_decoded_len(line->len) + 1,
+                    ctx->connection->log);
     if (buf == NULL) {
         ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] out of memory" CRLF);
         return;
@@ -530,6 +530,7 @@ ngx_p3x_sasl_line(ngx_p3x_ctx_t *ctx, ngx_str_t *line)
 done:
 
     ngx_explicit_memzero(buf, ngx_p3x_base64_decoded_len(line->len));
+    ngx_free(buf);
     ngx_explicit_memzero(line->data, line->len);
 }
 
@@ -628,7 +629,7 @@ ngx_p3x_login_set_password(ngx_p3x_ctx_t *ctx, ngx_str_t *pw)
     size = ngx_max(ctx->conf->line_max, ctx->conf->sasl_line_max);
 
     if (ctx->password.data == NULL) {
-        ctx->password.data = ngx_pnalloc(ctx->connection->pool, size);
+        ctx->password.data = ngx_alloc(size, ctx->connection->log);
         if (ctx->password.data == NULL) {
             return NGX_ERROR;
         }
@@ -641,6 +642,19 @@ ngx_p3x_login_set_password(ngx_p3x_ctx_t *ctx, ngx_str_t *pw)
     ngx_explicit_memzero(pw->data, pw->len);
 
     return NGX_OK;
+}
+
+
+/* wiped and given back: it is needed only until the check has run */
+
+void
+ngx_p3x_login_forget_password(ngx_p3x_ctx_t *ctx)
+{
+    if (ctx->password.data) {
+        ngx_explicit_memzero(ctx->password.data, ctx->password.len);
+        ngx_free(ctx->password.data);
+        ngx_str_null(&ctx->password);
+    }
 }
 
 
@@ -849,7 +863,7 @@ ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc)
     static const char  *methods[] = { "password", "APOP", "CRAM-MD5",
                                       "EXTERNAL" };
 
-    ngx_explicit_memzero(ctx->password.data, ctx->password.len);
+    ngx_p3x_login_forget_password(ctx);
 
     if (rc == NGX_ERROR && ctx->user_known) {
         ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
@@ -1057,7 +1071,7 @@ ngx_p3x_login_abort(ngx_p3x_ctx_t *ctx, const char *reply)
     ctx->busy = 0;
     ctx->connection->log->action = "in auth state";
 
-    ngx_explicit_memzero(ctx->password.data, ctx->password.len);
+    ngx_p3x_login_forget_password(ctx);
     ngx_p3x_reply(ctx, "%s", reply);
 
     if (was_busy) {

@@ -176,7 +176,8 @@ struct ngx_p3x_ctx_s {
 
     ngx_p3x_state_e           state;
 
-    ngx_buf_t                *in;
+    ngx_buf_t                *in;            /* &in_buf */
+    ngx_buf_t                 in_buf;         /* no memory while idle */
     ngx_buf_t                *out;           /* &out_buf, or NULL */
     ngx_buf_t                 out_buf;
 
@@ -278,6 +279,7 @@ void ngx_p3x_auth(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 void ngx_p3x_stls(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 void ngx_p3x_sasl_line(ngx_p3x_ctx_t *ctx, ngx_str_t *line);
 ngx_uint_t ngx_p3x_login_methods(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_login_forget_password(ngx_p3x_ctx_t *ctx);
 
 /* _ssl.c */
 ngx_int_t ngx_p3x_ssl_secure(ngx_p3x_ctx_t *ctx);

@@ -23,6 +23,7 @@ typedef void (*ngx_p3x_command_pt)(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 
 static void ngx_p3x_read_handler(ngx_event_t *rev);
 static ngx_int_t ngx_p3x_read(ngx_p3x_ctx_t *ctx);
+static void ngx_p3x_in_free(ngx_p3x_ctx_t *ctx);
 static ngx_int_t ngx_p3x_next_command(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static ngx_int_t ngx_p3x_stream(ngx_p3x_ctx_t *ctx);
@@ -122,10 +123,9 @@ ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx->refresh.cancelable = 1;
 
     ctx->user.data = ngx_pnalloc(c->pool, P3X_NAME_MAX);
-    ctx->in = ngx_create_temp_buf(c->pool,
-                                  ngx_max(conf->line_max, conf->sasl_line_max));
+    ctx->in = &ctx->in_buf;
 
-    if (ctx->user.data == NULL || ctx->in == NULL
+    if (ctx->user.data == NULL
         || ngx_p3x_out_alloc(ctx, NGX_P3X_OUT_SMALL) != NGX_OK)
     {
         ngx_mail_close_connection(c);
@@ -322,7 +322,9 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
             return;
         }
 
-        /* NGX_AGAIN: idle until the client speaks */
+        /* NGX_AGAIN: idle until the client speaks, with no buffers */
+
+        ngx_p3x_in_free(ctx);
 
         if (ctx->state == ngx_p3x_state_trans) {
             timeout = ctx->conf->idle_timeout;
@@ -360,12 +362,26 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
 static ngx_int_t
 ngx_p3x_read(ngx_p3x_ctx_t *ctx)
 {
+    size_t             size;
     ssize_t            n;
     ngx_buf_t         *b;
     ngx_connection_t  *c;
 
     c = ctx->connection;
     b = ctx->in;
+
+    if (b->start == NULL) {
+        size = ngx_max(ctx->conf->line_max, ctx->conf->sasl_line_max);
+
+        b->start = ngx_alloc(size, c->log);
+        if (b->start == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->end = b->start + size;
+        b->pos = b->start;
+        b->last = b->start;
+    }
 
     if (b->pos == b->last) {
         b->pos = b->start;
@@ -393,6 +409,20 @@ ngx_p3x_read(ngx_p3x_ctx_t *ctx)
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_p3x_in_free(ngx_p3x_ctx_t *ctx)
+{
+    ngx_buf_t  *b;
+
+    b = ctx->in;
+
+    if (b->start && b->pos == b->last && !ctx->skipping) {
+        ngx_free(b->start);
+        ngx_memzero(b, sizeof(ngx_buf_t));
+    }
 }
 
 
@@ -644,13 +674,17 @@ ngx_p3x_cleanup(void *data)
 
     ngx_p3x_limit_conn_release(ctx);
 
-    if (ctx->password.data) {
-        ngx_explicit_memzero(ctx->password.data, ctx->password.len);
-    }
+    ngx_p3x_login_forget_password(ctx);
 
     if (ctx->out) {
         ngx_free(ctx->out->start);
         ctx->out = NULL;
+    }
+
+    if (ctx->in->start) {
+        ngx_explicit_memzero(ctx->in->start, ctx->in->end - ctx->in->start);
+        ngx_free(ctx->in->start);
+        ctx->in->start = NULL;
     }
 }
 
