@@ -32,6 +32,7 @@ typedef ngx_int_t (*ngx_p3x_verify_pt)(ngx_str_t *value, ngx_str_t *pw);
 
 typedef struct {
     ngx_str_t           name;
+    ngx_str_t           prefix;     /* what a crypt(3) value starts with */
     ngx_p3x_verify_pt   verify;
 } ngx_p3x_scheme_t;
 
@@ -77,18 +78,19 @@ static ngx_int_t ngx_p3x_ct_equal(u_char *a, size_t alen, u_char *b,
 
 
 static ngx_p3x_scheme_t  ngx_p3x_schemes[] = {
-    { ngx_string("SHA512-CRYPT"), ngx_p3x_verify_crypt },
-    { ngx_string("SHA256-CRYPT"), ngx_p3x_verify_crypt },
-    { ngx_string("BLF-CRYPT"), ngx_p3x_verify_crypt },
-    { ngx_string("MD5-CRYPT"), ngx_p3x_verify_crypt },
-    { ngx_string("CRYPT"), ngx_p3x_verify_crypt },
-    { ngx_string("ARGON2ID"), ngx_p3x_verify_argon2id },
-    { ngx_string("PBKDF2"), ngx_p3x_verify_pbkdf2 },
-    { ngx_string("SSHA512"), ngx_p3x_verify_ssha512 },
-    { ngx_string("SSHA256"), ngx_p3x_verify_ssha256 },
-    { ngx_string("CRAM-MD5"), ngx_p3x_verify_cram_secret },
-    { ngx_string("PLAIN"), ngx_p3x_verify_plain },
-    { ngx_null_string, NULL }
+    { ngx_string("SHA512-CRYPT"), ngx_string("$6$"), ngx_p3x_verify_crypt },
+    { ngx_string("SHA256-CRYPT"), ngx_string("$5$"), ngx_p3x_verify_crypt },
+    { ngx_string("BLF-CRYPT"), ngx_string("$2"), ngx_p3x_verify_crypt },
+    { ngx_string("MD5-CRYPT"), ngx_string("$1$"), ngx_p3x_verify_crypt },
+    { ngx_string("CRYPT"), ngx_null_string, ngx_p3x_verify_crypt },
+    { ngx_string("ARGON2ID"), ngx_string("$argon2id$"),
+      ngx_p3x_verify_argon2id },
+    { ngx_string("PBKDF2"), ngx_null_string, ngx_p3x_verify_pbkdf2 },
+    { ngx_string("SSHA512"), ngx_null_string, ngx_p3x_verify_ssha512 },
+    { ngx_string("SSHA256"), ngx_null_string, ngx_p3x_verify_ssha256 },
+    { ngx_string("CRAM-MD5"), ngx_null_string, ngx_p3x_verify_cram_secret },
+    { ngx_string("PLAIN"), ngx_null_string, ngx_p3x_verify_plain },
+    { ngx_null_string, ngx_null_string, NULL }
 };
 
 
@@ -170,30 +172,6 @@ ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx)
 }
 
 
-/* is the scheme of this secret one the module verifies? */
-
-ngx_int_t
-ngx_p3x_auth_known_scheme(ngx_str_t *secret)
-{
-    ngx_str_t          scheme, value;
-    ngx_p3x_scheme_t  *s;
-
-    if (ngx_p3x_auth_split(secret, &scheme, &value) != NGX_OK) {
-        return 0;
-    }
-
-    for (s = ngx_p3x_schemes; s->name.len; s++) {
-        if (s->name.len == scheme.len
-            && ngx_strncasecmp(s->name.data, scheme.data, scheme.len) == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
 /* runs in a pool thread: touches nothing but the task */
 
 static void
@@ -227,12 +205,23 @@ ngx_p3x_auth_thread(void *data, ngx_log_t *log)
         if (s->name.len == scheme.len
             && ngx_strncasecmp(s->name.data, scheme.data, scheme.len) == 0)
         {
-            t->result = s->verify(&value, &t->response);
-            return;
+            break;
         }
     }
 
-    t->result = NGX_ERROR;
+    /* a label must say what the crypt(3) string is: no silent downgrade */
+
+    if (s->name.len == 0
+        || (s->prefix.len
+            && (value.len < s->prefix.len
+                || ngx_strncmp(value.data, s->prefix.data, s->prefix.len)
+                   != 0)))
+    {
+        t->result = NGX_ERROR;
+        return;
+    }
+
+    t->result = s->verify(&value, &t->response);
 }
 
 

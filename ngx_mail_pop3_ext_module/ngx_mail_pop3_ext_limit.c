@@ -139,8 +139,10 @@ ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx)
 }
 
 
+/* gives back the user slot, and unless only_user the address slot */
+
 void
-ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx)
+ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx, ngx_uint_t only_user)
 {
     u_char       key[NGX_P3X_LIMIT_KEY_MAX];
     size_t       argvlen[3];
@@ -152,7 +154,7 @@ ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx)
     argv[2] = (const char *) ctx->session_id.data;
     argvlen[2] = ctx->session_id.len;
 
-    if (ctx->conn_addr) {
+    if (ctx->conn_addr && !only_user) {
         ctx->conn_addr = 0;
         argvlen[1] = ngx_p3x_limit_key(key, P3X_CONN_ADDR_PREFIX,
                                        &ctx->connection->addr_text);

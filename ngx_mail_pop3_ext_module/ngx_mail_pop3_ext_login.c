@@ -202,7 +202,7 @@ ngx_p3x_login_methods(ngx_p3x_ctx_t *ctx)
         methods &= ~NGX_P3X_AUTH_PLAINTEXT;
     }
 
-    if (ctx->connection->ssl == NULL) {
+    if (!ngx_p3x_ssl_on(ctx)) {
         methods &= ~NGX_P3X_AUTH_EXTERNAL;
     }
 
@@ -1013,6 +1013,10 @@ ngx_p3x_login_locked(void *data, redisReply *reply)
     {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "pop3_ext: maildrop \"%V\" is in use", &ctx->mailbox);
+
+        /* the slot is for a session that logs in; this one did not */
+        ngx_p3x_limit_conn_release(ctx, 1);
+
         ngx_p3x_login_abort(ctx, "-ERR [IN-USE] maildrop is locked by "
                                  "another session");
         return;

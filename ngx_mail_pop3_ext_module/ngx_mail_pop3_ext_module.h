@@ -282,6 +282,7 @@ ngx_uint_t ngx_p3x_login_methods(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_login_forget_password(ngx_p3x_ctx_t *ctx);
 
 /* _ssl.c */
+ngx_int_t ngx_p3x_ssl_on(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_ssl_secure(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_ssl_starttls(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_ssl_starttls_only(ngx_p3x_ctx_t *ctx);
@@ -298,7 +299,7 @@ void ngx_p3x_limit_clear(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     ngx_p3x_redis_handler_pt handler);
 void ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx);
-void ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx, ngx_uint_t only_user);
 
 /* _output.c */
 ngx_int_t ngx_p3x_out_alloc(ngx_p3x_ctx_t *ctx, size_t size);
@@ -319,7 +320,6 @@ ngx_int_t ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
     ngx_p3x_auth_method_e method, ngx_str_t *response,
     ngx_str_t *challenge, ngx_p3x_auth_handler_pt handler);
 void ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx);
-ngx_int_t ngx_p3x_auth_known_scheme(ngx_str_t *secret);
 
 /* _redis.c */
 ngx_int_t ngx_p3x_redis_init_worker(ngx_cycle_t *cycle, ngx_p3x_redis_t *r);

@@ -672,7 +672,7 @@ ngx_p3x_cleanup(void *data)
         ngx_p3x_store_release(ctx);
     }
 
-    ngx_p3x_limit_conn_release(ctx);
+    ngx_p3x_limit_conn_release(ctx, 0);
 
     ngx_p3x_login_forget_password(ctx);
 

@@ -11,6 +11,17 @@
 #include "ngx_mail_pop3_ext_module.h"
 
 
+ngx_int_t
+ngx_p3x_ssl_on(ngx_p3x_ctx_t *ctx)
+{
+#if (NGX_MAIL_SSL)
+    return ctx->connection->ssl != NULL;
+#else
+    return 0;
+#endif
+}
+
+
 /*
  * Plaintext credentials may cross a channel that is TLS, or that comes
  * from pop3_ext_secure_networks (loopback by default, as Dovecot does).
@@ -23,11 +34,9 @@ ngx_p3x_ssl_secure(ngx_p3x_ctx_t *ctx)
 
     c = ctx->connection;
 
-#if (NGX_MAIL_SSL)
-    if (c->ssl) {
+    if (ngx_p3x_ssl_on(ctx)) {
         return 1;
     }
-#endif
 
     if (ctx->conf->secure_networks
         && ngx_cidr_match(c->sockaddr, ctx->conf->secure_networks) == NGX_OK)

@@ -18,7 +18,13 @@ mkdir -p "$out"
 stamp="$out/.configured"
 tree="$out/nginx-src"
 
-if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ]; then
+# configure again when the config file or the nginx it targets changed
+# (a module built against other headers would not load)
+ngx_id=$(cat "$src/src/core/nginx.h" "$src/conf_flags" 2>/dev/null | cksum)
+
+if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ] \
+   || [ "$(cat "$stamp")" != "$ngx_id" ]
+then
     rm -rf "$tree"
     cp -r "$src" "$tree"
     cd "$tree"
@@ -37,7 +43,7 @@ if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ]; then
         --add-dynamic-module="$top" --builddir="$out/objs" \
         > "$out/configure.log" 2>&1 \
         || { tail -n 30 "$out/configure.log"; exit 1; }
-    touch "$stamp"
+    echo "$ngx_id" > "$stamp"
 fi
 
 cd "$tree"
