@@ -264,6 +264,7 @@ void ngx_p3x_init_protocol(ngx_event_t *rev);
 void ngx_p3x_auth_state(ngx_event_t *rev);
 ngx_int_t ngx_p3x_dummy_parse(ngx_mail_session_t *s);
 void ngx_p3x_resume(ngx_p3x_ctx_t *ctx);
+ngx_p3x_ctx_t *ngx_p3x_event_ctx(ngx_event_t *ev);
 void ngx_p3x_close(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text);
 void ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...);

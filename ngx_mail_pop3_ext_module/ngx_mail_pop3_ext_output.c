@@ -197,20 +197,12 @@ ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx)
 void
 ngx_p3x_write_handler(ngx_event_t *wev)
 {
-    ngx_int_t            rc;
-    ngx_connection_t    *c;
-    ngx_mail_session_t  *s;
-    ngx_p3x_ctx_t       *ctx;
+    ngx_int_t       rc;
+    ngx_p3x_ctx_t  *ctx;
 
-    c = wev->data;
-    s = c->data;
-    ctx = ngx_mail_get_module_ctx(s, ngx_mail_pop3_ext_module);
+    ctx = ngx_p3x_event_ctx(wev);
 
-    if (wev->timedout) {
-        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
-                      "client timed out");
-        c->timedout = 1;
-        ngx_p3x_close(ctx);
+    if (ctx == NULL) {
         return;
     }
 

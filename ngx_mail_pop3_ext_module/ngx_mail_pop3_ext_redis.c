@@ -64,6 +64,8 @@ static void ngx_p3x_redis_read_handler(ngx_event_t *rev);
 static void ngx_p3x_redis_dispatch(ngx_p3x_rconn_t *rc, redisReply *reply);
 static ngx_int_t ngx_p3x_redis_append(ngx_p3x_rconn_t *rc, char *cmd,
     size_t len);
+static ngx_p3x_rreq_t *ngx_p3x_redis_request(ngx_p3x_rconn_t *rc, int argc,
+    const char **argv, const size_t *argvlen);
 static ngx_int_t ngx_p3x_redis_enqueue(ngx_p3x_rconn_t *rc,
     ngx_p3x_rreq_t *req);
 static ngx_int_t ngx_p3x_redis_load_script(ngx_p3x_rconn_t *rc,
@@ -120,8 +122,6 @@ ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc, const char **argv,
     const size_t *argvlen, ngx_int_t script,
     ngx_p3x_redis_handler_pt handler, void *data)
 {
-    int               len;
-    char             *cmd;
     ngx_uint_t        i, n;
     ngx_p3x_rreq_t   *req;
     ngx_p3x_rconn_t  *rc;
@@ -152,21 +152,13 @@ ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc, const char **argv,
         return NGX_ERROR;
     }
 
-    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    if (len < 0) {
-        return NGX_ERROR;
-    }
-
-    req = ngx_calloc(sizeof(ngx_p3x_rreq_t), rc->log);
+    req = ngx_p3x_redis_request(rc, argc, argv, argvlen);
     if (req == NULL) {
-        redisFreeCommand(cmd);
         return NGX_ERROR;
     }
 
     req->handler = handler;
     req->data = data;
-    req->cmd = cmd;
-    req->len = len;
     req->script = script;
     req->durable = (handler == NULL);
 
@@ -176,6 +168,32 @@ ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc, const char **argv,
     }
 
     return NGX_OK;
+}
+
+
+static ngx_p3x_rreq_t *
+ngx_p3x_redis_request(ngx_p3x_rconn_t *rc, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    int              len;
+    char            *cmd;
+    ngx_p3x_rreq_t  *req;
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0) {
+        return NULL;
+    }
+
+    req = ngx_calloc(sizeof(ngx_p3x_rreq_t), rc->log);
+    if (req == NULL) {
+        redisFreeCommand(cmd);
+        return NULL;
+    }
+
+    req->cmd = cmd;
+    req->len = len;
+
+    return req;
 }
 
 
@@ -595,8 +613,6 @@ ngx_p3x_redis_dispatch(ngx_p3x_rconn_t *rc, redisReply *reply)
 static ngx_int_t
 ngx_p3x_redis_load_script(ngx_p3x_rconn_t *rc, ngx_int_t script)
 {
-    int               len;
-    char             *cmd;
     size_t            argvlen[3];
     const char       *argv[3];
     ngx_p3x_rreq_t   *req;
@@ -608,19 +624,11 @@ ngx_p3x_redis_load_script(ngx_p3x_rconn_t *rc, ngx_int_t script)
     argv[2] = (const char *) ngx_p3x_scripts[script].source.data;
     argvlen[2] = ngx_p3x_scripts[script].source.len;
 
-    len = redisFormatCommandArgv(&cmd, 3, argv, argvlen);
-    if (len < 0) {
-        return NGX_ERROR;
-    }
-
-    req = ngx_calloc(sizeof(ngx_p3x_rreq_t), rc->log);
+    req = ngx_p3x_redis_request(rc, 3, argv, argvlen);
     if (req == NULL) {
-        redisFreeCommand(cmd);
         return NGX_ERROR;
     }
 
-    req->cmd = cmd;
-    req->len = len;
     req->script = -1;
 
     if (ngx_p3x_redis_enqueue(rc, req) != NGX_OK) {

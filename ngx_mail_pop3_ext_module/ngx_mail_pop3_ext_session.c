@@ -199,24 +199,42 @@ ngx_p3x_auth_state(ngx_event_t *rev)
 static void
 ngx_p3x_read_handler(ngx_event_t *rev)
 {
+    ngx_p3x_ctx_t  *ctx;
+
+    ctx = ngx_p3x_event_ctx(rev);
+
+    if (ctx) {
+        ngx_p3x_resume(ctx);
+    }
+}
+
+
+/*
+ * The session of a client event, or NULL when the event was a timeout
+ * and the session is closed (RFC 1939: an autologout does not enter the
+ * UPDATE state).
+ */
+
+ngx_p3x_ctx_t *
+ngx_p3x_event_ctx(ngx_event_t *ev)
+{
     ngx_connection_t    *c;
     ngx_mail_session_t  *s;
     ngx_p3x_ctx_t       *ctx;
 
-    c = rev->data;
+    c = ev->data;
     s = c->data;
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_pop3_ext_module);
 
-    if (rev->timedout) {
-        /* RFC 1939: an autologout does not enter the UPDATE state */
+    if (ev->timedout) {
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "client timed out");
         c->timedout = 1;
         ngx_p3x_close(ctx);
-        return;
+        return NULL;
     }
 
-    ngx_p3x_resume(ctx);
+    return ctx;
 }
 
 
