@@ -13,9 +13,11 @@
 
 
 #include <sys/types.h>
+#include <sys/random.h>
 #include <sys/time.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +25,10 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <argon2.h>
 #include <crypt.h>
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 
 #include "ngx_mail_pop3_ext_model.h"
 
@@ -50,14 +54,56 @@
 #define POP3EXT_DEL_BATCH         1000
 #define POP3EXT_SCAN_COUNT        "1000"
 
+/* the parameters "doveadm pw" uses, so that hashes look like Dovecot's */
+#define POP3EXT_ARGON2_T          3
+#define POP3EXT_ARGON2_M          65536       /* KiB */
+#define POP3EXT_ARGON2_P          1
+#define POP3EXT_ARGON2_SALT       16
+#define POP3EXT_ARGON2_HASH       32
+#define POP3EXT_PBKDF2_ROUNDS     5000
+#define POP3EXT_PBKDF2_SALT       16
+#define POP3EXT_PBKDF2_HASH       20          /* SHA-1 */
+#define POP3EXT_PBKDF2_MAX_ROUNDS 10000000    /* what the module accepts */
+#define POP3EXT_SSHA_SALT         16
+/* the module decodes an SSHA value into 512 octets */
+#define POP3EXT_SSHA_MAX          512
+#define POP3EXT_CRAM_LEN          64          /* two MD5 states in hex */
 
-typedef struct {
-    const char         *name;       /* stored as "{NAME}" before the hash */
-    const char         *setting;    /* crypt_gensalt() prefix; NULL: plain */
+/* sets or deletes a field of an existing user record: 1, or 0 if none */
+#define POP3EXT_SCRIPT_FIELD                                                  \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"                            \
+    "  return 0\n"                                                            \
+    "end\n"                                                                   \
+    "if ARGV[2] then\n"                                                       \
+    "  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"                       \
+    "else\n"                                                                  \
+    "  redis.call('HDEL', KEYS[1], ARGV[1])\n"                                \
+    "end\n"                                                                   \
+    "return 1\n"
+
+
+typedef struct pop3ext_scheme_s  pop3ext_scheme_t;
+
+/* writes "{NAME}value" for a password into secret */
+typedef int (*pop3ext_make_pt)(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size);
+
+/* is an imported value (after "{NAME}") one the module can verify? */
+typedef int (*pop3ext_valid_pt)(const pop3ext_scheme_t *s, const char *v);
+
+
+struct pop3ext_scheme_s {
+    const char         *name;       /* stored as "{NAME}" before the value */
+    pop3ext_make_pt     make;       /* NULL: imported with --hash only */
+    pop3ext_valid_pt    valid;
+    int                 detect;     /* a bare value of its shape selects it */
+    const char         *setting;    /* crypt_gensalt() prefix */
     unsigned long       cost;       /* crypt_gensalt() count; 0: default */
     size_t              max;        /* longest password used in full */
-    const char         *ids[4];     /* hash prefixes that --hash accepts */
-} pop3ext_scheme_t;
+    size_t              len;        /* crypt: length of the hash proper */
+    const EVP_MD     *(*md)(void);  /* SSHA: the digest */
+    const char         *ids[4];     /* crypt: the hash prefixes accepted */
+};
 
 
 typedef struct {
@@ -88,30 +134,114 @@ static int pop3ext_mailbox(pop3ext_ctx_t *cx, const char *user, char *mbox);
 static int pop3ext_entry(const char *p, size_t len, size_t *uid_len,
     unsigned long long *size);
 static const pop3ext_scheme_t *pop3ext_scheme(const char *name, size_t len);
+static void pop3ext_scheme_list(FILE *f, int makes, int col);
 static int pop3ext_read_line(char *buf, size_t size, size_t *len);
+static int pop3ext_random(void *buf, size_t len);
+static int pop3ext_secret(const pop3ext_scheme_t *s, const char *value,
+    char *secret, size_t size);
 static int pop3ext_hash(const pop3ext_scheme_t *s, const char *pass,
     size_t len, char *secret, size_t size);
+static int pop3ext_make_crypt(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size);
+static int pop3ext_make_argon2id(const pop3ext_scheme_t *s,
+    const char *pass, size_t len, char *secret, size_t size);
+static int pop3ext_make_pbkdf2(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size);
+static int pop3ext_make_ssha(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size);
+static int pop3ext_make_cram_md5(const pop3ext_scheme_t *s,
+    const char *pass, size_t len, char *secret, size_t size);
+static void pop3ext_md5_block(uint32_t st[4], const u_char block[64]);
+static int pop3ext_make_plain(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size);
+static int pop3ext_valid_crypt(const pop3ext_scheme_t *s, const char *v);
+static int pop3ext_valid_argon2id(const pop3ext_scheme_t *s, const char *v);
+static int pop3ext_valid_pbkdf2(const pop3ext_scheme_t *s, const char *v);
+static int pop3ext_valid_ssha(const pop3ext_scheme_t *s, const char *v);
+static int pop3ext_valid_cram_md5(const pop3ext_scheme_t *s, const char *v);
+static int pop3ext_valid_plain(const pop3ext_scheme_t *s, const char *v);
+static size_t pop3ext_digits(const char *p, unsigned long *value);
 static int pop3ext_import(const pop3ext_scheme_t *s, int given,
     const char *line, char *secret, size_t size);
 static int pop3ext_max_size(size_t *max);
 static int pop3ext_read_message(size_t max, u_char **msg, size_t *len);
 static int pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv);
 static int pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv);
+static int pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv);
+static int pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv,
+    int disable);
 static int pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan);
 static int pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix);
 static int pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv);
 static int pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv);
 
 
-/* the first entry is the default; add new schemes anywhere before the end */
+#define POP3EXT_B64_CRYPT                                                     \
+    "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#define POP3EXT_B64                                                           \
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#define POP3EXT_HEX               "0123456789abcdefABCDEF"
+
+
+/*
+ * Dovecot's schemes that the module verifies (ngx_mail_pop3_ext_auth.c).
+ * The first entry is the default; add new schemes anywhere before the
+ * end.  A bare value (no "{SCHEME}") selects the first "detect" scheme
+ * whose shape it has; their shapes do not overlap.
+ */
 
 static const pop3ext_scheme_t  pop3ext_schemes[] = {
-    { "SHA512-CRYPT", "$6$", 0, 0, { "$6$", NULL } },
-    { "SHA256-CRYPT", "$5$", 0, 0, { "$5$", NULL } },
+
+    { .name = "SHA512-CRYPT", .make = pop3ext_make_crypt,
+      .valid = pop3ext_valid_crypt, .detect = 1, .setting = "$6$",
+      .len = 86, .ids = { "$6$", NULL } },
+
+    { .name = "SHA256-CRYPT", .make = pop3ext_make_crypt,
+      .valid = pop3ext_valid_crypt, .detect = 1, .setting = "$5$",
+      .len = 43, .ids = { "$5$", NULL } },
+
     /* bcrypt silently ignores octets past the 72nd */
-    { "BLF-CRYPT", "$2b$", 10, 72, { "$2b$", "$2y$", "$2a$", NULL } },
-    { "PLAIN", NULL, 0, 0, { NULL } },
-    { NULL, NULL, 0, 0, { NULL } }
+    { .name = "BLF-CRYPT", .make = pop3ext_make_crypt,
+      .valid = pop3ext_valid_crypt, .detect = 1, .setting = "$2b$",
+      .cost = 10, .max = 72, .len = 53,
+      .ids = { "$2b$", "$2y$", "$2a$", NULL } },
+
+    { .name = "ARGON2ID", .make = pop3ext_make_argon2id,
+      .valid = pop3ext_valid_argon2id, .detect = 1 },
+
+    { .name = "PBKDF2", .make = pop3ext_make_pbkdf2,
+      .valid = pop3ext_valid_pbkdf2, .detect = 1 },
+
+    { .name = "SSHA512", .make = pop3ext_make_ssha,
+      .valid = pop3ext_valid_ssha, .md = EVP_sha512 },
+
+    { .name = "SSHA256", .make = pop3ext_make_ssha,
+      .valid = pop3ext_valid_ssha, .md = EVP_sha256 },
+
+    { .name = "CRAM-MD5", .make = pop3ext_make_cram_md5,
+      .valid = pop3ext_valid_cram_md5 },
+
+    { .name = "PLAIN", .make = pop3ext_make_plain,
+      .valid = pop3ext_valid_plain },
+
+    /* weak: the module verifies them, so they migrate, but none is made */
+
+    { .name = "MD5-CRYPT", .valid = pop3ext_valid_crypt, .detect = 1,
+      .len = 22, .ids = { "$1$", NULL } },
+
+    { .name = "CRYPT", .valid = pop3ext_valid_crypt },
+
+    { .name = NULL }
+};
+
+
+/* names Dovecot also gives to schemes above, accepted with --hash */
+
+static const char  *pop3ext_aliases[][2] = {
+    { "CLEAR", "PLAIN" },
+    { "CLEARTEXT", "PLAIN" },
+    { "DES-CRYPT", "CRYPT" },
+    { NULL, NULL }
 };
 
 
@@ -163,7 +293,9 @@ main(int argc, char **argv)
 
     if (strcmp(cmd, "user") == 0) {
         if (i >= argc) {
-            return pop3ext_usage_error("user needs \"add\" or \"del\"");
+            return pop3ext_usage_error("user needs \"add\", \"del\", "
+                                       "\"show\", \"disable\" or "
+                                       "\"enable\"");
         }
 
         if (strcmp(argv[i], "add") == 0) {
@@ -171,6 +303,15 @@ main(int argc, char **argv)
 
         } else if (strcmp(argv[i], "del") == 0) {
             rc = pop3ext_user_del(&cx, argc - i - 1, argv + i + 1);
+
+        } else if (strcmp(argv[i], "show") == 0) {
+            rc = pop3ext_user_show(&cx, argc - i - 1, argv + i + 1);
+
+        } else if (strcmp(argv[i], "disable") == 0) {
+            rc = pop3ext_user_disable(&cx, argc - i - 1, argv + i + 1, 1);
+
+        } else if (strcmp(argv[i], "enable") == 0) {
+            rc = pop3ext_user_disable(&cx, argc - i - 1, argv + i + 1, 0);
 
         } else {
             return pop3ext_usage_error("unknown command \"user %s\"",
@@ -230,38 +371,56 @@ pop3ext_usage_error(const char *fmt, ...)
 static int
 pop3ext_usage(void)
 {
-    const pop3ext_scheme_t  *s;
-
     fputs(
-"usage: pop3ext [-r ADDRESS] user add [--scheme SCHEME] [--hash] USER\n"
+"usage: pop3ext [-r ADDRESS] user add [--scheme SCHEME] [--hash]\n"
+"                                     [--mailbox MBOX] USER\n"
 "       pop3ext [-r ADDRESS] user del USER\n"
+"       pop3ext [-r ADDRESS] user show USER\n"
+"       pop3ext [-r ADDRESS] user disable USER\n"
+"       pop3ext [-r ADDRESS] user enable USER\n"
 "       pop3ext [-r ADDRESS] deliver USER...\n"
 "       pop3ext [-r ADDRESS] stat USER\n"
 "       pop3ext -h | --help\n"
 "\n"
-"  user add   set the password of USER, adding USER if new; the password\n"
-"             is the first line of stdin and is stored hashed with SCHEME;\n"
-"             with --hash the line is an existing hash, HASH or {SCHEME}HASH\n"
-"  user del   delete USER and every message in its mailbox\n"
-"  deliver    store the message on stdin in the mailbox of each USER\n"
-"  stat       print \"COUNT OCTETS\" of the mailbox of USER\n"
+"  user add      set the password of USER, adding USER if new, and enable\n"
+"                USER; the password is the first line of stdin and is\n"
+"                stored hashed with SCHEME\n"
+"    --hash      the line is an existing hash, {SCHEME}HASH or HASH, and is\n"
+"                stored as it is; a bare HASH needs --scheme unless it is\n"
+"                a crypt, ARGON2ID or PBKDF2 hash, which name their scheme\n"
+"    --mailbox   USER reads the mailbox MBOX (several users may share one);\n"
+"                an empty MBOX gives USER its own mailbox back; without\n"
+"                --mailbox the mailbox of an existing USER stays as it is\n"
+"  user del      delete USER, and the mailbox named USER with every message\n"
+"                in it, even if other users read it through --mailbox; a\n"
+"                mailbox USER reads through --mailbox is kept\n"
+"  user show     print the scheme (never the secret), the login methods it\n"
+"                permits, the mailbox, the disabled flag and the count of\n"
+"                recent failed logins of USER\n"
+"  user disable  refuse every login of USER; mail is still delivered\n"
+"  user enable   allow the logins of USER again\n"
+"  deliver       store the message on stdin in the mailbox of each USER\n"
+"  stat          print \"COUNT OCTETS\" of the mailbox of USER\n"
 "\n"
 "  SCHEME     ", stdout);
 
-    for (s = pop3ext_schemes; s->name != NULL; s++) {
-        printf("%s%s%s", s == pop3ext_schemes ? "" : ", ", s->name,
-               s == pop3ext_schemes ? " (default)" : "");
-    }
+    pop3ext_scheme_list(stdout, 1, 13);
 
-    fputs(
-"\n"
+    fputs(";\n"
+"             with --hash also ", stdout);
+
+    pop3ext_scheme_list(stdout, 0, 30);
+
+    fputs(".\n"
+"             APOP needs a PLAIN secret, CRAM-MD5 a PLAIN or CRAM-MD5 one;\n"
+"             both are password equivalents (PLAIN is the password)\n"
 "  ADDRESS    HOST:PORT or unix:PATH; default $POP3EXT_REDIS, else\n"
 "             " POP3EXT_DEFAULT_REDIS "\n"
 "  POP3EXT_MAX_SIZE  largest message in octets; default 67108864\n"
 "\n"
-"  exit status: 0 ok, 64 usage, 65 bad input, 67 unknown user,\n"
-"  69 unavailable, 70 internal error, 74 I/O error,\n"
-"  75 temporary failure (try again later)\n", stdout);
+"  exit status: 0 ok, 64 usage, 65 bad password, hash or message,\n"
+"  67 unknown user, 69 scheme unavailable, 70 internal error,\n"
+"  74 I/O error, 75 temporary failure (try again later)\n", stdout);
 
     if (fflush(stdout) == EOF) {
         pop3ext_error("cannot write: %s", strerror(errno));
@@ -597,6 +756,49 @@ pop3ext_scheme(const char *name, size_t len)
 
 
 /*
+ * Prints the names of the schemes that make hashes (makes) or that are
+ * imported only, comma-separated, wrapped at 76 columns with an indent of
+ * 13; col is where the cursor starts.
+ */
+
+static void
+pop3ext_scheme_list(FILE *f, int makes, int col)
+{
+    int                      n, first;
+    const pop3ext_scheme_t  *s;
+
+    first = 1;
+
+    for (s = pop3ext_schemes; s->name != NULL; s++) {
+        if ((s->make != NULL) != (makes != 0)) {
+            continue;
+        }
+
+        n = (int) strlen(s->name) + (first ? 0 : 2)
+            + (s == pop3ext_schemes ? (int) sizeof(" (default)") - 1 : 0);
+
+        if (!first) {
+            fputc(',', f);
+
+            if (col + n + 1 > 76) {
+                fprintf(f, "\n%13s", "");
+                col = 13;
+                n--;
+
+            } else {
+                fputc(' ', f);
+            }
+        }
+
+        fprintf(f, "%s%s", s->name, s == pop3ext_schemes ? " (default)" : "");
+
+        col += n;
+        first = 0;
+    }
+}
+
+
+/*
  * Reads the first line of stdin into buf as a C string without its line
  * end.  read(2), not stdio, so that no copy of the password stays in a
  * stdio buffer.
@@ -671,25 +873,79 @@ pop3ext_read_line(char *buf, size_t size, size_t *len)
 }
 
 
+/* fills buf with random octets from the kernel */
+
+static int
+pop3ext_random(void *buf, size_t len)
+{
+    u_char   *p;
+    ssize_t   n;
+
+    p = buf;
+
+    while (len > 0) {
+        n = getrandom(p, len, 0);
+
+        if (n == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+
+            pop3ext_error("cannot get random octets: %s", strerror(errno));
+            return EX_UNAVAILABLE;
+        }
+
+        p += n;
+        len -= n;
+    }
+
+    return EX_OK;
+}
+
+
+/* "{NAME}value" */
+
+static int
+pop3ext_secret(const pop3ext_scheme_t *s, const char *value, char *secret,
+    size_t size)
+{
+    int  n;
+
+    n = snprintf(secret, size, "{%s}%s", s->name, value);
+
+    if (n < 0 || (size_t) n >= size) {
+        pop3ext_error("the %s secret is too long", s->name);
+        return EX_DATAERR;
+    }
+
+    return EX_OK;
+}
+
+
 static int
 pop3ext_hash(const pop3ext_scheme_t *s, const char *pass, size_t len,
     char *secret, size_t size)
 {
-    int                  n, rc, err;
-    char                 salt[CRYPT_GENSALT_OUTPUT_SIZE];
-    const char          *hash;
-    struct crypt_data   *data;
-
     if (s->max != 0 && len > s->max) {
         pop3ext_error("%s uses only the first %zu octets of a password, "
                       "this one has %zu", s->name, s->max, len);
         return EX_DATAERR;
     }
 
-    if (s->setting == NULL) {
-        n = snprintf(secret, size, "{%s}%s", s->name, pass);
-        return (n > 0 && (size_t) n < size) ? EX_OK : EX_SOFTWARE;
-    }
+    return s->make(s, pass, len, secret, size);
+}
+
+
+static int
+pop3ext_make_crypt(const pop3ext_scheme_t *s, const char *pass, size_t len,
+    char *secret, size_t size)
+{
+    int                  rc, err;
+    char                 salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    const char          *hash;
+    struct crypt_data   *data;
+
+    (void) len;
 
     if (crypt_gensalt_rn(s->setting, s->cost, NULL, 0, salt, sizeof(salt))
         == NULL)
@@ -715,8 +971,7 @@ pop3ext_hash(const pop3ext_scheme_t *s, const char *pass, size_t len,
         rc = EX_UNAVAILABLE;
 
     } else {
-        n = snprintf(secret, size, "{%s}%s", s->name, hash);
-        rc = (n > 0 && (size_t) n < size) ? EX_OK : EX_SOFTWARE;
+        rc = pop3ext_secret(s, hash, secret, size);
     }
 
     /* it holds the password and the state derived from it */
@@ -727,18 +982,551 @@ pop3ext_hash(const pop3ext_scheme_t *s, const char *pass, size_t len,
 }
 
 
+/* "$argon2id$v=19$m=65536,t=3,p=1$SALT$HASH", as "doveadm pw" makes it */
+
+static int
+pop3ext_make_argon2id(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size)
+{
+    int      rc, err;
+    u_char   salt[POP3EXT_ARGON2_SALT];
+    char     encoded[256];
+
+    if (argon2_encodedlen(POP3EXT_ARGON2_T, POP3EXT_ARGON2_M,
+                          POP3EXT_ARGON2_P, POP3EXT_ARGON2_SALT,
+                          POP3EXT_ARGON2_HASH, Argon2_id)
+        > sizeof(encoded))
+    {
+        pop3ext_error("argon2 hash too long");
+        return EX_SOFTWARE;
+    }
+
+    rc = pop3ext_random(salt, sizeof(salt));
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    err = argon2id_hash_encoded(POP3EXT_ARGON2_T, POP3EXT_ARGON2_M,
+                                POP3EXT_ARGON2_P, pass, len, salt,
+                                sizeof(salt), POP3EXT_ARGON2_HASH, encoded,
+                                sizeof(encoded));
+
+    if (err != ARGON2_OK) {
+        pop3ext_error("cannot hash the password with %s: %s", s->name,
+                      argon2_error_message(err));
+        return (err == ARGON2_MEMORY_ALLOCATION_ERROR) ? EX_TEMPFAIL
+                                                       : EX_SOFTWARE;
+    }
+
+    rc = pop3ext_secret(s, encoded, secret, size);
+
+    explicit_bzero(encoded, sizeof(encoded));
+
+    return rc;
+}
+
+
+/* Dovecot's "$1$SALT$ROUNDS$HEX": PBKDF2-HMAC-SHA1 over the ASCII salt */
+
+static int
+pop3ext_make_pbkdf2(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size)
+{
+    int      rc, n;
+    size_t   i;
+    u_char   rnd[POP3EXT_PBKDF2_SALT], out[POP3EXT_PBKDF2_HASH];
+    char     salt[POP3EXT_PBKDF2_SALT + 1];
+    char     value[sizeof("$1$$$") + POP3EXT_PBKDF2_SALT + 10
+                   + 2 * POP3EXT_PBKDF2_HASH];
+
+    rc = pop3ext_random(rnd, sizeof(rnd));
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    /* 64 characters: six random bits each, no bias */
+
+    for (i = 0; i < POP3EXT_PBKDF2_SALT; i++) {
+        salt[i] = POP3EXT_B64_CRYPT[rnd[i] & 63];
+    }
+
+    salt[i] = '\0';
+
+    if (PKCS5_PBKDF2_HMAC(pass, (int) len, (u_char *) salt,
+                          POP3EXT_PBKDF2_SALT, POP3EXT_PBKDF2_ROUNDS,
+                          EVP_sha1(), sizeof(out), out)
+        != 1)
+    {
+        pop3ext_error("cannot hash the password with %s", s->name);
+        return EX_SOFTWARE;
+    }
+
+    n = snprintf(value, sizeof(value), "$1$%s$%d$", salt,
+                 POP3EXT_PBKDF2_ROUNDS);
+
+    for (i = 0; i < sizeof(out); i++) {
+        n += snprintf(value + n, sizeof(value) - n, "%02x", out[i]);
+    }
+
+    rc = pop3ext_secret(s, value, secret, size);
+
+    explicit_bzero(out, sizeof(out));
+
+    return rc;
+}
+
+
+/* base64(HASH(password . salt) . salt) */
+
+static int
+pop3ext_make_ssha(const pop3ext_scheme_t *s, const char *pass, size_t len,
+    char *secret, size_t size)
+{
+    int            rc;
+    size_t         mdlen;
+    u_char         raw[EVP_MAX_MD_SIZE + POP3EXT_SSHA_SALT];
+    char           value[4 * ((EVP_MAX_MD_SIZE + POP3EXT_SSHA_SALT + 2) / 3)
+                         + 1];
+    unsigned int   dlen;
+    const EVP_MD  *md;
+    EVP_MD_CTX    *ctx;
+
+    md = s->md();
+    mdlen = (size_t) EVP_MD_size(md);
+
+    rc = pop3ext_random(raw + mdlen, POP3EXT_SSHA_SALT);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL) {
+        pop3ext_error("out of memory");
+        return EX_TEMPFAIL;
+    }
+
+    if (EVP_DigestInit_ex(ctx, md, NULL) != 1
+        || EVP_DigestUpdate(ctx, pass, len) != 1
+        || EVP_DigestUpdate(ctx, raw + mdlen, POP3EXT_SSHA_SALT) != 1
+        || EVP_DigestFinal_ex(ctx, raw, &dlen) != 1
+        || dlen != mdlen)
+    {
+        pop3ext_error("cannot hash the password with %s", s->name);
+        rc = EX_SOFTWARE;
+
+    } else {
+        (void) EVP_EncodeBlock((u_char *) value, raw,
+                               (int) (mdlen + POP3EXT_SSHA_SALT));
+        rc = pop3ext_secret(s, value, secret, size);
+    }
+
+    EVP_MD_CTX_free(ctx);
+
+    return rc;
+}
+
+
 /*
- * --hash: the line is "{SCHEME}HASH" or HASH, made elsewhere.  A known
- * "{SCHEME}" prefix selects the scheme unless --scheme was given; a crypt
- * hash must look like one, so that a password given by mistake is not
- * stored as a hash nobody can log in with.
+ * Dovecot's {CRAM-MD5}: the HMAC-MD5 key in the form the HMAC resumes
+ * from, the MD5 state after the opad block, then after the ipad block,
+ * each as four little-endian words in hex.  No MD5 API exposes its state,
+ * hence the block function below; a key longer than a block is its MD5.
+ */
+
+static int
+pop3ext_make_cram_md5(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size)
+{
+    int        rc;
+    size_t     i, k;
+    u_char     key[64], pad[64], out[32];
+    char       value[2 * sizeof(out) + 1];
+    uint32_t   st[4];
+
+    static const uint32_t  init[4] = {
+        0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476
+    };
+
+    memset(key, 0, sizeof(key));
+
+    if (len > sizeof(key)) {
+        if (EVP_Digest(pass, len, key, NULL, EVP_md5(), NULL) != 1) {
+            pop3ext_error("cannot hash the password with %s", s->name);
+            return EX_SOFTWARE;
+        }
+
+    } else {
+        memcpy(key, pass, len);
+    }
+
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < sizeof(pad); i++) {
+            pad[i] = key[i] ^ (k == 0 ? 0x5c : 0x36);
+        }
+
+        memcpy(st, init, sizeof(st));
+        pop3ext_md5_block(st, pad);
+
+        for (i = 0; i < 16; i++) {
+            out[16 * k + i] = (u_char) (st[i / 4] >> (8 * (i % 4)));
+        }
+    }
+
+    for (i = 0; i < sizeof(out); i++) {
+        snprintf(value + 2 * i, 3, "%02x", out[i]);
+    }
+
+    rc = pop3ext_secret(s, value, secret, size);
+
+    explicit_bzero(key, sizeof(key));
+    explicit_bzero(pad, sizeof(pad));
+    explicit_bzero(out, sizeof(out));
+    explicit_bzero(st, sizeof(st));
+    explicit_bzero(value, sizeof(value));
+
+    return rc;
+}
+
+
+/* the MD5 compression function (RFC 1321, 3.4) on one 64-octet block */
+
+#define POP3EXT_ROTL(x, n)  (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void
+pop3ext_md5_block(uint32_t st[4], const u_char block[64])
+{
+    int        i, g;
+    uint32_t   a, b, c, d, f, t, m[16];
+
+    static const uint32_t  k[64] = {
+        0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee,
+        0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+        0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+        0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+        0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa,
+        0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+        0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed,
+        0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+        0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+        0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+        0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05,
+        0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+        0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039,
+        0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+        0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+        0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391
+    };
+
+    static const u_char  r[4][4] = {
+        { 7, 12, 17, 22 }, { 5, 9, 14, 20 }, { 4, 11, 16, 23 },
+        { 6, 10, 15, 21 }
+    };
+
+    for (i = 0; i < 16; i++) {
+        m[i] = (uint32_t) block[4 * i]
+               | (uint32_t) block[4 * i + 1] << 8
+               | (uint32_t) block[4 * i + 2] << 16
+               | (uint32_t) block[4 * i + 3] << 24;
+    }
+
+    a = st[0];
+    b = st[1];
+    c = st[2];
+    d = st[3];
+
+    for (i = 0; i < 64; i++) {
+        switch (i / 16) {
+
+        case 0:
+            f = (b & c) | (~b & d);
+            g = i;
+            break;
+
+        case 1:
+            f = (d & b) | (~d & c);
+            g = (5 * i + 1) % 16;
+            break;
+
+        case 2:
+            f = b ^ c ^ d;
+            g = (3 * i + 5) % 16;
+            break;
+
+        default:
+            f = c ^ (b | ~d);
+            g = (7 * i) % 16;
+            break;
+        }
+
+        t = d;
+        d = c;
+        c = b;
+        f += a + k[i] + m[g];
+        b += POP3EXT_ROTL(f, r[i / 16][i % 4]);
+        a = t;
+    }
+
+    st[0] += a;
+    st[1] += b;
+    st[2] += c;
+    st[3] += d;
+
+    explicit_bzero(m, sizeof(m));
+}
+
+
+static int
+pop3ext_make_plain(const pop3ext_scheme_t *s, const char *pass, size_t len,
+    char *secret, size_t size)
+{
+    (void) len;
+
+    return pop3ext_secret(s, pass, secret, size);
+}
+
+
+/*
+ * The shapes of imported values, as the module reads them.  Crypt:
+ * "$ID$[rounds=N$]SALT$HASH" (bcrypt "$2b$NN$" and 53 characters) with
+ * a HASH of s->len characters, and a setting libxcrypt knows.
+ */
+
+static int
+pop3ext_valid_crypt(const pop3ext_scheme_t *s, const char *v)
+{
+    int          n;
+    size_t       i, id;
+    const char  *p, *h;
+
+    for (p = v; *p != '\0'; p++) {
+        if ((u_char) *p < 0x21 || (u_char) *p > 0x7e) {
+            return 0;
+        }
+    }
+
+    if (s->ids[0] != NULL) {
+        for (i = 0; s->ids[i] != NULL; i++) {
+            if (strncmp(v, s->ids[i], strlen(s->ids[i])) == 0) {
+                break;
+            }
+        }
+
+        if (s->ids[i] == NULL) {
+            return 0;
+        }
+
+        id = strlen(s->ids[i]);
+
+        if (strncmp(v, "$2", 2) == 0) {
+            if (pop3ext_digits(v + id, NULL) != 2 || v[id + 2] != '$') {
+                return 0;
+            }
+
+            h = v + id + 3;
+
+        } else {
+            h = strrchr(v, '$') + 1;
+
+            /* a salt of one character at least */
+
+            if ((size_t) (h - v) < id + 2) {
+                return 0;
+            }
+        }
+
+        if (strlen(h) != s->len
+            || strspn(h, POP3EXT_B64_CRYPT) != s->len)
+        {
+            return 0;
+        }
+    }
+
+    n = crypt_checksalt(v);
+
+    return n == CRYPT_SALT_OK || n == CRYPT_SALT_METHOD_LEGACY;
+}
+
+
+/* "$argon2id$[v=19$]m=M,t=T,p=P$SALT$HASH", SALT and HASH unpadded base64 */
+
+static int
+pop3ext_valid_argon2id(const pop3ext_scheme_t *s, const char *v)
+{
+    size_t  n;
+
+    (void) s;
+
+    if (strncmp(v, "$argon2id$", 10) != 0) {
+        return 0;
+    }
+
+    v += 10;
+
+    if (strncmp(v, "v=", 2) == 0) {
+        n = pop3ext_digits(v + 2, NULL);
+
+        if (n == 0 || v[2 + n] != '$') {
+            return 0;
+        }
+
+        v += 2 + n + 1;
+    }
+
+    if (strncmp(v, "m=", 2) != 0 || (n = pop3ext_digits(v + 2, NULL)) == 0) {
+        return 0;
+    }
+
+    v += 2 + n;
+
+    if (strncmp(v, ",t=", 3) != 0 || (n = pop3ext_digits(v + 3, NULL)) == 0) {
+        return 0;
+    }
+
+    v += 3 + n;
+
+    if (strncmp(v, ",p=", 3) != 0 || (n = pop3ext_digits(v + 3, NULL)) == 0) {
+        return 0;
+    }
+
+    v += 3 + n;
+
+    if (*v++ != '$' || (n = strspn(v, POP3EXT_B64)) == 0) {
+        return 0;
+    }
+
+    v += n;
+
+    if (*v++ != '$' || (n = strspn(v, POP3EXT_B64)) == 0) {
+        return 0;
+    }
+
+    return v[n] == '\0';
+}
+
+
+/* "$1$SALT$ROUNDS$HEX", HEX of 20 octets */
+
+static int
+pop3ext_valid_pbkdf2(const pop3ext_scheme_t *s, const char *v)
+{
+    size_t          n;
+    const char     *p;
+    unsigned long   rounds;
+
+    (void) s;
+
+    if (strncmp(v, "$1$", 3) != 0) {
+        return 0;
+    }
+
+    for (p = v + 3; *p != '$'; p++) {
+        if ((u_char) *p < 0x21 || (u_char) *p > 0x7e) {
+            return 0;
+        }
+    }
+
+    if (p == v + 3) {
+        return 0;
+    }
+
+    p++;
+
+    n = pop3ext_digits(p, &rounds);
+
+    if (n == 0 || p[n] != '$' || rounds == 0
+        || rounds > POP3EXT_PBKDF2_MAX_ROUNDS)
+    {
+        return 0;
+    }
+
+    p += n + 1;
+
+    return strlen(p) == 2 * POP3EXT_PBKDF2_HASH
+           && strspn(p, POP3EXT_HEX) == 2 * POP3EXT_PBKDF2_HASH;
+}
+
+
+/* padded base64 of the digest and a salt of at least one octet */
+
+static int
+pop3ext_valid_ssha(const pop3ext_scheme_t *s, const char *v)
+{
+    size_t  len, n, pad;
+
+    len = strlen(v);
+    n = strspn(v, POP3EXT_B64);
+
+    pad = len - n;
+
+    if (len % 4 != 0 || pad > 2 || strspn(v + n, "=") != pad) {
+        return 0;
+    }
+
+    n = len / 4 * 3;
+
+    return n <= POP3EXT_SSHA_MAX && n - pad > (size_t) EVP_MD_size(s->md());
+}
+
+
+static int
+pop3ext_valid_cram_md5(const pop3ext_scheme_t *s, const char *v)
+{
+    (void) s;
+
+    return strlen(v) == POP3EXT_CRAM_LEN
+           && strspn(v, POP3EXT_HEX) == POP3EXT_CRAM_LEN;
+}
+
+
+static int
+pop3ext_valid_plain(const pop3ext_scheme_t *s, const char *v)
+{
+    (void) s;
+    (void) v;
+
+    return 1;
+}
+
+
+/* the length of the initial run of 1 to 9 digits, and its value */
+
+static size_t
+pop3ext_digits(const char *p, unsigned long *value)
+{
+    size_t          n;
+    unsigned long   v;
+
+    v = 0;
+
+    for (n = 0; p[n] >= '0' && p[n] <= '9'; n++) {
+        if (n == 9) {
+            return 0;
+        }
+
+        v = v * 10 + (p[n] - '0');
+    }
+
+    if (value != NULL) {
+        *value = v;
+    }
+
+    return n;
+}
+
+
+/*
+ * --hash: the line is "{SCHEME}HASH" or HASH, made elsewhere, and is
+ * stored as it is.  A "{SCHEME}" prefix selects the scheme unless
+ * --scheme was given; a bare HASH takes the scheme given, else the one
+ * its shape names.  The value must have the shape the module verifies,
+ * so that a password given by mistake is not stored as a hash nobody can
+ * log in with.
  */
 
 static int
 pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
     char *secret, size_t size)
 {
-    int                      n;
     size_t                   i;
     const char              *p, *hash;
     const pop3ext_scheme_t  *t;
@@ -748,15 +1536,46 @@ pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
     if (line[0] == '{' && (p = strchr(line, '}')) != NULL) {
         t = pop3ext_scheme(line + 1, p - line - 1);
 
-        if (t != NULL) {
-            if (given && t != s) {
-                pop3ext_error("the hash is {%s}, not {%s}", t->name, s->name);
-                return EX_DATAERR;
-            }
+        /* Dovecot's other names of two of them */
 
-            s = t;
-            hash = p + 1;
+        for (i = 0; t == NULL && pop3ext_aliases[i][0] != NULL; i++) {
+            if (strlen(pop3ext_aliases[i][0]) == (size_t) (p - line - 1)
+                && strncasecmp(pop3ext_aliases[i][0], line + 1,
+                               p - line - 1) == 0)
+            {
+                t = pop3ext_scheme(pop3ext_aliases[i][1],
+                                   strlen(pop3ext_aliases[i][1]));
+            }
         }
+
+        if (t == NULL) {
+            pop3ext_error("the module does not verify the scheme %.*s",
+                          (int) (p - line + 1), line);
+            return EX_DATAERR;
+        }
+
+        if (given && t != s) {
+            pop3ext_error("the hash is {%s}, not {%s}", t->name, s->name);
+            return EX_DATAERR;
+        }
+
+        s = t;
+        hash = p + 1;
+
+    } else if (!given) {
+        for (t = pop3ext_schemes; t->name != NULL; t++) {
+            if (t->detect && t->valid(t, hash)) {
+                break;
+            }
+        }
+
+        if (t->name == NULL) {
+            pop3ext_error("cannot tell the scheme of this hash: give it as "
+                          "{SCHEME}HASH or with --scheme");
+            return EX_DATAERR;
+        }
+
+        s = t;
     }
 
     if (hash[0] == '\0') {
@@ -764,41 +1583,12 @@ pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
         return EX_DATAERR;
     }
 
-    if (s->setting != NULL) {
-        for (i = 0; s->ids[i] != NULL; i++) {
-            if (strncmp(hash, s->ids[i], strlen(s->ids[i])) == 0) {
-                break;
-            }
-        }
-
-        if (s->ids[i] == NULL) {
-            pop3ext_error("this is not a %s hash", s->name);
-            return EX_DATAERR;
-        }
-
-        for (p = hash; *p != '\0'; p++) {
-            if ((u_char) *p < 0x21 || (u_char) *p > 0x7e) {
-                pop3ext_error("this is not a %s hash", s->name);
-                return EX_DATAERR;
-            }
-        }
-
-        n = crypt_checksalt(hash);
-
-        if (n != CRYPT_SALT_OK && n != CRYPT_SALT_METHOD_LEGACY) {
-            pop3ext_error("this %s hash is not usable here", s->name);
-            return EX_DATAERR;
-        }
-    }
-
-    n = snprintf(secret, size, "{%s}%s", s->name, hash);
-
-    if (n < 0 || (size_t) n >= size) {
-        pop3ext_error("hash too long");
+    if (!s->valid(s, hash)) {
+        pop3ext_error("this is not a valid %s hash", s->name);
         return EX_DATAERR;
     }
 
-    return EX_OK;
+    return pop3ext_secret(s, hash, secret, size);
 }
 
 
@@ -966,13 +1756,18 @@ no_memory:
 }
 
 
+/*
+ * The secret, the mailbox if given, and the end of "disabled" are written
+ * in one transaction: a new password never leaves the old "disabled".
+ */
+
 static int
 pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int                      i, rc, hash, given;
+    int                      i, rc, hash, given, nhset, nhdel;
     void                    *reply;
     size_t                   len, k;
-    const char              *user, *name;
+    const char              *user, *name, *mbox, *hset[6], *hdel[4];
     redisReply              *r;
     const pop3ext_scheme_t  *s;
     char                     key[POP3EXT_KEY_MAX];
@@ -982,11 +1777,26 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
     s = pop3ext_schemes;
     given = 0;
     hash = 0;
+    mbox = NULL;
 
     for (i = 0; i < argc; i++) {
 
         if (strcmp(argv[i], "--hash") == 0) {
             hash = 1;
+            continue;
+        }
+
+        if (strcmp(argv[i], "--mailbox") == 0) {
+            if (++i == argc) {
+                return pop3ext_usage_error("--mailbox needs an MBOX");
+            }
+
+            mbox = argv[i];
+            continue;
+        }
+
+        if (strncmp(argv[i], "--mailbox=", 10) == 0) {
+            mbox = argv[i] + 10;
             continue;
         }
 
@@ -1039,6 +1849,25 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
+    /* an empty MBOX is the user's own mailbox: the field goes */
+
+    if (mbox != NULL && mbox[0] != '\0'
+        && !p3x_valid_name((const u_char *) mbox, strlen(mbox)))
+    {
+        pop3ext_error("invalid mailbox name: it must be 1 to %d octets, "
+                      "without spaces, control characters or braces",
+                      P3X_NAME_MAX);
+        return EX_USAGE;
+    }
+
+    /* found before stdin is read */
+
+    if (!hash && s->make == NULL) {
+        pop3ext_error("%s is too weak to make new hashes; it is accepted "
+                      "with --hash only, to import old ones", s->name);
+        return EX_USAGE;
+    }
+
     rc = pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX);
     if (rc != EX_OK) {
         return rc;
@@ -1062,13 +1891,28 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
         goto done;
     }
 
-    /* one transaction: a new password never leaves the old "disabled" */
+    hset[0] = "HSET";
+    hset[1] = key;
+    hset[2] = P3X_FIELD_SECRET;
+    hset[3] = secret;
+    nhset = 4;
+
+    hdel[0] = "HDEL";
+    hdel[1] = key;
+    hdel[2] = P3X_FIELD_DISABLED;
+    nhdel = 3;
+
+    if (mbox != NULL && mbox[0] != '\0') {
+        hset[nhset++] = P3X_FIELD_MAILBOX;
+        hset[nhset++] = mbox;
+
+    } else if (mbox != NULL) {
+        hdel[nhdel++] = P3X_FIELD_MAILBOX;
+    }
 
     if (redisAppendCommand(cx->redis, "MULTI") != REDIS_OK
-        || redisAppendCommand(cx->redis, "HSET %s %s %s", key,
-                              P3X_FIELD_SECRET, secret) != REDIS_OK
-        || redisAppendCommand(cx->redis, "HDEL %s %s", key,
-                              P3X_FIELD_DISABLED) != REDIS_OK
+        || redisAppendCommandArgv(cx->redis, nhset, hset, NULL) != REDIS_OK
+        || redisAppendCommandArgv(cx->redis, nhdel, hdel, NULL) != REDIS_OK
         || redisAppendCommand(cx->redis, "EXEC") != REDIS_OK)
     {
         pop3ext_error("out of memory");
@@ -1123,9 +1967,242 @@ done:
 
 
 /*
+ * Prints what a login reads of a user, with the module's own AUTHINFO
+ * script: the scheme of the secret (never the secret), the mailbox, the
+ * disabled flag as the module reads it, and the failed logins counted
+ * against the name.
+ */
+
+static int
+pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
+{
+    int                      rc;
+    size_t                   i;
+    const char              *user, *p, *scheme, *note, *methods;
+    redisReply              *r, *e;
+    const pop3ext_scheme_t  *s;
+    char                     key[POP3EXT_KEY_MAX], fkey[POP3EXT_KEY_MAX];
+    char                     mbox[P3X_NAME_MAX + 1];
+    char                     name[64];
+
+    rc = pop3ext_user_name(argc, argv, "user show", &user);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX) != EX_OK
+        || pop3ext_key(fkey, P3X_FAIL_USER_PREFIX, user, P3X_TAG_CLOSE)
+           != EX_OK)
+    {
+        return EX_SOFTWARE;
+    }
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    r = pop3ext_command(cx, &rc, "EVAL %s 2 %s %s", P3X_SCRIPT_AUTHINFO,
+                        key, fkey);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        pop3ext_error("unexpected reply to AUTHINFO for user \"%s\"", user);
+        rc = EX_SOFTWARE;
+        goto done;
+    }
+
+    for (i = 0; i < 3; i++) {
+        e = r->element[i];
+
+        if (e->type != REDIS_REPLY_NIL && e->type != REDIS_REPLY_STRING) {
+            pop3ext_error("unexpected reply to AUTHINFO for user \"%s\"",
+                          user);
+            rc = EX_SOFTWARE;
+            goto done;
+        }
+    }
+
+    if (r->element[0]->type == REDIS_REPLY_NIL
+        && r->element[1]->type == REDIS_REPLY_NIL
+        && r->element[2]->type == REDIS_REPLY_NIL)
+    {
+        pop3ext_error("unknown user \"%s\"", user);
+        rc = EX_NOUSER;
+        goto done;
+    }
+
+    /* the scheme, as ngx_p3x_auth_split() and the scheme table read it */
+
+    e = r->element[0];
+    note = "";
+    methods = "password";
+
+    if (e->type == REDIS_REPLY_NIL || e->len == 0) {
+        scheme = "none";
+        note = " (no secret: cannot log in)";
+        methods = "none";
+
+    } else if (e->str[0] != '{') {
+        scheme = "CRYPT";
+
+    } else if ((p = memchr(e->str, '}', e->len)) == NULL) {
+        scheme = "invalid";
+        note = " (not verified by the module: cannot log in)";
+        methods = "none";
+
+    } else {
+        s = pop3ext_scheme(e->str + 1, p - e->str - 1);
+
+        if (s != NULL) {
+            scheme = s->name;
+
+            if (strcmp(s->name, "PLAIN") == 0) {
+                methods = "password, APOP, CRAM-MD5";
+
+            } else if (strcmp(s->name, "CRAM-MD5") == 0) {
+                methods = "password, CRAM-MD5";
+            }
+
+        } else {
+            /* printable, for the terminal's sake */
+
+            for (i = 0; i + 1 < sizeof(name) && e->str + 1 + i < p; i++) {
+                name[i] = (e->str[1 + i] > 0x20 && e->str[1 + i] < 0x7f)
+                          ? e->str[1 + i] : '?';
+            }
+
+            name[i] = '\0';
+            scheme = name;
+            note = " (not verified by the module: cannot log in)";
+            methods = "none";
+        }
+    }
+
+    e = r->element[1];
+
+    if (e->type == REDIS_REPLY_STRING && e->len > 0) {
+        if (!p3x_valid_name((u_char *) e->str, e->len)) {
+            memcpy(mbox, "invalid (cannot log in)",
+                   sizeof("invalid (cannot log in)"));
+
+        } else {
+            memcpy(mbox, e->str, e->len);
+            mbox[e->len] = '\0';
+        }
+
+    } else {
+        memcpy(mbox, user, strlen(user) + 1);
+    }
+
+    e = r->element[2];
+
+    printf("user: %s\n"
+           "scheme: %s%s\n"
+           "methods: %s\n"
+           "mailbox: %s\n"
+           "disabled: %s\n",
+           user, scheme, note, methods, mbox,
+           (e->type == REDIS_REPLY_STRING && e->len > 0
+            && !(e->len == 1 && e->str[0] == '0')) ? "yes" : "no");
+
+    e = r->element[3];
+
+    if (e->type == REDIS_REPLY_STRING && e->len > 0
+        && strspn(e->str, "0123456789") == e->len)
+    {
+        printf("failures: %s\n", e->str);
+
+    } else {
+        printf("failures: 0\n");
+    }
+
+    if (fflush(stdout) == EOF) {
+        pop3ext_error("cannot write: %s", strerror(errno));
+        rc = EX_IOERR;
+    }
+
+done:
+
+    /* the reply holds the secret, which may be a PLAIN password */
+
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0
+        && r->element[0]->type == REDIS_REPLY_STRING)
+    {
+        explicit_bzero(r->element[0]->str, r->element[0]->len);
+    }
+
+    freeReplyObject(r);
+
+    return rc;
+}
+
+
+/* sets or deletes "disabled" of an existing user */
+
+static int
+pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv, int disable)
+{
+    int          rc;
+    const char  *user;
+    redisReply  *r;
+    char         key[POP3EXT_KEY_MAX];
+
+    rc = pop3ext_user_name(argc, argv,
+                           disable ? "user disable" : "user enable", &user);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (disable) {
+        r = pop3ext_command(cx, &rc, "EVAL %s 1 %s %s 1",
+                            POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
+
+    } else {
+        r = pop3ext_command(cx, &rc, "EVAL %s 1 %s %s",
+                            POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
+    }
+
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_INTEGER) {
+        pop3ext_error("unexpected reply to EVAL");
+        rc = EX_SOFTWARE;
+
+    } else if (r->integer == 0) {
+        pop3ext_error("unknown user \"%s\"", user);
+        rc = EX_NOUSER;
+    }
+
+    freeReplyObject(r);
+
+    return rc;
+}
+
+
+/*
  * Deletes the mailbox first and the user last, so that a run that failed
  * half way can be repeated; a second pass then removes what a concurrent
  * delivery stored before the user key went away.
+ *
+ * The mailbox deleted is the one named USER, even when other users read
+ * it through their "mailbox" field: finding them would take a SCAN of
+ * every user record.  A mailbox that USER reads through its own "mailbox"
+ * field is kept, since others may share it.  Both are in the usage text.
  */
 
 static int

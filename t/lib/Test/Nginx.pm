@@ -610,16 +610,18 @@ sub stop_redis {
 sub redis_pid { $_[0]{redis_pid} }
 
 # a second POP3 server block for pop3_conf(mail => ...): PORT_$n, the same
-# Redis (or redis => 'address [options]'), extra directives
+# Redis (or redis => 'address [options]'), extra directives; listen =>
+# 'ssl' adds parameters to the listen directive
 
 sub pop3_server {
     my ($self, $n, $extra, %o) = @_;
     my $redis = $o{redis} // '127.0.0.1:%%PORT_8379%%';
+    my $listen = defined $o{listen} ? " $o{listen}" : '';
     $extra //= '';
     $extra = "max_errors 1000;\n$extra" unless $extra =~ /\bmax_errors\b/;
     return <<"EOF";
     server {
-        listen 127.0.0.1:%%PORT_$n%%;
+        listen 127.0.0.1:%%PORT_$n%%$listen;
         protocol pop3_ext;
         pop3_ext_redis $redis;
         $extra
@@ -1023,6 +1025,125 @@ sub mailbox_stat {
 }
 
 
+# ---- TLS material and password hashes -------------------------------------
+
+# has_ssl: skip the file unless openssl (to make certificates),
+# IO::Socket::SSL (to talk TLS) and nginx's mail TLS are there
+
+sub has_ssl {
+    my ($self) = @_;
+    $self->has_prog('openssl');
+    $self->skip_all('IO::Socket::SSL not installed')
+        unless eval { require IO::Socket::SSL; 1 };
+    my $v = `$NGINX -V 2>&1`;
+    $self->skip_all('nginx built without --with-mail_ssl_module')
+        if defined $v && length $v && $v !~ /--with-mail_ssl_module/;
+    return $self;
+}
+
+sub _openssl {
+    my ($self, @args) = @_;
+    my ($rc, $out, $err) = $self->run_cmd([ $self->prog('openssl'), @args ],
+        { timeout => 60 });
+    die "openssl @args failed ($rc): $err$out\n" if $rc != 0;
+    return $self;
+}
+
+# a self-signed certificate NAME.crt and its key NAME.key in the test
+# directory, for subject CN=$cn, also named by subjectAltName DNS:$cn and
+# IP:127.0.0.1 (so that clients that verify can be pointed at it);
+# returns the paths (crt, key)
+
+sub make_self_signed {
+    my ($self, $name, $cn, %o) = @_;
+    my $d = $self->{testdir};
+    $self->_openssl('req', '-x509', '-newkey', $o{key} // 'rsa:2048',
+        '-nodes', '-days', '2', '-subj', "/CN=$cn",
+        '-addext', "subjectAltName=DNS:$cn,IP:127.0.0.1",
+        '-keyout', "$d/$name.key", '-out', "$d/$name.crt");
+    return ("$d/$name.crt", "$d/$name.key");
+}
+
+# a certificate authority NAME.crt / NAME.key (self-signed, CA:true)
+
+sub make_ca {
+    my ($self, $name, $cn) = @_;
+    my $d = $self->{testdir};
+    $self->_openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+        '-days', '2', '-subj', "/CN=" . ($cn // 'p3x test CA'),
+        '-addext', 'basicConstraints=critical,CA:true',
+        '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+        '-keyout', "$d/$name.key", '-out', "$d/$name.crt");
+    return ("$d/$name.crt", "$d/$name.key");
+}
+
+# a certificate NAME.crt / NAME.key for subject CN=$cn signed by the CA
+# $ca (a name given to make_ca); a client certificate unless server => 1
+
+sub make_signed {
+    my ($self, $name, $cn, $ca, %o) = @_;
+    my $d = $self->{testdir};
+    my $usage = $o{server} ? 'serverAuth' : 'clientAuth';
+    $self->write_file("$name.ext",
+        "basicConstraints=CA:false\nextendedKeyUsage=$usage\n");
+    $self->_openssl('req', '-newkey', 'rsa:2048', '-nodes',
+        '-subj', "/CN=$cn", '-keyout', "$d/$name.key",
+        '-out', "$d/$name.csr");
+    $self->_openssl('x509', '-req', '-in', "$d/$name.csr", '-days', '2',
+        '-CA', "$d/$ca.crt", '-CAkey', "$d/$ca.key", '-CAcreateserial',
+        '-extfile', "$d/$name.ext", '-out', "$d/$name.crt");
+    return ("$d/$name.crt", "$d/$name.key");
+}
+
+# a hash made by Dovecot's own "doveadm pw -s SCHEME -p PASSWORD", with
+# its "{SCHEME}" prefix; undef when doveadm is missing or refuses
+
+sub doveadm_pw {
+    my ($self, $scheme, $password) = @_;
+    my $doveadm = find_prog('doveadm') or return undef;
+    my ($rc, $out, $err) = $self->run_cmd([ $doveadm, '-o',
+        "base_dir=$self->{testdir}", 'pw', '-s', $scheme,
+        '-p', $password ], { timeout => 30 });
+    return undef if $rc != 0;
+    $out =~ s/\s+\z//;
+    return undef unless $out =~ /^\{\Q$scheme\E\}\S/;
+    return $out;
+}
+
+# store a user record with this secret verbatim ("{SCHEME}..."), as a
+# migration from another server would
+
+sub set_user_secret {
+    my ($self, $user, $secret) = @_;
+    my $r = $self->redis_cmd('HSET', $self->user_key($user),
+        $self->model('P3X_FIELD_SECRET'), $secret);
+    die "HSET secret of $user failed: $r\n" if ref $r;
+    return $self;
+}
+
+
+# ---- a second nginx on the same Redis -------------------------------------
+
+# $t->peer(): another harness object whose nginx (its own directory, its
+# own ports, its own process) talks to the Redis of $t, as a second host
+# of a cluster would.  Its error log is checked with $t's at the end, and
+# it is stopped before $t's Redis.
+#
+#   my $t2 = $t->peer();
+#   $t2->run_pop3(server => '...');
+#   ... $t2->pop3_port ...
+
+sub peer {
+    my ($self) = @_;
+    my $p = (ref $self)->new();
+    $p->{ports}{8379} = $self->redis_port();
+    $p->{is_peer} = 1;
+    $p->{allowed_alerts} = $self->{allowed_alerts};
+    push @{$self->{peers}}, $p;
+    return $p;
+}
+
+
 # ---- the end --------------------------------------------------------------
 
 sub stop {
@@ -1030,11 +1151,19 @@ sub stop {
 
     return if $self->{stopped}++;
 
+    my @peer_problems;
+    for my $p (@{$self->{peers} || []}) {
+        next if $p->{stopped};
+        $p->stop_nginx();
+        push @peer_problems, map { "peer: $_" } $p->_check_logs();
+        $p->stop();
+    }
+
     $self->stop_nginx();
     $self->stop_redis('TERM');
 
     if ($self->{planned} && !$self->{ran_final}++) {
-        my @p = $self->_check_logs();
+        my @p = ($self->_check_logs(), @peer_problems);
         Test::More::ok(!@p, 'no alerts, crashes or sanitizer reports')
             or Test::More::diag(join("\n",
                 @p > 20 ? (@p[0 .. 19], '...') : @p));

@@ -26,9 +26,16 @@ our $TIMEOUT = 5;
 my @OPEN;    # live clients, closed by close_all() before nginx stops
 
 
-# new(port => P, [host => H], [timeout => S], [greeting => 0])
+# new(port => P, [host => H], [timeout => S], [greeting => 0],
+#     [ssl => 1], [ssl_opts => { IO::Socket::SSL options }],
+#     [local => '127.0.0.2'])
 # connects and, unless greeting => 0, reads the greeting into
-# $s->{greeting}.  Dies when it cannot connect.
+# $s->{greeting}.  Dies when it cannot connect.  With ssl => 1 the TLS
+# handshake is done first (implicit TLS, RFC 8314; certificates are not
+# verified unless ssl_opts say so) and dies when it fails;
+# $s->{handshake_done} is the time it completed, $s->{greeting_at} the
+# time the greeting arrived.  local => A connects from source address A
+# (any of 127.0.0.0/8 works on Linux): another client address.
 
 sub new {
     my ($class, %o) = @_;
@@ -48,6 +55,7 @@ sub new {
         PeerPort => $self->{port},
         Proto => 'tcp',
         Timeout => $self->{timeout},
+        (defined $o{local} ? (LocalAddr => $o{local}) : ()),
     ) or die "can't connect to $self->{host}:$self->{port}: $@\n";
 
     binmode $sock;
@@ -58,8 +66,15 @@ sub new {
     push @OPEN, $self;
     weaken($OPEN[-1]);
 
+    if ($o{ssl}) {
+        $self->start_tls(%{$o{ssl_opts} || {}})
+            or die "TLS handshake with $self->{host}:$self->{port} failed: "
+                . $self->{ssl_error} . "\n";
+    }
+
     if ($o{greeting} // 1) {
         $self->{greeting} = $self->reply();
+        $self->{greeting_at} = time();
     }
 
     return $self;
@@ -67,6 +82,65 @@ sub new {
 
 sub greeting { $_[0]{greeting} }
 sub sock { $_[0]{sock} }
+
+
+# ---- TLS ------------------------------------------------------------------
+
+# the TLS handshake on the connection as it is (after "+OK" to STLS, or
+# at once for implicit TLS), with IO::Socket::SSL options; 1 on success,
+# 0 on failure ($s->{ssl_error} says why).  Nothing already buffered in
+# plaintext is kept: what the server sent before the handshake is in
+# $s->{plaintext_left}.
+
+sub start_tls {
+    my ($self, %opts) = @_;
+
+    require IO::Socket::SSL;
+
+    my $sock = $self->{sock} or return 0;
+
+    $self->{plaintext_left} = $self->{buf};
+    $self->{buf} = '';
+
+    my $verify = exists $opts{SSL_verify_mode} ? $opts{SSL_verify_mode}
+        : IO::Socket::SSL::SSL_VERIFY_NONE();
+
+    _show('C:', '(TLS handshake)') if $VERBOSE;
+
+    $sock->blocking(1);
+    my $ok = IO::Socket::SSL->start_SSL($sock,
+        SSL_verify_mode => $verify,
+        SSL_hostname => '',
+        Timeout => $self->{timeout},
+        %opts,
+        SSL_startHandshake => 1,
+    );
+    $self->{handshake_done} = time();
+
+    unless ($ok) {
+        $self->{ssl_error} = IO::Socket::SSL::errstr() || "$!";
+        _show('S:', "(TLS handshake failed: $self->{ssl_error})")
+            if $VERBOSE;
+        # the socket may be unusable now: keep it only to close it
+        $sock->blocking(0) if $sock->opened;
+        return 0;
+    }
+
+    $sock->blocking(0);
+    $self->{tls} = 1;
+
+    return 1;
+}
+
+sub is_tls { $_[0]{tls} }
+
+# the protocol version of the TLS channel, e.g. "TLSv1_3"
+
+sub tls_version {
+    my ($self) = @_;
+    return undef unless $self->{tls};
+    return $self->{sock}->get_sslversion();
+}
 
 sub timeout {
     my ($self, $t) = @_;
@@ -157,7 +231,12 @@ sub _fill {
     while (1) {
         my $left = $deadline - time();
         return undef if $left <= 0;
-        next unless $sel->can_read($left);
+
+        # TLS may hold decrypted octets that select() does not see
+
+        unless ($self->{tls} && $sock->pending()) {
+            next unless $sel->can_read($left);
+        }
 
         my $n = sysread($sock, $self->{buf}, 65536, length $self->{buf});
         if (!defined $n) {
