@@ -27,6 +27,10 @@
 #include "ngx_mail_pop3_ext_module.h"
 
 
+/* KiB an Argon2 check may take: 256 MiB, four times Dovecot's default */
+#define NGX_P3X_ARGON2_MEMORY_MAX  262144
+
+
 typedef ngx_int_t (*ngx_p3x_verify_pt)(ngx_str_t *value, ngx_str_t *pw);
 
 
@@ -438,7 +442,31 @@ ngx_p3x_verify_argon2id(ngx_str_t *value, ngx_str_t *pw)
 {
 #if (NGX_MAIL_POP3_EXT_ARGON2)
 
-    int  rc;
+    int         rc;
+    u_char     *p;
+    ngx_int_t   m;
+
+    /*
+     * The stored string says how much memory a check takes: a forged or
+     * careless one must not make each login allocate gigabytes.
+     */
+
+    /* the value is NUL-terminated by ngx_p3x_auth_verify() */
+    p = ngx_strstrn(value->data, "$m=", 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    p += 3;
+    m = 0;
+
+    while (p < value->data + value->len && *p >= '0' && *p <= '9') {
+        m = m * 10 + (*p++ - '0');
+
+        if (m > NGX_P3X_ARGON2_MEMORY_MAX) {
+            return NGX_ERROR;
+        }
+    }
 
     rc = argon2id_verify((char *) value->data, pw->data, pw->len);
 

@@ -6,8 +6,10 @@
  * cluster sees the same counts: an attacker spreading guesses over hosts
  * is slowed and blocked as one.
  *
- *   failed logins   a counter per client address and per user name, each
- *                   renewed by a failure and forgotten after
+ *   failed logins   a counter of attempts per client address and per
+ *                   user, counted before the check (so that concurrent
+ *                   attempts cannot pass a threshold together), taken
+ *                   back by a success, forgotten after
  *                   pop3_ext_auth_block_time; a failure is answered after
  *                   a delay that doubles with the address's count, and
  *                   past a threshold logins are refused without a check
@@ -44,82 +46,56 @@ ngx_p3x_limit_delay(ngx_p3x_ctx_t *ctx, ngx_int_t failures)
 }
 
 
-ngx_int_t
-ngx_p3x_limit_addr_failures(ngx_p3x_ctx_t *ctx,
-    ngx_p3x_redis_handler_pt handler)
-{
-    u_char       key[NGX_P3X_LIMIT_KEY_MAX];
-    size_t       argvlen[2];
-    const char  *argv[2];
-
-    argv[0] = "GET";
-    argvlen[0] = 3;
-    argv[1] = (const char *) key;
-    argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
-                                   &ctx->connection->addr_text);
-
-    return ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
-                              handler, ctx);
-}
-
-
-/*
- * Counts a failure against the address (the handler gets the new count)
- * and, without waiting, against the user name.
- */
+/* counts the attempt against the address; the handler gets the count */
 
 ngx_int_t
-ngx_p3x_limit_fail(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+ngx_p3x_limit_attempt(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
     u_char       key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN];
     size_t       keylen, argslen[1];
     const char  *keys[1], *args[1];
 
-    args[0] = (const char *) ttl;
-    argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
-
     keys[0] = (const char *) key;
-
-    if (ctx->user.len && p3x_valid_name(ctx->user.data, ctx->user.len)) {
-        keylen = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX, &ctx->user);
-
-        (void) ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FAIL, 1, keys,
-                                    &keylen, 1, args, argslen, NULL);
-    }
-
     keylen = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
                                &ctx->connection->addr_text);
 
-    return ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FAIL, 1, keys, &keylen,
-                                1, args, argslen, handler);
+    args[0] = (const char *) ttl;
+    argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
+
+    return ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_ATTEMPT, 1, keys,
+                                &keylen, 1, args, argslen, handler);
 }
 
 
-/* a successful login forgives the failures before it */
+/*
+ * A successful login takes its own attempt back from the address, and
+ * clears the user's count (who knows the password needs not guess it).
+ * Other failures from the address stay counted: one valid account does
+ * not buy an attacker more guesses.
+ */
 
 void
-ngx_p3x_limit_clear(ngx_p3x_ctx_t *ctx)
+ngx_p3x_limit_forgive(ngx_p3x_ctx_t *ctx)
 {
     u_char       key[NGX_P3X_LIMIT_KEY_MAX];
-    size_t       argvlen[2];
-    const char  *argv[2];
+    size_t       keylen, argvlen[2];
+    const char  *keys[1], *argv[2];
 
-    argv[0] = "DEL";
-    argvlen[0] = 3;
-    argv[1] = (const char *) key;
+    keys[0] = (const char *) key;
+    keylen = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
+                               &ctx->connection->addr_text);
 
-    if (ctx->addr_failures > 0) {
-        argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
-                                       &ctx->connection->addr_text);
-        (void) ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
-                                  NULL, NULL);
-    }
+    (void) ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FORGIVE, 1, keys,
+                                &keylen, 0, NULL, NULL, NULL);
 
     if (ctx->user_failures > 0) {
+        argv[0] = "DEL";
+        argvlen[0] = 3;
+        argv[1] = (const char *) key;
         argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX,
                                        &ctx->user);
         (void) ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
-                                  NULL, NULL);
+                                  NULL, ctx);
     }
 }
 
@@ -139,7 +115,11 @@ ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx)
 }
 
 
-/* gives back the user slot, and unless only_user the address slot */
+/*
+ * Gives back the user slot, and unless only_user the address slot, also
+ * one still being taken: the ZREM goes over the same connection as the
+ * request that takes it, so it runs after it.
+ */
 
 void
 ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx, ngx_uint_t only_user)
@@ -154,20 +134,22 @@ ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx, ngx_uint_t only_user)
     argv[2] = (const char *) ctx->session_id.data;
     argvlen[2] = ctx->session_id.len;
 
-    if (ctx->conn_addr && !only_user) {
+    if ((ctx->conn_addr || ctx->conn_addr_wait) && !only_user) {
         ctx->conn_addr = 0;
+        ctx->conn_addr_wait = 0;
         argvlen[1] = ngx_p3x_limit_key(key, P3X_CONN_ADDR_PREFIX,
                                        &ctx->connection->addr_text);
         (void) ngx_p3x_redis_send(ctx->conf->redis, 3, argv, argvlen, -1,
-                                  NULL, NULL);
+                                  NULL, ctx);
     }
 
-    if (ctx->conn_user) {
+    if (ctx->conn_user || ctx->conn_user_wait) {
         ctx->conn_user = 0;
+        ctx->conn_user_wait = 0;
         argvlen[1] = ngx_p3x_limit_key(key, P3X_CONN_USER_PREFIX,
                                        &ctx->user);
         (void) ngx_p3x_redis_send(ctx->conf->redis, 3, argv, argvlen, -1,
-                                  NULL, NULL);
+                                  NULL, ctx);
     }
 }
 
@@ -203,8 +185,23 @@ ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
     args[2] = (const char *) limit;
 
-    return ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_CONN, 1, keys, &keylen,
-                                3, args, argslen, handler);
+    if (ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_CONN, 1, keys, &keylen,
+                             3, args, argslen, handler)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (handler) {
+        if (user) {
+            ctx->conn_user_wait = 1;
+
+        } else {
+            ctx->conn_addr_wait = 1;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -5,12 +5,14 @@
  * The AUTHORIZATION state.  Every mechanism (USER/PASS, APOP, SASL
  * PLAIN, LOGIN, CRAM-MD5, EXTERNAL) ends in one login pipeline:
  *
- *   1. the user record and the failure counters, two requests at once
+ *   1. the attempt counted against the address, and the user record read
+ *      (and the attempt counted against the user), two requests at once
  *   2. a refusal without any check when the address or user is blocked
  *   3. the check of the credentials in the thread pool
- *   4. on failure: the failure counted cluster-wide, and the -ERR [AUTH]
- *      sent after a delay that grows with the address's failures
- *   5. on success: the failures forgiven, a user slot taken if limited,
+ *   4. on failure: the -ERR sent after a delay that grows with the
+ *      address's count, measured from the start of the attempt, so that
+ *      the reply time tells nothing about the user or the hash
+ *   5. on success: the attempt taken back, a user slot taken if limited,
  *      and the maildrop locked (TRANSACTION)
  *
  * The session stays busy from 1 to the reply, so pipelined commands wait.
@@ -36,7 +38,6 @@ static void ngx_p3x_login_addr(void *data, redisReply *reply);
 static void ngx_p3x_login_check(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc);
 static void ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx);
-static void ngx_p3x_login_counted(void *data, redisReply *reply);
 static void ngx_p3x_login_delayed(ngx_event_t *ev);
 static void ngx_p3x_login_user_slot(void *data, redisReply *reply);
 static void ngx_p3x_login_lock(ngx_p3x_ctx_t *ctx);
@@ -84,15 +85,17 @@ ngx_p3x_login_init(ngx_p3x_ctx_t *ctx)
 
     c = ctx->connection;
 
+    /* the random part keeps containers with equal host names apart */
+
     ctx->session_id.data = ngx_pnalloc(c->pool, ngx_cycle->hostname.len
-                                                + 2 * NGX_INT64_LEN + 2);
+                                                + 3 * NGX_INT64_LEN + 3);
     if (ctx->session_id.data == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->session_id.len = ngx_sprintf(ctx->session_id.data, "%V:%P:%uA",
+    ctx->session_id.len = ngx_sprintf(ctx->session_id.data, "%V:%P:%uA:%08xD",
                                       &ngx_cycle->hostname, ngx_pid,
-                                      c->number)
+                                      c->number, (uint32_t) ngx_random())
                           - ctx->session_id.data;
 
     ctx->ev_delay.handler = ngx_p3x_login_delayed;
@@ -162,6 +165,7 @@ ngx_p3x_login_addr_slot(void *data, redisReply *reply)
     ngx_p3x_ctx_t *ctx = data;
 
     ctx->busy = 0;
+    ctx->conn_addr_wait = 0;
 
     if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
         ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
@@ -606,8 +610,21 @@ ngx_p3x_sasl_external_response(ngx_p3x_ctx_t *ctx, ngx_str_t *msg)
 static ngx_int_t
 ngx_p3x_login_set_user(ngx_p3x_ctx_t *ctx, ngx_str_t *name)
 {
+    size_t  i;
+
     if (name->len > P3X_NAME_MAX) {
         return NGX_ERROR;
+    }
+
+    /*
+     * A name from SASL is decoded base64 and may hold any octet: a line
+     * end in it would forge log lines (and fail2ban bans).
+     */
+
+    for (i = 0; i < name->len; i++) {
+        if (name->data[i] < 0x20 || name->data[i] == 0x7f) {
+            return NGX_ERROR;
+        }
     }
 
     ngx_memcpy(ctx->user.data, name->data, name->len);
@@ -666,19 +683,24 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
                  *p;
     size_t       keyslen[2];
     const char  *keys[2];
+    u_char       ttl[NGX_INT_T_LEN];
+    size_t       argslen[1];
+    const char  *args[1];
 
     ctx->auth_method = method;
     ctx->auth_attempts++;
     ctx->user_known = 0;
     ctx->login_failed = 0;
+    ctx->login_blocked = 0;
     ctx->addr_failures = 0;
     ctx->user_failures = 0;
     ctx->login_pending = 0;
+    ctx->login_start = ngx_current_msec;
     ngx_str_null(&ctx->secret);
 
     ctx->connection->log->action = "authenticating";
 
-    if (ngx_p3x_limit_addr_failures(ctx, ngx_p3x_login_addr) != NGX_OK) {
+    if (ngx_p3x_limit_attempt(ctx, ngx_p3x_login_addr) != NGX_OK) {
         ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] mail store unavailable");
         return;
     }
@@ -705,8 +727,11 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
     keys[1] = (const char *) fkey;
     keyslen[1] = p - fkey;
 
+    args[0] = (const char *) ttl;
+    argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
+
     if (ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_AUTHINFO, 2, keys, keyslen,
-                             0, NULL, NULL, ngx_p3x_login_info)
+                             1, args, argslen, ngx_p3x_login_info)
         != NGX_OK)
     {
         /* the address request is out: its reply finds login_failed */
@@ -781,8 +806,8 @@ ngx_p3x_login_info(void *data, redisReply *reply)
 
     el = reply->element[3];
 
-    if (el->type == REDIS_REPLY_STRING) {
-        ctx->user_failures = ngx_atoi((u_char *) el->str, el->len);
+    if (el->type == REDIS_REPLY_INTEGER) {
+        ctx->user_failures = el->integer;
     }
 
 done:
@@ -798,11 +823,11 @@ ngx_p3x_login_addr(void *data, redisReply *reply)
 {
     ngx_p3x_ctx_t *ctx = data;
 
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         ctx->login_failed = 1;
 
-    } else if (reply->type == REDIS_REPLY_STRING) {
-        ctx->addr_failures = ngx_atoi((u_char *) reply->str, reply->len);
+    } else {
+        ctx->addr_failures = reply->integer;
     }
 
     if (--ctx->login_pending == 0) {
@@ -824,20 +849,15 @@ ngx_p3x_login_check(ngx_p3x_ctx_t *ctx)
         return;
     }
 
+    /* the counts include this attempt */
+
     if ((conf->auth_block_addr
-         && ctx->addr_failures >= (ngx_int_t) conf->auth_block_addr)
+         && ctx->addr_failures > (ngx_int_t) conf->auth_block_addr)
         || (conf->auth_block_user
-            && ctx->user_failures >= (ngx_int_t) conf->auth_block_user))
+            && ctx->user_failures > (ngx_int_t) conf->auth_block_user))
     {
-        ngx_log_error(NGX_LOG_WARN, ctx->connection->log, 0,
-                      "pop3_ext: login of user \"%V\" blocked after %i "
-                      "failures from the address, %i of the user",
-                      &ctx->user, ctx->addr_failures, ctx->user_failures);
-
-        (void) ngx_p3x_limit_fail(ctx, NULL);
-
-        ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] too many failed logins, "
-                                 "try again later");
+        ctx->login_blocked = 1;
+        ngx_p3x_login_fail(ctx);
         return;
     }
 
@@ -878,7 +898,7 @@ ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc)
         return;
     }
 
-    ngx_p3x_limit_clear(ctx);
+    ngx_p3x_limit_forgive(ctx);
 
     if (ctx->conf->max_conn_per_user
         && ngx_p3x_limit_conn(ctx, 1, ngx_p3x_login_user_slot) == NGX_OK)
@@ -890,40 +910,38 @@ ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc)
 }
 
 
+/*
+ * A failed or blocked attempt: logged, and answered once the delay for
+ * the address's count has passed since the attempt began.
+ */
+
 static void
 ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx)
 {
+    ngx_msec_t  delay, spent;
+
     static const char  *methods[] = { "USER/PASS or PLAIN or LOGIN", "APOP",
                                       "CRAM-MD5", "EXTERNAL" };
 
-    ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
-                  "pop3_ext: authentication failed for user \"%V\" (%s)",
-                  &ctx->user, methods[ctx->auth_method]);
+    if (ctx->login_blocked) {
+        ngx_log_error(NGX_LOG_WARN, ctx->connection->log, 0,
+                      "pop3_ext: login of user \"%V\" blocked after %i "
+                      "attempts from the address, %i on the user",
+                      &ctx->user, ctx->addr_failures, ctx->user_failures);
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
+                      "pop3_ext: authentication failed for user \"%V\" (%s)",
+                      &ctx->user, methods[ctx->auth_method]);
+    }
 
     ctx->connection->log->action = "in auth state";
 
-    if (ngx_p3x_limit_fail(ctx, ngx_p3x_login_counted) != NGX_OK) {
-        ngx_p3x_login_counted(ctx, NULL);
-    }
-}
+    delay = ngx_p3x_limit_delay(ctx, ngx_max(ctx->addr_failures, 1));
+    spent = ngx_current_msec - ctx->login_start;
 
-
-/* the reply waits the longer, the more this address has failed */
-
-static void
-ngx_p3x_login_counted(void *data, redisReply *reply)
-{
-    ngx_p3x_ctx_t *ctx = data;
-
-    ngx_int_t   n;
-    ngx_msec_t  delay;
-
-    n = (reply && reply->type == REDIS_REPLY_INTEGER) ? reply->integer : 1;
-
-    delay = ngx_p3x_limit_delay(ctx, n);
-
-    if (delay) {
-        ngx_add_timer(&ctx->ev_delay, delay);
+    if (delay > spent) {
+        ngx_add_timer(&ctx->ev_delay, delay - spent);
         return;
     }
 
@@ -938,7 +956,13 @@ ngx_p3x_login_delayed(ngx_event_t *ev)
 
     ctx->busy = 0;
 
-    ngx_p3x_error(ctx, "-ERR [AUTH] invalid user name or password");
+    if (ctx->login_blocked) {
+        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] too many failed logins, "
+                                 "try again later" CRLF);
+
+    } else {
+        ngx_p3x_error(ctx, "-ERR [AUTH] invalid user name or password");
+    }
 
     if (ctx->conf->max_auth_attempts
         && ctx->auth_attempts >= ctx->conf->max_auth_attempts)
@@ -956,6 +980,8 @@ static void
 ngx_p3x_login_user_slot(void *data, redisReply *reply)
 {
     ngx_p3x_ctx_t *ctx = data;
+
+    ctx->conn_user_wait = 0;
 
     if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
         ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
@@ -1014,9 +1040,6 @@ ngx_p3x_login_locked(void *data, redisReply *reply)
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "pop3_ext: maildrop \"%V\" is in use", &ctx->mailbox);
 
-        /* the slot is for a session that logs in; this one did not */
-        ngx_p3x_limit_conn_release(ctx, 1);
-
         ngx_p3x_login_abort(ctx, "-ERR [IN-USE] maildrop is locked by "
                                  "another session");
         return;
@@ -1074,6 +1097,9 @@ ngx_p3x_login_abort(ngx_p3x_ctx_t *ctx, const char *reply)
 
     ctx->busy = 0;
     ctx->connection->log->action = "in auth state";
+
+    /* a user slot is for a session that logs in; this one did not */
+    ngx_p3x_limit_conn_release(ctx, 1);
 
     ngx_p3x_login_forget_password(ctx);
     ngx_p3x_reply(ctx, "%s", reply);

@@ -197,6 +197,7 @@ struct ngx_p3x_ctx_s {
     ngx_str_t                 session_id;     /* "host:pid:connection" */
     ngx_uint_t                auth_attempts;
     ngx_uint_t                login_pending;  /* requests of a login */
+    ngx_msec_t                login_start;
     ngx_int_t                 addr_failures;
     ngx_int_t                 user_failures;
 
@@ -236,9 +237,12 @@ struct ngx_p3x_ctx_s {
     unsigned                  user_ok:1;      /* USER given */
     unsigned                  user_known:1;
     unsigned                  login_failed:1; /* a store error at login */
+    unsigned                  login_blocked:1;
     unsigned                  starttls:1;     /* STLS said, TLS next */
     unsigned                  conn_addr:1;    /* holds an address slot */
     unsigned                  conn_user:1;    /* holds a user slot */
+    unsigned                  conn_addr_wait:1;  /* is taking one */
+    unsigned                  conn_user_wait:1;
 };
 
 
@@ -249,7 +253,8 @@ enum {
     NGX_P3X_SCRIPT_COMMIT,
     NGX_P3X_SCRIPT_RELEASE,
     NGX_P3X_SCRIPT_AUTHINFO,
-    NGX_P3X_SCRIPT_FAIL,
+    NGX_P3X_SCRIPT_ATTEMPT,
+    NGX_P3X_SCRIPT_FORGIVE,
     NGX_P3X_SCRIPT_CONN
 };
 
@@ -292,11 +297,9 @@ ngx_int_t ngx_p3x_ssl_identity(ngx_p3x_ctx_t *ctx, ngx_str_t *id);
 
 /* _limit.c */
 ngx_msec_t ngx_p3x_limit_delay(ngx_p3x_ctx_t *ctx, ngx_int_t failures);
-ngx_int_t ngx_p3x_limit_addr_failures(ngx_p3x_ctx_t *ctx,
+ngx_int_t ngx_p3x_limit_attempt(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);
-ngx_int_t ngx_p3x_limit_fail(ngx_p3x_ctx_t *ctx,
-    ngx_p3x_redis_handler_pt handler);
-void ngx_p3x_limit_clear(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_limit_forgive(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     ngx_p3x_redis_handler_pt handler);
 void ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx);

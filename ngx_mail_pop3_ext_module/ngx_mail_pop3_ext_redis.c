@@ -122,18 +122,24 @@ ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc, const char **argv,
     const size_t *argvlen, ngx_int_t script,
     ngx_p3x_redis_handler_pt handler, void *data)
 {
-    ngx_uint_t        i, n;
+    ngx_uint_t        i, n, first;
     ngx_p3x_rreq_t   *req;
     ngx_p3x_rconn_t  *rc;
 
+    /*
+     * The requests of one session (data) go over one connection while it
+     * is up, so that Redis runs them in the order they were sent: a
+     * RELEASE can never overtake the LOCK it undoes.
+     */
+
+    first = data ? ((uintptr_t) data >> 4) % r->nconns : r->next++;
     rc = NULL;
 
     for (i = 0; i < r->nconns; i++) {
-        n = (r->next + i) % r->nconns;
+        n = (first + i) % r->nconns;
 
         if (r->conns[n].connected || r->conns[n].connecting) {
             rc = &r->conns[n];
-            r->next = n + 1;
             break;
         }
     }
@@ -143,7 +149,7 @@ ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc, const char **argv,
             return NGX_ERROR;
         }
 
-        rc = &r->conns[r->next++ % r->nconns];
+        rc = &r->conns[first % r->nconns];
     }
 
     /* a Redis that long stopped answering gets no more to hold */

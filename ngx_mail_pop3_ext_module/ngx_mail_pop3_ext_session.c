@@ -438,6 +438,8 @@ ngx_p3x_in_free(ngx_p3x_ctx_t *ctx)
     b = ctx->in;
 
     if (b->start && b->pos == b->last && !ctx->skipping) {
+        /* what was read may have been a password */
+        ngx_explicit_memzero(b->start, b->last - b->start);
         ngx_free(b->start);
         ngx_memzero(b, sizeof(ngx_buf_t));
     }
@@ -848,10 +850,10 @@ ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
     ctx->state = ngx_p3x_state_update;
     ctx->connection->log->action = "in update state";
 
-    if (ctx->ndeleted == 0) {
-        ngx_p3x_reply(ctx, "+OK bye, %ui messages left", ctx->nmsgs);
-        return;
-    }
+    /*
+     * Even with nothing deleted the commit runs: it frees the lock before
+     * "+OK", so that a client that logs in again at once is not [IN-USE].
+     */
 
     if (ngx_p3x_store_commit(ctx, ngx_p3x_committed) != NGX_OK) {
         ngx_p3x_commit_failed(ctx);
@@ -1205,8 +1207,12 @@ ngx_p3x_body_chunk(void *data, redisReply *reply)
             return;
         }
 
+        /* never more than asked for: the buffer has room for that */
+
         p = (u_char *) reply->str;
-        len = reply->len;
+        len = ngx_min(reply->len,
+                      ngx_min(ctx->conf->chunk_size,
+                              (size_t) (msg->size - ctx->body_offset)));
 
     } else {
         p = NULL;

@@ -309,6 +309,13 @@ sub pop3_conf {
     $server = "        max_errors 1000;\n$server"
         unless $server =~ /\bmax_errors\b/;
 
+    # files that test many wrong passwords would be blocked or slowed by
+    # the abuse limits meant for a real network; t/033 tests those
+    $server = "        pop3_ext_auth_block_addr 0;\n$server"
+        unless "$mail$server" =~ /\bpop3_ext_auth_block_addr\b/;
+    $server = "        pop3_ext_auth_fail_delay 100ms;\n$server"
+        unless "$mail$server" =~ /\bpop3_ext_auth_fail_delay\b/;
+
     return <<"EOF";
 %%TEST_GLOBALS%%
 $main
