@@ -1967,8 +1967,8 @@ done:
 
 
 /*
- * Prints what a login reads of a user, with the data model's USERINFO
- * script (AUTHINFO without counting an attempt): the scheme of the secret (never the secret), the mailbox, the
+ * Prints what a login reads of a user, with the module's own AUTHINFO
+ * script (it only reads): the scheme of the secret (never the secret), the mailbox, the
  * disabled flag as the module reads it, and the failed logins counted
  * against the name.
  */
@@ -2002,14 +2002,14 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    r = pop3ext_command(cx, &rc, "EVAL %s 2 %s %s", P3X_SCRIPT_USERINFO,
+    r = pop3ext_command(cx, &rc, "EVAL %s 2 %s %s", P3X_SCRIPT_AUTHINFO,
                         key, fkey);
     if (r == NULL) {
         return rc;
     }
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
-        pop3ext_error("unexpected reply to USERINFO for user \"%s\"", user);
+        pop3ext_error("unexpected reply to AUTHINFO for user \"%s\"", user);
         rc = EX_SOFTWARE;
         goto done;
     }
@@ -2018,7 +2018,7 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
         e = r->element[i];
 
         if (e->type != REDIS_REPLY_NIL && e->type != REDIS_REPLY_STRING) {
-            pop3ext_error("unexpected reply to USERINFO for user \"%s\"",
+            pop3ext_error("unexpected reply to AUTHINFO for user \"%s\"",
                           user);
             rc = EX_SOFTWARE;
             goto done;

@@ -6,13 +6,14 @@
  * cluster sees the same counts: an attacker spreading guesses over hosts
  * is slowed and blocked as one.
  *
- *   failed logins   a counter of attempts per client address and per
- *                   user, counted before the check (so that concurrent
- *                   attempts cannot pass a threshold together), taken
- *                   back by a success, forgotten after
+ *   failed logins   a counter per client address and per user, each
+ *                   renewed by a failure and forgotten after
  *                   pop3_ext_auth_block_time; a failure is answered after
  *                   a delay that doubles with the address's count, and
- *                   past a threshold logins are refused without a check
+ *                   past a threshold logins are refused without a check.
+ *                   Attempts already past the check when the threshold
+ *                   is reached still run: pop3_ext_max_conn_per_addr and
+ *                   pop3_ext_max_auth_attempts bound how many.
  *   connections     a counting semaphore per address and per user, with
  *                   slots that expire unless their session renews them
  */
@@ -46,57 +47,82 @@ ngx_p3x_limit_delay(ngx_p3x_ctx_t *ctx, ngx_int_t failures)
 }
 
 
-/* counts the attempt against the address; the handler gets the count */
+ngx_int_t
+ngx_p3x_limit_addr_failures(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler)
+{
+    u_char       key[NGX_P3X_LIMIT_KEY_MAX];
+    size_t       argvlen[2];
+    const char  *argv[2];
+
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
+                                   &ctx->connection->addr_text);
+
+    return ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
+                              handler, ctx);
+}
+
+
+/*
+ * Counts a failure against the address (the handler gets the new count)
+ * and, without waiting, against the user, if the user exists: guessed
+ * names leave no keys behind.
+ */
 
 ngx_int_t
-ngx_p3x_limit_attempt(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+ngx_p3x_limit_fail(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
     u_char       key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN];
     size_t       keylen, argslen[1];
     const char  *keys[1], *args[1];
 
-    keys[0] = (const char *) key;
-    keylen = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
-                               &ctx->connection->addr_text);
-
     args[0] = (const char *) ttl;
     argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
 
-    return ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_ATTEMPT, 1, keys,
-                                &keylen, 1, args, argslen, handler);
+    keys[0] = (const char *) key;
+
+    if (ctx->user_known) {
+        keylen = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX, &ctx->user);
+
+        (void) ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FAIL, 1, keys,
+                                    &keylen, 1, args, argslen, NULL);
+    }
+
+    keylen = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
+                               &ctx->connection->addr_text);
+
+    return ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FAIL, 1, keys, &keylen,
+                                1, args, argslen, handler);
 }
 
 
 /*
- * A successful login takes its own attempt back from the address, and
- * clears the user's count (who knows the password needs not guess it).
- * Other failures from the address stay counted: one valid account does
- * not buy an attacker more guesses.
+ * Who logs in knows the password: the user's failures are forgotten.
+ * The address's are not, so one valid account buys an attacker no
+ * guesses; they run out with pop3_ext_auth_block_time.
  */
 
 void
-ngx_p3x_limit_forgive(ngx_p3x_ctx_t *ctx)
+ngx_p3x_limit_clear_user(ngx_p3x_ctx_t *ctx)
 {
     u_char       key[NGX_P3X_LIMIT_KEY_MAX];
-    size_t       keylen, argvlen[2];
-    const char  *keys[1], *argv[2];
+    size_t       argvlen[2];
+    const char  *argv[2];
 
-    keys[0] = (const char *) key;
-    keylen = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
-                               &ctx->connection->addr_text);
-
-    (void) ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FORGIVE, 1, keys,
-                                &keylen, 0, NULL, NULL, NULL);
-
-    if (ctx->user_failures > 0) {
-        argv[0] = "DEL";
-        argvlen[0] = 3;
-        argv[1] = (const char *) key;
-        argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX,
-                                       &ctx->user);
-        (void) ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
-                                  NULL, ctx);
+    if (ctx->user_failures <= 0) {
+        return;
     }
+
+    argv[0] = "DEL";
+    argvlen[0] = 3;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX, &ctx->user);
+
+    (void) ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
+                              NULL, ctx);
 }
 
 

@@ -5,15 +5,15 @@
  * The AUTHORIZATION state.  Every mechanism (USER/PASS, APOP, SASL
  * PLAIN, LOGIN, CRAM-MD5, EXTERNAL) ends in one login pipeline:
  *
- *   1. the attempt counted against the address, and the user record read
- *      (and the attempt counted against the user), two requests at once
+ *   1. the user record and the failure counters, two requests at once
  *   2. a refusal without any check when the address or user is blocked
  *   3. the check of the credentials in the thread pool
- *   4. on failure: the -ERR sent after a delay that grows with the
- *      address's count, measured from the start of the attempt, so that
- *      the reply time tells nothing about the user or the hash
- *   5. on success: the attempt taken back, a user slot taken if limited,
- *      and the maildrop locked (TRANSACTION)
+ *   4. on failure (or refusal): the failure counted cluster-wide, and the
+ *      -ERR sent after a delay that grows with the address's count,
+ *      measured from the start of the attempt, so that the reply time
+ *      tells nothing about the user or the hash
+ *   5. on success: the user's failures forgotten, a user slot taken if
+ *      limited, and the maildrop locked (TRANSACTION)
  *
  * The session stays busy from 1 to the reply, so pipelined commands wait.
  */
@@ -38,6 +38,7 @@ static void ngx_p3x_login_addr(void *data, redisReply *reply);
 static void ngx_p3x_login_check(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc);
 static void ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx);
+static void ngx_p3x_login_counted(void *data, redisReply *reply);
 static void ngx_p3x_login_delayed(ngx_event_t *ev);
 static void ngx_p3x_login_user_slot(void *data, redisReply *reply);
 static void ngx_p3x_login_lock(ngx_p3x_ctx_t *ctx);
@@ -683,10 +684,6 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
                  *p;
     size_t       keyslen[2];
     const char  *keys[2];
-    u_char       ttl[NGX_INT_T_LEN];
-    size_t       argslen[1];
-    const char  *args[1];
-
     ctx->auth_method = method;
     ctx->auth_attempts++;
     ctx->user_known = 0;
@@ -700,7 +697,7 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
 
     ctx->connection->log->action = "authenticating";
 
-    if (ngx_p3x_limit_attempt(ctx, ngx_p3x_login_addr) != NGX_OK) {
+    if (ngx_p3x_limit_addr_failures(ctx, ngx_p3x_login_addr) != NGX_OK) {
         ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] mail store unavailable");
         return;
     }
@@ -727,11 +724,8 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
     keys[1] = (const char *) fkey;
     keyslen[1] = p - fkey;
 
-    args[0] = (const char *) ttl;
-    argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
-
     if (ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_AUTHINFO, 2, keys, keyslen,
-                             1, args, argslen, ngx_p3x_login_info)
+                             0, NULL, NULL, ngx_p3x_login_info)
         != NGX_OK)
     {
         /* the address request is out: its reply finds login_failed */
@@ -806,8 +800,8 @@ ngx_p3x_login_info(void *data, redisReply *reply)
 
     el = reply->element[3];
 
-    if (el->type == REDIS_REPLY_INTEGER) {
-        ctx->user_failures = el->integer;
+    if (el->type == REDIS_REPLY_STRING) {
+        ctx->user_failures = ngx_atoi((u_char *) el->str, el->len);
     }
 
 done:
@@ -823,11 +817,11 @@ ngx_p3x_login_addr(void *data, redisReply *reply)
 {
     ngx_p3x_ctx_t *ctx = data;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         ctx->login_failed = 1;
 
-    } else {
-        ctx->addr_failures = reply->integer;
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        ctx->addr_failures = ngx_atoi((u_char *) reply->str, reply->len);
     }
 
     if (--ctx->login_pending == 0) {
@@ -849,12 +843,10 @@ ngx_p3x_login_check(ngx_p3x_ctx_t *ctx)
         return;
     }
 
-    /* the counts include this attempt */
-
     if ((conf->auth_block_addr
-         && ctx->addr_failures > (ngx_int_t) conf->auth_block_addr)
+         && ctx->addr_failures >= (ngx_int_t) conf->auth_block_addr)
         || (conf->auth_block_user
-            && ctx->user_failures > (ngx_int_t) conf->auth_block_user))
+            && ctx->user_failures >= (ngx_int_t) conf->auth_block_user))
     {
         ctx->login_blocked = 1;
         ngx_p3x_login_fail(ctx);
@@ -898,7 +890,7 @@ ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc)
         return;
     }
 
-    ngx_p3x_limit_forgive(ctx);
+    ngx_p3x_limit_clear_user(ctx);
 
     if (ctx->conf->max_conn_per_user
         && ngx_p3x_limit_conn(ctx, 1, ngx_p3x_login_user_slot) == NGX_OK)
@@ -911,22 +903,20 @@ ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc)
 
 
 /*
- * A failed or blocked attempt: logged, and answered once the delay for
- * the address's count has passed since the attempt began.
+ * A failed or refused attempt: logged, counted, and answered once the
+ * delay for the address's new count has passed since the attempt began.
  */
 
 static void
 ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx)
 {
-    ngx_msec_t  delay, spent;
-
     static const char  *methods[] = { "USER/PASS or PLAIN or LOGIN", "APOP",
                                       "CRAM-MD5", "EXTERNAL" };
 
     if (ctx->login_blocked) {
         ngx_log_error(NGX_LOG_WARN, ctx->connection->log, 0,
                       "pop3_ext: login of user \"%V\" blocked after %i "
-                      "attempts from the address, %i on the user",
+                      "failures from the address, %i of the user",
                       &ctx->user, ctx->addr_failures, ctx->user_failures);
 
     } else {
@@ -937,7 +927,24 @@ ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx)
 
     ctx->connection->log->action = "in auth state";
 
-    delay = ngx_p3x_limit_delay(ctx, ngx_max(ctx->addr_failures, 1));
+    if (ngx_p3x_limit_fail(ctx, ngx_p3x_login_counted) != NGX_OK) {
+        ngx_p3x_login_counted(ctx, NULL);
+    }
+}
+
+
+static void
+ngx_p3x_login_counted(void *data, redisReply *reply)
+{
+    ngx_p3x_ctx_t *ctx = data;
+
+    ngx_int_t   n;
+    ngx_msec_t  delay, spent;
+
+    n = (reply && reply->type == REDIS_REPLY_INTEGER) ? reply->integer
+                                                       : ctx->addr_failures;
+
+    delay = ngx_p3x_limit_delay(ctx, ngx_max(n, 1));
     spent = ngx_current_msec - ctx->login_start;
 
     if (delay > spent) {

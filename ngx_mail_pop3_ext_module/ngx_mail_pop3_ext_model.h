@@ -31,14 +31,13 @@
  *
  * Abuse resistance, shared by every host (see docs/security.md):
  *
- *   pop3:fail:user:{NAME}      string  login attempts on a user that have
- *                                      not succeeded, with a TTL
- *   pop3:fail:addr:{ADDR}      string  the same from an address
+ *   pop3:fail:user:{NAME}      string  failed logins of a user, with a TTL
+ *   pop3:fail:addr:{ADDR}      string  failed logins from an address, TTL
  *   pop3:conn:user:{NAME}      zset    live sessions of a user: member a
  *                                      session id, score its expiry (ms)
  *   pop3:conn:addr:{ADDR}      zset    live connections from an address
  *
- * A user's attempt counter shares the user record's hash tag, so that one
+ * A user's failure counter shares the user record's hash tag, so that one
  * script reads both.
  */
 
@@ -253,32 +252,13 @@ p3x_valid_name(const unsigned char *p, size_t len)
 
 
 /*
- * AUTHINFO: what a login needs to know about a user, in one round trip;
- * an attempt on a user that exists is counted at once.
- *   KEYS[1] user record, KEYS[2] the user's attempt counter
- *   ARGV[1] the counter's lifetime in milliseconds
- *   returns { secret, mailbox, disabled, attempts } (nil for absent)
+ * AUTHINFO: what a login needs to know about a user, in one round trip.
+ * pop3ext user show runs it too: it only reads.
+ *   KEYS[1] user record, KEYS[2] the user's failure counter
+ *   returns { secret, mailbox, disabled, failures } (nil for absent)
  */
 
 #define P3X_SCRIPT_AUTHINFO                                                   \
-    "local r = redis.call('HMGET', KEYS[1], 'secret', 'mailbox', "            \
-                                           "'disabled')\n"                    \
-    "if r[1] then\n"                                                          \
-    "  r[4] = redis.call('INCR', KEYS[2])\n"                                  \
-    "  redis.call('PEXPIRE', KEYS[2], ARGV[1])\n"                             \
-    "else\n"                                                                  \
-    "  r[4] = 0\n"                                                            \
-    "end\n"                                                                   \
-    "return r\n"
-
-
-/*
- * USERINFO: AUTHINFO for tools (pop3ext user show): reads, counts nothing.
- *   KEYS[1] user record, KEYS[2] the user's attempt counter
- *   returns { secret, mailbox, disabled, attempts } (nil for absent)
- */
-
-#define P3X_SCRIPT_USERINFO                                                   \
     "local r = redis.call('HMGET', KEYS[1], 'secret', 'mailbox', "            \
                                            "'disabled')\n"                    \
     "r[4] = redis.call('GET', KEYS[2])\n"                                     \
@@ -286,29 +266,18 @@ p3x_valid_name(const unsigned char *p, size_t len)
 
 
 /*
- * ATTEMPT: count a login attempt before it is checked, so that
- * concurrent attempts cannot all pass a threshold; a successful login
- * takes its own attempt back (FORGIVE), a failed one leaves it counted.
- *   KEYS[1] an attempt counter; ARGV[1] its lifetime in milliseconds
- *   returns the count within the lifetime, which each attempt renews
+ * FAIL: count a failed (or refused) login.
+ *   KEYS[1] a failure counter; ARGV[1] its lifetime in milliseconds
+ *   returns the count within the lifetime, which each failure renews
+ *
+ * Only failures count: any number of good logins from one address (a
+ * NAT, a webmail host) never blocks it.
  */
 
-#define P3X_SCRIPT_ATTEMPT                                                    \
+#define P3X_SCRIPT_FAIL                                                       \
     "local n = redis.call('INCR', KEYS[1])\n"                                 \
     "redis.call('PEXPIRE', KEYS[1], ARGV[1])\n"                               \
     "return n\n"
-
-
-/*
- * FORGIVE: a successful login takes its attempt back.
- *   KEYS[1] an attempt counter
- */
-
-#define P3X_SCRIPT_FORGIVE                                                    \
-    "if redis.call('DECR', KEYS[1]) <= 0 then\n"                              \
-    "  redis.call('DEL', KEYS[1])\n"                                          \
-    "end\n"                                                                   \
-    "return 1\n"
 
 
 /*

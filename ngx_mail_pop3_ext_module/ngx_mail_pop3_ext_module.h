@@ -253,8 +253,7 @@ enum {
     NGX_P3X_SCRIPT_COMMIT,
     NGX_P3X_SCRIPT_RELEASE,
     NGX_P3X_SCRIPT_AUTHINFO,
-    NGX_P3X_SCRIPT_ATTEMPT,
-    NGX_P3X_SCRIPT_FORGIVE,
+    NGX_P3X_SCRIPT_FAIL,
     NGX_P3X_SCRIPT_CONN
 };
 
@@ -297,9 +296,11 @@ ngx_int_t ngx_p3x_ssl_identity(ngx_p3x_ctx_t *ctx, ngx_str_t *id);
 
 /* _limit.c */
 ngx_msec_t ngx_p3x_limit_delay(ngx_p3x_ctx_t *ctx, ngx_int_t failures);
-ngx_int_t ngx_p3x_limit_attempt(ngx_p3x_ctx_t *ctx,
+ngx_int_t ngx_p3x_limit_addr_failures(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);
-void ngx_p3x_limit_forgive(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_limit_fail(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+void ngx_p3x_limit_clear_user(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     ngx_p3x_redis_handler_pt handler);
 void ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx);

@@ -25,8 +25,7 @@ ngx_p3x_script_t  ngx_p3x_scripts[] = {
     { ngx_string("commit"), ngx_string(P3X_SCRIPT_COMMIT), "" },
     { ngx_string("release"), ngx_string(P3X_SCRIPT_RELEASE), "" },
     { ngx_string("authinfo"), ngx_string(P3X_SCRIPT_AUTHINFO), "" },
-    { ngx_string("attempt"), ngx_string(P3X_SCRIPT_ATTEMPT), "" },
-    { ngx_string("forgive"), ngx_string(P3X_SCRIPT_FORGIVE), "" },
+    { ngx_string("fail"), ngx_string(P3X_SCRIPT_FAIL), "" },
     { ngx_string("conn"), ngx_string(P3X_SCRIPT_CONN), "" },
     { ngx_null_string, ngx_null_string, "" }
 };
