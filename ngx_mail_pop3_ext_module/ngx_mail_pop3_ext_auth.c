@@ -16,6 +16,10 @@
 
 
 #include <crypt.h>
+#if (NGX_LINUX)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#endif
 #include <ngx_md5.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -26,6 +30,9 @@
 
 #include "ngx_mail_pop3_ext_module.h"
 
+
+/* the nice value of the threads that hash (Linux) */
+#define NGX_P3X_AUTH_NICE  10
 
 /* KiB an Argon2 check may take: 256 MiB, four times Dovecot's default */
 #define NGX_P3X_ARGON2_MEMORY_MAX  262144
@@ -176,7 +183,13 @@ ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx)
 }
 
 
-/* runs in a pool thread: touches nothing but the task */
+/*
+ * Runs in a pool thread: touches nothing but the task.
+ *
+ * A login storm keeps every pool thread busy hashing; at their normal
+ * priority they would take the CPU from the event loops and every
+ * session would wait.  A thread that runs a check is made nicer once.
+ */
 
 static void
 ngx_p3x_auth_thread(void *data, ngx_log_t *log)
@@ -185,6 +198,16 @@ ngx_p3x_auth_thread(void *data, ngx_log_t *log)
 
     ngx_str_t          scheme, value;
     ngx_p3x_scheme_t  *s;
+
+#if (NGX_LINUX)
+    static __thread ngx_uint_t  niced;
+
+    if (!niced) {
+        niced = 1;
+        (void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid),
+                           NGX_P3X_AUTH_NICE);
+    }
+#endif
 
     if (ngx_p3x_auth_split(&t->secret, &scheme, &value) != NGX_OK) {
         t->result = NGX_ERROR;

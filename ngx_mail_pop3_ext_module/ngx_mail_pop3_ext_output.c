@@ -14,6 +14,10 @@
 #include "ngx_mail_pop3_ext_module.h"
 
 
+static size_t ngx_p3x_out_body_all(ngx_p3x_ctx_t *ctx, u_char *p,
+    size_t len);
+
+
 /*
  * Short replies and listings need little room; a body chunk needs its
  * size and a third more, as dot-stuffing may add that.  The buffer is
@@ -99,6 +103,12 @@ ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
 {
     u_char  *dst, *end, *src, *last;
 
+    if (ctx->top_lines < 0) {
+        return ngx_p3x_out_body_all(ctx, p, len);
+    }
+
+    /* TOP: octet by octet, it counts lines and finds the header's end */
+
     dst = ctx->out->last;
     end = ctx->out->end;
     src = p;
@@ -139,6 +149,66 @@ ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
     }
 
     ctx->out->last = dst;
+
+    return src - p;
+}
+
+
+/*
+ * RETR: whole lines at a time.  memchr() finds the line ends and
+ * memcpy() moves the lines; only a "." after a line end costs an octet.
+ */
+
+static size_t
+ngx_p3x_out_body_all(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
+{
+    u_char      *dst, *end, *src, *last, *lf;
+    size_t       n;
+    ngx_uint_t   bol;
+
+    dst = ctx->out->last;
+    end = ctx->out->end;
+    src = p;
+    last = p + len;
+    bol = ctx->body_bol;
+
+    while (src < last) {
+
+        if (bol) {
+            if (*src == '.') {
+                if (end - dst < 2) {
+                    break;
+                }
+
+                *dst++ = '.';
+            }
+
+            bol = 0;
+        }
+
+        lf = memchr(src, LF, last - src);
+        n = (lf ? lf + 1 : last) - src;
+
+        if ((size_t) (end - dst) < n) {
+            n = end - dst;
+
+            if (n == 0) {
+                break;
+            }
+
+            dst = ngx_cpymem(dst, src, n);
+            src += n;
+            break;
+        }
+
+        dst = ngx_cpymem(dst, src, n);
+        src += n;
+
+        bol = (lf != NULL);
+    }
+
+    ctx->out->last = dst;
+    ctx->body_bol = bol;
 
     return src - p;
 }
