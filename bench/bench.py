@@ -560,9 +560,14 @@ service pop3 {
         rc = self.redis.client()
         for name, srv in self.both():
             e.log("scenario 5: %s" % name)
+            # The measuring client runs at a higher priority than the
+            # storm's: with a fast server the storm client alone takes a
+            # core, and the NOOP samples would time the client's wait
+            # for the CPU, not the server.  Both servers get the same.
             noop = e.spawn(
-                self.load("noop", srv, self.noop_users,
-                          duration=quiet + storm_s + 30, interval=0.01),
+                ["nice", "-n", "-10"]
+                + self.load("noop", srv, self.noop_users,
+                            duration=quiet + storm_s + 30, interval=0.01),
                 stdout=subprocess.PIPE, text=True)
             ready = json.loads(noop.stdout.readline())
             assert ready["step"] == "ready", ready

@@ -15,14 +15,18 @@
  */
 
 
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_md5.h>
+
 #include <crypt.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
 #if (NGX_LINUX)
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #endif
-#include <ngx_md5.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #if (NGX_MAIL_POP3_EXT_ARGON2)
 #include <argon2.h>
@@ -30,9 +34,6 @@
 
 #include "ngx_mail_pop3_ext_module.h"
 
-
-/* the nice value of the threads that hash (Linux) */
-#define NGX_P3X_AUTH_NICE  10
 
 /* KiB an Argon2 check may take: 256 MiB, four times Dovecot's default */
 #define NGX_P3X_ARGON2_MEMORY_MAX  262144
@@ -49,6 +50,8 @@ typedef struct {
 
 
 struct ngx_p3x_auth_task_s {
+    ngx_queue_t               queue;    /* waiting for a free check */
+    ngx_thread_pool_t        *pool;
     ngx_p3x_ctx_t            *ctx;      /* NULL once the session is gone */
     ngx_p3x_auth_handler_pt   handler;
     ngx_p3x_auth_method_e     method;
@@ -64,6 +67,7 @@ static u_char *ngx_p3x_auth_copy(ngx_str_t *dst, u_char *p, ngx_str_t *src);
 static void ngx_p3x_auth_thread(void *data, ngx_log_t *log);
 static ngx_int_t ngx_p3x_auth_split(ngx_str_t *secret, ngx_str_t *scheme,
     ngx_str_t *value);
+static ngx_int_t ngx_p3x_auth_post(ngx_p3x_auth_task_t *t);
 static void ngx_p3x_auth_done(ngx_event_t *ev);
 static void ngx_p3x_auth_free(ngx_p3x_auth_task_t *t);
 static ngx_int_t ngx_p3x_verify_crypt(ngx_str_t *value, ngx_str_t *pw);
@@ -86,6 +90,11 @@ static ngx_int_t ngx_p3x_hex_equal(u_char *digest, size_t len,
     ngx_str_t *hex);
 static ngx_int_t ngx_p3x_ct_equal(u_char *a, size_t alen, u_char *b,
     size_t blen);
+
+
+static ngx_queue_t  ngx_p3x_auth_waiting;
+static ngx_uint_t   ngx_p3x_auth_running;
+static ngx_uint_t   ngx_p3x_auth_max = 1;
 
 
 static ngx_p3x_scheme_t  ngx_p3x_schemes[] = {
@@ -146,12 +155,46 @@ ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
     t->task.event.data = t;
     t->task.event.log = ngx_cycle->log;
 
-    if (ngx_thread_task_post(ctx->conf->thread_pool, &t->task) != NGX_OK) {
+    t->pool = ctx->conf->thread_pool;
+
+    if (ngx_p3x_auth_running >= ngx_p3x_auth_max) {
+        ngx_queue_insert_tail(&ngx_p3x_auth_waiting, &t->queue);
+
+    } else if (ngx_p3x_auth_post(t) != NGX_OK) {
         ngx_p3x_auth_free(t);
         return NGX_ERROR;
     }
 
     ctx->auth_task = t;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A worker runs at most ngx_p3x_auth_max checks at once, about its share
+ * of the CPUs: more threads would not hash faster, only take the CPU
+ * from the event loops (and every session would wait for the scheduler).
+ * The others wait here, in order.
+ */
+
+void
+ngx_p3x_auth_init_worker(ngx_cycle_t *cycle, ngx_uint_t max)
+{
+    ngx_queue_init(&ngx_p3x_auth_waiting);
+    ngx_p3x_auth_running = 0;
+    ngx_p3x_auth_max = ngx_max(max, 1);
+}
+
+
+static ngx_int_t
+ngx_p3x_auth_post(ngx_p3x_auth_task_t *t)
+{
+    if (ngx_thread_task_post(t->pool, &t->task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_p3x_auth_running++;
 
     return NGX_OK;
 }
@@ -186,9 +229,10 @@ ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx)
 /*
  * Runs in a pool thread: touches nothing but the task.
  *
- * A login storm keeps every pool thread busy hashing; at their normal
- * priority they would take the CPU from the event loops and every
- * session would wait.  A thread that runs a check is made nicer once.
+ * The few threads that hash (see ngx_p3x_auth_init_worker()) are made
+ * nicer once, so that an event loop that wakes up gets the CPU first.
+ * Not SCHED_IDLE: a preempted idle thread holding the pool's queue lock
+ * would stall the event loop that waits for it.
  */
 
 static void
@@ -204,8 +248,7 @@ ngx_p3x_auth_thread(void *data, ngx_log_t *log)
 
     if (!niced) {
         niced = 1;
-        (void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid),
-                           NGX_P3X_AUTH_NICE);
+        (void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid), 10);
     }
 #endif
 
@@ -289,7 +332,10 @@ ngx_p3x_auth_done(ngx_event_t *ev)
 {
     ngx_p3x_auth_task_t  *t = ev->data;
 
-    ngx_p3x_ctx_t  *ctx;
+    ngx_queue_t     *q;
+    ngx_p3x_ctx_t   *ctx;
+
+    ngx_p3x_auth_running--;
 
     ctx = t->ctx;
 
@@ -299,6 +345,29 @@ ngx_p3x_auth_done(ngx_event_t *ev)
     }
 
     ngx_p3x_auth_free(t);
+
+    /* the next waiting check whose session is still there */
+
+    while (ngx_p3x_auth_running < ngx_p3x_auth_max
+           && !ngx_queue_empty(&ngx_p3x_auth_waiting))
+    {
+        q = ngx_queue_head(&ngx_p3x_auth_waiting);
+        ngx_queue_remove(q);
+
+        t = ngx_queue_data(q, ngx_p3x_auth_task_t, queue);
+
+        if (t->ctx == NULL) {
+            ngx_p3x_auth_free(t);
+            continue;
+        }
+
+        if (ngx_p3x_auth_post(t) != NGX_OK) {
+            ctx = t->ctx;
+            ctx->auth_task = NULL;
+            t->handler(ctx, NGX_ERROR);
+            ngx_p3x_auth_free(t);
+        }
+    }
 }
 
 

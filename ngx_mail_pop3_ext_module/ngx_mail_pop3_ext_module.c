@@ -16,6 +16,8 @@ static char *ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_mail_pop3_ext_auth_concurrency(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_p3x_redis_t *ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf,
     ngx_str_t *addr, ngx_uint_t nconns, ngx_msec_t timeout);
 static char *ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf,
@@ -182,6 +184,13 @@ static ngx_command_t  ngx_mail_pop3_ext_commands[] = {
       offsetof(ngx_mail_pop3_ext_srv_conf_t, max_commands),
       NULL },
 
+    { ngx_string("pop3_ext_auth_concurrency"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_mail_pop3_ext_auth_concurrency,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("pop3_ext_thread_pool"),
       NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -259,6 +268,8 @@ ngx_mail_pop3_ext_create_main_conf(ngx_conf_t *cf)
     {
         return NULL;
     }
+
+    mcf->auth_concurrency = NGX_CONF_UNSET;
 
     if (ngx_p3x_store_init_scripts(cf) != NGX_OK) {
         return NULL;
@@ -501,6 +512,37 @@ ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf, ngx_array_t *a, ngx_str_t *text)
 }
 
 
+/* pop3_ext_auth_concurrency number | auto; */
+
+static char *
+ngx_mail_pop3_ext_auth_concurrency(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_mail_pop3_ext_main_conf_t  *mcf = conf;
+
+    ngx_str_t  *value;
+
+    if (mcf->auth_concurrency != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "auto") == 0) {
+        mcf->auth_concurrency = 0;
+        return NGX_CONF_OK;
+    }
+
+    mcf->auth_concurrency = ngx_atoi(value[1].data, value[1].len);
+
+    if (mcf->auth_concurrency == NGX_ERROR || mcf->auth_concurrency < 1) {
+        return "invalid value";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /*
  * pop3_ext_redis address [connections=N] [timeout=time];
  * Servers naming the same address share its connections.
@@ -646,7 +688,9 @@ ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_str_t *addr,
 static ngx_int_t
 ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle)
 {
+    ngx_int_t                       n;
     ngx_uint_t                      i;
+    ngx_core_conf_t                *ccf;
     ngx_p3x_redis_t               **rp;
     ngx_mail_pop3_ext_main_conf_t  *mcf;
 
@@ -662,6 +706,18 @@ ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
     }
+
+    /* auto: the worker's share of the CPUs */
+
+    n = mcf->auth_concurrency;
+
+    if (n <= 0) {
+        ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_core_module);
+        n = ngx_ncpu / ngx_max(ccf->worker_processes, 1);
+    }
+
+    ngx_p3x_auth_init_worker(cycle, ngx_max(n, 1));
 
     return NGX_OK;
 }

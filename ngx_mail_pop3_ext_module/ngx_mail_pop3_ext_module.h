@@ -75,6 +75,7 @@ struct ngx_p3x_redis_s {
 
 typedef struct {
     ngx_array_t               redis;          /* ngx_p3x_redis_t * */
+    ngx_int_t                 auth_concurrency;   /* NGX_CONF_UNSET: auto */
 } ngx_mail_pop3_ext_main_conf_t;
 
 
@@ -325,6 +326,7 @@ ngx_int_t ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
     ngx_p3x_auth_method_e method, ngx_str_t *response,
     ngx_str_t *challenge, ngx_p3x_auth_handler_pt handler);
 void ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_auth_init_worker(ngx_cycle_t *cycle, ngx_uint_t max);
 
 /* _redis.c */
 ngx_int_t ngx_p3x_redis_init_worker(ngx_cycle_t *cycle, ngx_p3x_redis_t *r);
