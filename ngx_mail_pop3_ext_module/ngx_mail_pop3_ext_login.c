@@ -43,6 +43,9 @@ static void ngx_p3x_login_delayed(ngx_event_t *ev);
 static void ngx_p3x_login_user_slot(void *data, redisReply *reply);
 static void ngx_p3x_login_lock(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_locked(void *data, redisReply *reply);
+static void ngx_p3x_login_index(void *data, redisReply *reply);
+static void ngx_p3x_login_unlock(ngx_p3x_ctx_t *ctx);
+static void ngx_p3x_login_done(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_abort(ngx_p3x_ctx_t *ctx, const char *reply);
 static ngx_int_t ngx_p3x_login_set_mailbox(ngx_p3x_ctx_t *ctx,
     ngx_str_t *mailbox);
@@ -1036,6 +1039,7 @@ ngx_p3x_login_locked(void *data, redisReply *reply)
 {
     ngx_p3x_ctx_t *ctx = data;
 
+    ngx_int_t          rc;
     ngx_connection_t  *c;
 
     c = ctx->connection;
@@ -1068,15 +1072,82 @@ ngx_p3x_login_locked(void *data, redisReply *reply)
     }
 
     ctx->locked = 1;
-    ctx->busy = 0;
+    ctx->login_pending = 0;
 
-    if (ngx_p3x_store_load_index(ctx, reply) != NGX_OK) {
-        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] out of memory" CRLF);
-        ctx->quit = 1;
-        ngx_p3x_resume(ctx);
+    rc = ngx_p3x_store_index_begin(ctx, reply);
+
+    if (rc == NGX_OK) {
+        rc = ngx_p3x_store_index_fetch(ctx, ngx_p3x_login_index);
+    }
+
+    if (rc != NGX_OK) {
+        if (rc == NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "pop3_ext: locking \"%V\": unexpected reply",
+                          &ctx->mailbox);
+        }
+
+        ngx_p3x_login_unlock(ctx);
         return;
     }
 
+    if (ctx->login_pending == 0) {
+        ngx_p3x_login_done(ctx);
+    }
+}
+
+
+/* a further part of the index of a big maildrop */
+
+static void
+ngx_p3x_login_index(void *data, redisReply *reply)
+{
+    ngx_p3x_ctx_t *ctx = data;
+
+    ctx->login_pending--;
+
+    if (ctx->login_failed) {
+        return;
+    }
+
+    if (reply == NULL || ngx_p3x_store_index_add(ctx, reply) != NGX_OK) {
+        ctx->login_failed = 1;
+
+        /* the replies still on their way find the attempt over */
+        ngx_p3x_redis_cancel(ctx->conf->redis, ctx);
+
+        ngx_p3x_login_unlock(ctx);
+        return;
+    }
+
+    if (ctx->login_pending == 0) {
+        ngx_p3x_login_done(ctx);
+    }
+}
+
+
+/* the lock is ours but the index could not be read: give both up */
+
+static void
+ngx_p3x_login_unlock(ngx_p3x_ctx_t *ctx)
+{
+    ctx->locked = 0;
+    ctx->nmsgs = 0;
+    ctx->octets = 0;
+
+    ngx_p3x_store_release(ctx);
+    ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] mail store unavailable");
+}
+
+
+static void
+ngx_p3x_login_done(ngx_p3x_ctx_t *ctx)
+{
+    ngx_connection_t  *c;
+
+    c = ctx->connection;
+
+    ctx->busy = 0;
     ctx->state = ngx_p3x_state_trans;
     c->log->action = "in transaction state";
 

@@ -127,10 +127,16 @@ p3x_valid_name(const unsigned char *p, size_t len)
 
 
 /*
- * LOCK: take the maildrop at login and read its index in one round trip.
+ * LOCK: take the maildrop at login and read the start of its index in one
+ * round trip.
  *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index, KEYS[4] gone:TOKEN
- *   ARGV[1] token, ARGV[2] TTL in milliseconds
- *   returns the index entries, or the error "IN-USE" or "GONE"
+ *   ARGV[1] token, ARGV[2] TTL in milliseconds, ARGV[3] how many entries
+ *   returns { the number of messages N, the first ARGV[3] entries }, or
+ *   the error "IN-USE" or "GONE"
+ *
+ * The session reads entries past ARGV[3] with LRANGE: while it holds the
+ * lock the first N entries cannot change (deliveries only append), and a
+ * big maildrop does not stall Redis in one long script.
  *
  * Markers left by a session that died are dropped: only a committed
  * UPDATE deletes.  A session that gave up waiting for this script (Redis
@@ -146,7 +152,8 @@ p3x_valid_name(const unsigned char *p, size_t len)
     "  return redis.error_reply('IN-USE maildrop is locked')\n"               \
     "end\n"                                                                   \
     "redis.call('DEL', KEYS[2])\n"                                            \
-    "return redis.call('LRANGE', KEYS[3], 0, -1)\n"
+    "return { redis.call('LLEN', KEYS[3]), "                                  \
+             "redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1) }\n"
 
 
 /*

@@ -37,6 +37,9 @@
 
 #define NGX_P3X_VERSION     "0.1.0"
 
+/* index entries a request reads at login: the LOCK script, each LRANGE */
+#define NGX_P3X_INDEX_CHUNK  4096
+
 /* the output buffer of short replies and listings */
 #define NGX_P3X_OUT_SMALL   4096
 
@@ -204,6 +207,8 @@ struct ngx_p3x_ctx_s {
 
     ngx_p3x_msg_t            *msgs;
     ngx_uint_t                nmsgs;
+    ngx_uint_t                index_total;    /* messages at login */
+    ngx_uint_t                index_next;     /* first not yet asked for */
     off_t                     octets;
 
     ngx_uint_t                ndeleted;
@@ -309,6 +314,7 @@ void ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx, ngx_uint_t only_user);
 
 /* _output.c */
 ngx_int_t ngx_p3x_out_alloc(ngx_p3x_ctx_t *ctx, size_t size);
+size_t ngx_p3x_out_chunk_room(ngx_p3x_ctx_t *ctx);
 size_t ngx_p3x_out_body_size(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_out_free(ngx_p3x_ctx_t *ctx);
 size_t ngx_p3x_out_room(ngx_p3x_ctx_t *ctx);
@@ -353,7 +359,10 @@ ngx_int_t ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx,
 void ngx_p3x_store_release(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_store_fetch(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
     off_t offset, size_t len, ngx_p3x_redis_handler_pt handler);
-ngx_int_t ngx_p3x_store_load_index(ngx_p3x_ctx_t *ctx, redisReply *reply);
+ngx_int_t ngx_p3x_store_index_begin(ngx_p3x_ctx_t *ctx, redisReply *reply);
+ngx_int_t ngx_p3x_store_index_fetch(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_store_index_add(ngx_p3x_ctx_t *ctx, redisReply *reply);
 
 
 #endif /* _NGX_MAIL_POP3_EXT_MODULE_H_INCLUDED_ */

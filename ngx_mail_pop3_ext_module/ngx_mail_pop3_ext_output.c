@@ -19,15 +19,22 @@ static size_t ngx_p3x_out_body_all(ngx_p3x_ctx_t *ctx, u_char *p,
 
 
 /*
- * Short replies and listings need little room; a body chunk needs its
- * size and a third more, as dot-stuffing may add that.  The buffer is
- * changed only while empty.
+ * Short replies and listings need little room.  A body needs room for
+ * two chunks, each a third larger when dot-stuffed: one goes out while
+ * the next comes from Redis.  The buffer is changed only while empty.
  */
+
+size_t
+ngx_p3x_out_chunk_room(ngx_p3x_ctx_t *ctx)
+{
+    return ctx->conf->chunk_size + ctx->conf->chunk_size / 3 + 128;
+}
+
 
 size_t
 ngx_p3x_out_body_size(ngx_p3x_ctx_t *ctx)
 {
-    return ctx->conf->chunk_size + ctx->conf->chunk_size / 2 + 1024;
+    return 2 * ngx_p3x_out_chunk_room(ctx);
 }
 
 

@@ -45,6 +45,7 @@ static void ngx_p3x_retr(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_top(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_body_start(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
     off_t lines);
+static ngx_int_t ngx_p3x_body_next(ngx_p3x_ctx_t *ctx);
 static ngx_int_t ngx_p3x_body_fetch(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_body_chunk(void *data, redisReply *reply);
 static void ngx_p3x_dele(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
@@ -1026,18 +1027,7 @@ ngx_p3x_stream(ngx_p3x_ctx_t *ctx)
     b = ctx->out;
 
     if (ctx->stream == ngx_p3x_stream_body) {
-
-        /* a chunk is fetched only into an empty buffer: it always fits */
-
-        if (b->last > b->start) {
-            return NGX_AGAIN;
-        }
-
-        if (ngx_p3x_out_alloc(ctx, ngx_p3x_out_body_size(ctx)) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        return ngx_p3x_body_fetch(ctx);
+        return ngx_p3x_body_next(ctx);
     }
 
     while (ctx->stream_next < ctx->nmsgs) {
@@ -1128,6 +1118,54 @@ ngx_p3x_body_start(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg, off_t lines)
     ctx->body_in_header = (lines >= 0);
     ctx->top_lines = lines;
     ctx->body_pending = 0;
+}
+
+
+/*
+ * The next chunk is asked for as soon as the buffer has room for it,
+ * while the one before is still going out: Redis and the client work at
+ * the same time, and a slow client still holds two chunks at most.
+ */
+
+static ngx_int_t
+ngx_p3x_body_next(ngx_p3x_ctx_t *ctx)
+{
+    size_t      room;
+    ngx_buf_t  *b;
+
+    b = ctx->out;
+
+    if ((size_t) (b->end - b->start) < ngx_p3x_out_body_size(ctx)) {
+
+        /* replies before the body go out first, then the buffer grows */
+
+        if (b->last > b->pos) {
+            return NGX_AGAIN;
+        }
+
+        if (ngx_p3x_out_alloc(ctx, ngx_p3x_out_body_size(ctx)) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        b = ctx->out;
+    }
+
+    if (b->last > b->pos && ngx_p3x_out_flush(ctx) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    room = ngx_p3x_out_chunk_room(ctx);
+
+    if ((size_t) (b->end - b->last) < room && b->pos > b->start) {
+        b->last = ngx_movemem(b->start, b->pos, b->last - b->pos);
+        b->pos = b->start;
+    }
+
+    if ((size_t) (b->end - b->last) < room) {
+        return NGX_AGAIN;
+    }
+
+    return ngx_p3x_body_fetch(ctx);
 }
 
 

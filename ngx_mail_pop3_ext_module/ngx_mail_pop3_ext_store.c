@@ -64,9 +64,9 @@ ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
     u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
                  index[NGX_P3X_KEY_MAX], gone[NGX_P3X_KEY_MAX],
-                 ttl[NGX_INT_T_LEN];
-    size_t       argslen[2];
-    const char  *keys[4], *args[2];
+                 ttl[NGX_INT_T_LEN], chunk[NGX_INT_T_LEN];
+    size_t       argslen[3];
+    const char  *keys[4], *args[3];
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
     ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
@@ -83,8 +83,10 @@ ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     argslen[0] = P3X_TOKEN_LEN;
     args[1] = (const char *) ttl;
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
+    args[2] = (const char *) chunk;
+    argslen[2] = ngx_sprintf(chunk, "%d", NGX_P3X_INDEX_CHUNK) - chunk;
 
-    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_LOCK, 4, keys, 2, args,
+    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_LOCK, 4, keys, 3, args,
                               argslen, handler);
 }
 
@@ -283,13 +285,95 @@ ngx_p3x_store_fetch(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg, off_t offset,
 
 
 /*
- * Turns the LOCK script's reply, the maildrop index, into the session's
- * message table.  Entries that break the model are logged and left out:
- * numbering stays consistent within the session either way.
+ * The LOCK script's reply: { N, the first entries }.  The message table
+ * is made for N; ngx_p3x_store_index_fetch() asks for the rest.
  */
 
 ngx_int_t
-ngx_p3x_store_load_index(ngx_p3x_ctx_t *ctx, redisReply *reply)
+ngx_p3x_store_index_begin(ngx_p3x_ctx_t *ctx, redisReply *reply)
+{
+    redisReply  *n;
+
+    ctx->nmsgs = 0;
+    ctx->octets = 0;
+    ctx->index_total = 0;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_INTEGER
+        || reply->element[0]->integer < 0
+        || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        return NGX_DECLINED;
+    }
+
+    n = reply->element[0];
+
+    if (n->integer > 0) {
+        ctx->msgs = ngx_palloc(ctx->connection->pool,
+                               (size_t) n->integer * sizeof(ngx_p3x_msg_t));
+        if (ctx->msgs == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->index_total = (ngx_uint_t) n->integer;
+    ctx->index_next = ngx_min(ctx->index_total, NGX_P3X_INDEX_CHUNK);
+
+    return ngx_p3x_store_index_add(ctx, reply->element[1]);
+}
+
+
+/* LRANGE for every chunk not read yet, all sent at once */
+
+ngx_int_t
+ngx_p3x_store_index_fetch(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler)
+{
+    u_char       key[NGX_P3X_KEY_MAX], from[NGX_INT_T_LEN],
+                 to[NGX_INT_T_LEN];
+    size_t       argvlen[4];
+    ngx_uint_t   last;
+    const char  *argv[4];
+
+    argv[0] = "LRANGE";
+    argvlen[0] = 6;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_p3x_store_key(ctx, key, P3X_INDEX_SUFFIX,
+                                   sizeof(P3X_INDEX_SUFFIX))
+                 - key;
+    argv[2] = (const char *) from;
+    argv[3] = (const char *) to;
+
+    while (ctx->index_next < ctx->index_total) {
+        last = ngx_min(ctx->index_next + NGX_P3X_INDEX_CHUNK,
+                       ctx->index_total) - 1;
+
+        argvlen[2] = ngx_sprintf(from, "%ui", ctx->index_next) - from;
+        argvlen[3] = ngx_sprintf(to, "%ui", last) - to;
+
+        if (ngx_p3x_redis_send(ctx->conf->redis, 4, argv, argvlen, -1,
+                               handler, ctx)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->index_next = last + 1;
+        ctx->login_pending++;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Appends index entries ("UID SIZE") to the message table.  Entries that
+ * break the model are logged and left out: numbering stays consistent
+ * within the session either way.
+ */
+
+ngx_int_t
+ngx_p3x_store_index_add(ngx_p3x_ctx_t *ctx, redisReply *reply)
 {
     u_char         *blob, *sp, *e;
     size_t          i, total, uid_len;
@@ -297,8 +381,9 @@ ngx_p3x_store_load_index(ngx_p3x_ctx_t *ctx, redisReply *reply)
     ngx_p3x_msg_t  *m;
     redisReply     *el;
 
-    ctx->nmsgs = 0;
-    ctx->octets = 0;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return NGX_DECLINED;
+    }
 
     if (reply->elements == 0) {
         return NGX_OK;
@@ -310,16 +395,17 @@ ngx_p3x_store_load_index(ngx_p3x_ctx_t *ctx, redisReply *reply)
         total += reply->element[i]->len;
     }
 
-    ctx->msgs = ngx_palloc(ctx->connection->pool,
-                           reply->elements * sizeof(ngx_p3x_msg_t));
     blob = ngx_pnalloc(ctx->connection->pool, total);
-
-    if (ctx->msgs == NULL || blob == NULL) {
+    if (blob == NULL) {
         return NGX_ERROR;
     }
 
     for (i = 0; i < reply->elements; i++) {
         el = reply->element[i];
+
+        if (ctx->nmsgs == ctx->index_total) {
+            break;
+        }
 
         if (el->type != REDIS_REPLY_STRING) {
             goto invalid;
@@ -361,7 +447,7 @@ ngx_p3x_store_load_index(ngx_p3x_ctx_t *ctx, redisReply *reply)
 
         ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
                       "pop3_ext: maildrop \"%V\" has an invalid index "
-                      "entry %uz, skipped", &ctx->mailbox, i + 1);
+                      "entry, skipped", &ctx->mailbox);
     }
 
     return NGX_OK;
