@@ -71,6 +71,7 @@ static ngx_int_t ngx_p3x_redis_enqueue(ngx_p3x_rconn_t *rc,
 static ngx_int_t ngx_p3x_redis_load_script(ngx_p3x_rconn_t *rc,
     ngx_int_t script);
 static void ngx_p3x_redis_fail(ngx_p3x_rconn_t *rc, const char *why);
+static void ngx_p3x_redis_close(ngx_p3x_rconn_t *rc);
 static void ngx_p3x_redis_free_req(ngx_p3x_rreq_t *req);
 
 
@@ -663,18 +664,8 @@ ngx_p3x_redis_fail(ngx_p3x_rconn_t *rc, const char *why)
                   "pop3_ext: redis %V: %s, %ui request(s) failed",
                   &rc->redis->name, why, rc->npending);
 
-    if (rc->peer.connection) {
-        ngx_close_connection(rc->peer.connection);
-        rc->peer.connection = NULL;
-    }
+    ngx_p3x_redis_close(rc);
 
-    if (rc->reader) {
-        redisReaderFree(rc->reader);
-        rc->reader = NULL;
-    }
-
-    rc->connected = 0;
-    rc->connecting = 0;
     rc->out_pos = 0;
     rc->out_len = 0;
 
@@ -748,15 +739,7 @@ ngx_p3x_redis_exit_worker(ngx_p3x_redis_t *r)
             ngx_del_timer(&rc->reconnect);
         }
 
-        if (rc->peer.connection) {
-            ngx_close_connection(rc->peer.connection);
-            rc->peer.connection = NULL;
-        }
-
-        if (rc->reader) {
-            redisReaderFree(rc->reader);
-            rc->reader = NULL;
-        }
+        ngx_p3x_redis_close(rc);
 
         while (!ngx_queue_empty(&rc->pending)) {
             q = ngx_queue_head(&rc->pending);
@@ -770,10 +753,25 @@ ngx_p3x_redis_exit_worker(ngx_p3x_redis_t *r)
             ngx_free(rc->out);
             rc->out = NULL;
         }
-
-        rc->connected = 0;
-        rc->connecting = 0;
     }
+}
+
+
+static void
+ngx_p3x_redis_close(ngx_p3x_rconn_t *rc)
+{
+    if (rc->peer.connection) {
+        ngx_close_connection(rc->peer.connection);
+        rc->peer.connection = NULL;
+    }
+
+    if (rc->reader) {
+        redisReaderFree(rc->reader);
+        rc->reader = NULL;
+    }
+
+    rc->connected = 0;
+    rc->connecting = 0;
 }
 
 

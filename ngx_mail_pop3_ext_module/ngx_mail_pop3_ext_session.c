@@ -26,6 +26,7 @@ static ngx_int_t ngx_p3x_read(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_in_free(ngx_p3x_ctx_t *ctx);
 static ngx_int_t ngx_p3x_next_command(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+static ngx_int_t ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static ngx_int_t ngx_p3x_stream(ngx_p3x_ctx_t *ctx);
 static ngx_p3x_msg_t *ngx_p3x_message(ngx_p3x_ctx_t *ctx,
     ngx_p3x_cmd_t *cmd, ngx_uint_t nargs);
@@ -631,6 +632,26 @@ ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text)
 
 /* one reply line; the room for it is checked before each command */
 
+/* for commands that take no argument: true after the error reply */
+
+static ngx_int_t
+ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
+{
+    u_char  text[64];
+
+    if (cmd->nargs == 0) {
+        return 0;
+    }
+
+    *ngx_snprintf(text, sizeof(text) - 1, "-ERR %V takes no arguments",
+                  &cmd->name) = '\0';
+
+    ngx_p3x_error(ctx, (const char *) text);
+
+    return 1;
+}
+
+
 void
 ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...)
 {
@@ -907,8 +928,7 @@ ngx_p3x_committed(void *data, redisReply *reply)
 static void
 ngx_p3x_noop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
-    if (cmd->nargs) {
-        ngx_p3x_error(ctx, "-ERR NOOP takes no arguments");
+    if (ngx_p3x_extra_args(ctx, cmd)) {
         return;
     }
 
@@ -919,8 +939,7 @@ ngx_p3x_noop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 static void
 ngx_p3x_stat(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
-    if (cmd->nargs) {
-        ngx_p3x_error(ctx, "-ERR STAT takes no arguments");
+    if (ngx_p3x_extra_args(ctx, cmd)) {
         return;
     }
 
@@ -1346,8 +1365,7 @@ ngx_p3x_dele_marked(void *data, redisReply *reply)
 static void
 ngx_p3x_rset(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
-    if (cmd->nargs) {
-        ngx_p3x_error(ctx, "-ERR RSET takes no arguments");
+    if (ngx_p3x_extra_args(ctx, cmd)) {
         return;
     }
 
@@ -1404,8 +1422,7 @@ ngx_p3x_rset_cleared(void *data, redisReply *reply)
 static void
 ngx_p3x_last(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
-    if (cmd->nargs) {
-        ngx_p3x_error(ctx, "-ERR LAST takes no arguments");
+    if (ngx_p3x_extra_args(ctx, cmd)) {
         return;
     }
 
