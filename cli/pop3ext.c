@@ -1968,9 +1968,9 @@ done:
 
 /*
  * Prints what a login reads of a user, with the module's own AUTHINFO
- * script (it only reads): the scheme of the secret (never the secret), the mailbox, the
- * disabled flag as the module reads it, and the failed logins counted
- * against the name.
+ * script (it only reads): the scheme of the secret (never the secret),
+ * the mailbox, the disabled flag as the module reads it, and the failed
+ * logins counted against the name.
  */
 
 static int
