@@ -28,6 +28,7 @@ static ngx_int_t ngx_p3x_login_refused(ngx_p3x_ctx_t *ctx, ngx_uint_t method);
 static ngx_int_t ngx_p3x_login_salt(ngx_p3x_ctx_t *ctx, ngx_str_t *salt);
 static void ngx_p3x_login_greet(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_addr_slot(void *data, redisReply *reply);
+static ngx_int_t ngx_p3x_login_printable(ngx_str_t *name);
 static ngx_int_t ngx_p3x_login_set_user(ngx_p3x_ctx_t *ctx, ngx_str_t *name);
 static ngx_int_t ngx_p3x_login_set_password(ngx_p3x_ctx_t *ctx,
     ngx_str_t *pw);
@@ -589,6 +590,15 @@ ngx_p3x_sasl_external_response(ngx_p3x_ctx_t *ctx, ngx_str_t *msg)
         return;
     }
 
+    /* both names are checked before either may reach the log */
+
+    if (!ngx_p3x_login_printable(msg)
+        || ngx_p3x_login_set_user(ctx, &id) != NGX_OK)
+    {
+        ngx_p3x_error(ctx, "-ERR [AUTH] invalid user name");
+        return;
+    }
+
     if (msg->len
         && (msg->len != id.len
             || ngx_strncmp(msg->data, id.data, id.len) != 0))
@@ -600,35 +610,41 @@ ngx_p3x_sasl_external_response(ngx_p3x_ctx_t *ctx, ngx_str_t *msg)
         return;
     }
 
-    if (ngx_p3x_login_set_user(ctx, &id) != NGX_OK) {
-        ngx_p3x_error(ctx, "-ERR [AUTH] invalid user name");
-        return;
-    }
-
     ctx->password.len = 0;
 
     ngx_p3x_login_start(ctx, ngx_p3x_auth_external);
 }
 
 
+/*
+ * A name from SASL is decoded base64 and may hold any octet: a line end
+ * in it would forge log lines (and fail2ban bans).
+ */
+
 static ngx_int_t
-ngx_p3x_login_set_user(ngx_p3x_ctx_t *ctx, ngx_str_t *name)
+ngx_p3x_login_printable(ngx_str_t *name)
 {
     size_t  i;
 
     if (name->len > P3X_NAME_MAX) {
-        return NGX_ERROR;
+        return 0;
     }
-
-    /*
-     * A name from SASL is decoded base64 and may hold any octet: a line
-     * end in it would forge log lines (and fail2ban bans).
-     */
 
     for (i = 0; i < name->len; i++) {
         if (name->data[i] < 0x20 || name->data[i] == 0x7f) {
-            return NGX_ERROR;
+            return 0;
         }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_p3x_login_set_user(ngx_p3x_ctx_t *ctx, ngx_str_t *name)
+{
+    if (!ngx_p3x_login_printable(name)) {
+        return NGX_ERROR;
     }
 
     ngx_memcpy(ctx->user.data, name->data, name->len);
@@ -666,7 +682,10 @@ ngx_p3x_login_set_password(ngx_p3x_ctx_t *ctx, ngx_str_t *pw)
 }
 
 
-/* wiped and given back: it is needed only until the check has run */
+/*
+ * The password and the stored secret (for {PLAIN}, the password itself)
+ * are wiped and given back: they are needed only until the check ran.
+ */
 
 void
 ngx_p3x_login_forget_password(ngx_p3x_ctx_t *ctx)
@@ -675,6 +694,12 @@ ngx_p3x_login_forget_password(ngx_p3x_ctx_t *ctx)
         ngx_explicit_memzero(ctx->password.data, ctx->password.len);
         ngx_free(ctx->password.data);
         ngx_str_null(&ctx->password);
+    }
+
+    if (ctx->secret.data) {
+        ngx_explicit_memzero(ctx->secret.data, ctx->secret.len);
+        ngx_free(ctx->secret.data);
+        ngx_str_null(&ctx->secret);
     }
 }
 
@@ -696,7 +721,6 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
     ctx->user_failures = 0;
     ctx->login_pending = 0;
     ctx->login_start = ngx_current_msec;
-    ngx_str_null(&ctx->secret);
 
     ctx->connection->log->action = "authenticating";
 
@@ -765,8 +789,8 @@ ngx_p3x_login_info(void *data, redisReply *reply)
 
     el = reply->element[0];
 
-    if (el->type == REDIS_REPLY_STRING && el->len > 0) {
-        ctx->secret.data = ngx_pnalloc(ctx->connection->pool, el->len);
+    if (el->type == REDIS_REPLY_STRING && el->len > 0 && !ctx->secret.data) {
+        ctx->secret.data = ngx_alloc(el->len, ctx->connection->log);
         if (ctx->secret.data == NULL) {
             ctx->login_failed = 1;
             goto done;
@@ -929,6 +953,8 @@ ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx)
     }
 
     ctx->connection->log->action = "in auth state";
+
+    ngx_p3x_login_forget_password(ctx);
 
     if (ngx_p3x_limit_fail(ctx, ngx_p3x_login_counted) != NGX_OK) {
         ngx_p3x_login_counted(ctx, NULL);

@@ -440,8 +440,8 @@ ngx_p3x_in_free(ngx_p3x_ctx_t *ctx)
     b = ctx->in;
 
     if (b->start && b->pos == b->last && !ctx->skipping) {
-        /* what was read may have been a password */
-        ngx_explicit_memzero(b->start, b->last - b->start);
+        /* what was read into it may have been a password */
+        ngx_explicit_memzero(b->start, b->end - b->start);
         ngx_free(b->start);
         ngx_memzero(b, sizeof(ngx_buf_t));
     }
