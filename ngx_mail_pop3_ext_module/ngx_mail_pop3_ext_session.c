@@ -687,10 +687,19 @@ ngx_p3x_close(ngx_p3x_ctx_t *ctx)
 
     ctx->state = ngx_p3x_state_closing;
 
-    /* the pool cleanup releases the lock and cancels what is pending */
+    /*
+     * Now, not at the pool's end: a TLS shutdown may keep the pool alive
+     * a while, and no Redis reply, hash result or timer may reach the
+     * session meanwhile.  The pool cleanup runs it again, harmlessly.
+     */
+
+    ngx_p3x_cleanup(ctx);
+
     ngx_mail_close_connection(c);
 }
 
+
+/* gives back all a session holds; runs twice at most, the second idle */
 
 static void
 ngx_p3x_cleanup(void *data)
@@ -726,7 +735,7 @@ ngx_p3x_cleanup(void *data)
     if (ctx->in->start) {
         ngx_explicit_memzero(ctx->in->start, ctx->in->end - ctx->in->start);
         ngx_free(ctx->in->start);
-        ctx->in->start = NULL;
+        ngx_memzero(ctx->in, sizeof(ngx_buf_t));
     }
 }
 
