@@ -417,6 +417,7 @@ pop3ext_usage(void)
 "  ADDRESS    HOST:PORT or unix:PATH; default $POP3EXT_REDIS, else\n"
 "             " POP3EXT_DEFAULT_REDIS "\n"
 "  POP3EXT_MAX_SIZE  largest message in octets; default 67108864\n"
+"  POP3EXT_REDIS_PASSWORD, POP3EXT_REDIS_USER  Redis AUTH, if required\n"
 "\n"
 "  exit status: 0 ok, 64 usage, 65 bad password, hash or message,\n"
 "  67 unknown user, 69 scheme unavailable, 70 internal error,\n"
@@ -486,6 +487,9 @@ pop3ext_parse_address(pop3ext_ctx_t *cx)
 }
 
 
+static int pop3ext_auth(pop3ext_ctx_t *cx);
+
+
 static int
 pop3ext_connect(pop3ext_ctx_t *cx)
 {
@@ -520,6 +524,43 @@ pop3ext_connect(pop3ext_ctx_t *cx)
                       cx->address, cx->redis->errstr);
         return EX_TEMPFAIL;
     }
+
+    return pop3ext_auth(cx);
+}
+
+
+/*
+ * A Redis that requires a password (requirepass, or an ACL user): from
+ * the environment, so that it shows in no process list.
+ */
+
+static int
+pop3ext_auth(pop3ext_ctx_t *cx)
+{
+    int          rc;
+    const char  *user, *password;
+    redisReply  *r;
+
+    password = getenv("POP3EXT_REDIS_PASSWORD");
+    user = getenv("POP3EXT_REDIS_USER");
+
+    if (password == NULL || password[0] == '\0') {
+        return EX_OK;
+    }
+
+    if (user != NULL && user[0] != '\0') {
+        r = redisCommand(cx->redis, "AUTH %s %s", user, password);
+
+    } else {
+        r = redisCommand(cx->redis, "AUTH %s", password);
+    }
+
+    rc = pop3ext_check(cx, r);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    freeReplyObject(r);
 
     return EX_OK;
 }

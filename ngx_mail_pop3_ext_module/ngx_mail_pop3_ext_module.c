@@ -19,7 +19,7 @@ static char *ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_mail_pop3_ext_auth_concurrency(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_p3x_redis_t *ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf,
-    ngx_str_t *addr, ngx_uint_t nconns, ngx_msec_t timeout);
+    ngx_p3x_redis_t *want);
 static char *ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf,
@@ -324,6 +324,7 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_mail_pop3_ext_srv_conf_t *prev = parent;
     ngx_mail_pop3_ext_srv_conf_t *conf = child;
 
+    ngx_p3x_redis_t            want;
     ngx_mail_core_srv_conf_t  *cscf;
 
     static ngx_str_t  loopback4 = ngx_string("127.0.0.0/8");
@@ -343,9 +344,12 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (conf->redis == NULL) {
-        conf->redis = ngx_mail_pop3_ext_add_redis(cf,
-                                           &ngx_mail_pop3_ext_default_redis,
-                                           2, 5000);
+        ngx_memzero(&want, sizeof(ngx_p3x_redis_t));
+        want.name = ngx_mail_pop3_ext_default_redis;
+        want.nconns = 2;
+        want.timeout = 5000;
+
+        conf->redis = ngx_mail_pop3_ext_add_redis(cf, &want);
         if (conf->redis == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -544,7 +548,8 @@ ngx_mail_pop3_ext_auth_concurrency(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /*
- * pop3_ext_redis address [connections=N] [timeout=time];
+ * pop3_ext_redis address [connections=N] [timeout=time] [user=name]
+ *                [password=secret];
  * Servers naming the same address share its connections.
  */
 
@@ -553,10 +558,10 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_mail_pop3_ext_srv_conf_t  *pscf = conf;
 
-    ngx_int_t    n;
-    ngx_str_t   *value, s;
-    ngx_uint_t   i, nconns;
-    ngx_msec_t   timeout;
+    ngx_int_t         n;
+    ngx_str_t        *value, s;
+    ngx_uint_t        i;
+    ngx_p3x_redis_t   want;
 
     if (pscf->redis) {
         return "is duplicate";
@@ -564,8 +569,10 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    nconns = 2;
-    timeout = 5000;
+    ngx_memzero(&want, sizeof(ngx_p3x_redis_t));
+    want.name = value[1];
+    want.nconns = 2;
+    want.timeout = 5000;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -578,7 +585,7 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            nconns = n;
+            want.nconns = n;
             continue;
         }
 
@@ -586,9 +593,9 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             s.data = value[i].data + 8;
             s.len = value[i].len - 8;
 
-            timeout = ngx_parse_time(&s, 0);
+            want.timeout = ngx_parse_time(&s, 0);
 
-            if (timeout == (ngx_msec_t) NGX_ERROR || timeout == 0) {
+            if (want.timeout == (ngx_msec_t) NGX_ERROR || want.timeout == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid \"%V\"", &value[i]);
                 return NGX_CONF_ERROR;
@@ -597,13 +604,28 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            want.user.data = value[i].data + 5;
+            want.user.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            want.password.data = value[i].data + 9;
+            want.password.len = value[i].len - 9;
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
     }
 
-    pscf->redis = ngx_mail_pop3_ext_add_redis(cf, &value[1], nconns,
-                                              timeout);
+    if (want.user.len && want.password.len == 0) {
+        return "has a user= without a password=";
+    }
+
+    pscf->redis = ngx_mail_pop3_ext_add_redis(cf, &want);
     if (pscf->redis == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -613,8 +635,7 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static ngx_p3x_redis_t *
-ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_str_t *addr,
-    ngx_uint_t nconns, ngx_msec_t timeout)
+ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_p3x_redis_t *want)
 {
     ngx_url_t                       u;
     ngx_uint_t                      i;
@@ -626,25 +647,35 @@ ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_str_t *addr,
     rp = mcf->redis.elts;
 
     for (i = 0; i < mcf->redis.nelts; i++) {
-        if (rp[i]->name.len == addr->len
-            && ngx_strncmp(rp[i]->name.data, addr->data, addr->len) == 0)
-        {
-            if (rp[i]->nconns != nconns || rp[i]->timeout != timeout) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "redis \"%V\" is used with different "
-                                   "parameters elsewhere", addr);
-                return NULL;
-            }
+        r = rp[i];
 
-            return rp[i];
+        if (r->name.len != want->name.len
+            || ngx_strncmp(r->name.data, want->name.data, r->name.len) != 0)
+        {
+            continue;
         }
+
+        if (r->nconns != want->nconns || r->timeout != want->timeout
+            || r->user.len != want->user.len
+            || r->password.len != want->password.len
+            || ngx_strncmp(r->user.data, want->user.data, r->user.len) != 0
+            || ngx_strncmp(r->password.data, want->password.data,
+                           r->password.len) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis \"%V\" is used with different "
+                               "parameters elsewhere", &want->name);
+            return NULL;
+        }
+
+        return r;
     }
 
     /* addresses are resolved here, never on the event loop */
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
-    u.url = *addr;
+    u.url = want->name;
     u.default_port = 6379;
     u.no_resolve = 0;
 
@@ -668,11 +699,9 @@ ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_str_t *addr,
         return NULL;
     }
 
-    r->name = *addr;
+    *r = *want;
     r->addrs = u.addrs;
     r->naddrs = u.naddrs;
-    r->nconns = nconns;
-    r->timeout = timeout;
 
     rp = ngx_array_push(&mcf->redis);
     if (rp == NULL) {

@@ -70,6 +70,8 @@ struct ngx_p3x_redis_s {
 
     ngx_uint_t                nconns;
     ngx_msec_t                timeout;
+    ngx_str_t                 user;           /* AUTH, if set */
+    ngx_str_t                 password;
 
     ngx_p3x_rconn_t          *conns;
     ngx_uint_t                next;

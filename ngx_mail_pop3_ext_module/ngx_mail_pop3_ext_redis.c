@@ -52,10 +52,13 @@ struct ngx_p3x_rconn_s {
 
     unsigned                   connecting:1;
     unsigned                   connected:1;
+    unsigned                   auth_refused:1;
 };
 
 
 static void ngx_p3x_redis_connect(ngx_p3x_rconn_t *rc);
+static ngx_int_t ngx_p3x_redis_auth(ngx_p3x_rconn_t *rc);
+static void ngx_p3x_redis_authed(void *data, redisReply *reply);
 static void ngx_p3x_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_p3x_redis_connected(ngx_p3x_rconn_t *rc);
 static ngx_int_t ngx_p3x_redis_test_connect(ngx_connection_t *c);
@@ -349,7 +352,7 @@ ngx_p3x_redis_connect(ngx_p3x_rconn_t *rc)
     c->pool = NULL;
 
     rc->reader = redisReaderCreate();
-    if (rc->reader == NULL) {
+    if (rc->reader == NULL || ngx_p3x_redis_auth(rc) != NGX_OK) {
         ngx_p3x_redis_fail(rc, "out of memory");
         return;
     }
@@ -361,6 +364,96 @@ ngx_p3x_redis_connect(ngx_p3x_rconn_t *rc)
     }
 
     ngx_p3x_redis_connected(rc);
+}
+
+
+/*
+ * With a password configured, AUTH goes first on every new connection,
+ * ahead of whatever waited for it.  If Redis refuses it, the log says
+ * why, the connection is dropped (the requests behind it fail, their
+ * sessions answer [SYS/TEMP]) and tried again with the usual backoff.
+ */
+
+static ngx_int_t
+ngx_p3x_redis_auth(ngx_p3x_rconn_t *rc)
+{
+    u_char           *p;
+    size_t            argvlen[3], pending;
+    ngx_uint_t        n;
+    const char       *argv[3];
+    ngx_p3x_rreq_t   *req;
+    ngx_p3x_redis_t  *r;
+
+    r = rc->redis;
+
+    if (r->password.len == 0) {
+        return NGX_OK;
+    }
+
+    n = 0;
+    argv[n] = "AUTH";
+    argvlen[n++] = 4;
+
+    if (r->user.len) {
+        argv[n] = (const char *) r->user.data;
+        argvlen[n++] = r->user.len;
+    }
+
+    argv[n] = (const char *) r->password.data;
+    argvlen[n++] = r->password.len;
+
+    req = ngx_p3x_redis_request(rc, n, argv, argvlen);
+    if (req == NULL) {
+        return NGX_ERROR;
+    }
+
+    req->handler = ngx_p3x_redis_authed;
+    req->data = rc;
+    req->script = -1;
+
+    /* the AUTH command goes before what is in the buffer already */
+
+    pending = rc->out_len - rc->out_pos;
+
+    p = ngx_alloc(ngx_max(req->len + pending, 4096), rc->log);
+    if (p == NULL) {
+        ngx_p3x_redis_free_req(req);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, req->cmd, req->len);
+
+    if (pending) {
+        ngx_memcpy(p + req->len, rc->out + rc->out_pos, pending);
+    }
+
+    if (rc->out) {
+        ngx_free(rc->out);
+    }
+
+    rc->out = p;
+    rc->out_pos = 0;
+    rc->out_len = req->len + pending;
+    rc->out_size = ngx_max(req->len + pending, 4096);
+
+    ngx_queue_insert_head(&rc->pending, &req->queue);
+    rc->npending++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_p3x_redis_authed(void *data, redisReply *reply)
+{
+    ngx_p3x_rconn_t  *rc = data;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "pop3_ext: redis %V refused AUTH: %*s",
+                      &rc->redis->name, reply->len, reply->str);
+        rc->auth_refused = 1;
+    }
 }
 
 
@@ -541,6 +634,13 @@ ngx_p3x_redis_read_handler(ngx_event_t *rev)
             }
 
             ngx_p3x_redis_dispatch(rc, reply);
+
+            if (rc->auth_refused) {
+                /* start over later: the password may have been changed */
+                rc->auth_refused = 0;
+                ngx_p3x_redis_fail(rc, "AUTH refused");
+                return;
+            }
         }
 
         if (rc->npending == 0) {

@@ -578,6 +578,8 @@ sub run_redis {
         '--bind', '127.0.0.1', '--port', $port, '--dir', $d,
         '--daemonize', 'no', '--logfile', "$d/redis.log",
         '--protected-mode', 'no');
+    push @cmd, '--requirepass', $self->{redis_password}
+        if defined $self->{redis_password};
 
     my $pid = $self->_spawn({}, "$d/redis.out", @cmd);
     $self->{redis_pid} = $pid;
@@ -664,7 +666,22 @@ sub _redis_sock {
     binmode $s;
     $s->blocking(0);
     $self->{redis_buf} = '';
-    return $self->{redis_sock} = $s;
+    $self->{redis_sock} = $s;
+
+    if (defined $self->{redis_password}) {
+        my ($r) = $self->redis_pipeline(['AUTH', $self->{redis_password}]);
+    }
+
+    return $s;
+}
+
+# has_redis_password: Redis runs with requirepass; the harness's client
+# and pop3ext (POP3EXT_REDIS_PASSWORD) authenticate
+
+sub has_redis_password {
+    my ($self, $password) = @_;
+    $self->{redis_password} = $password;
+    return $self;
 }
 
 sub _resp_encode {
@@ -940,6 +957,11 @@ sub pop3ext {
         : '127.0.0.1:' . $self->redis_port();
     push @cmd, '-r', $redis if defined $redis;
     push @cmd, @args;
+
+    if (defined $self->{redis_password}) {
+        $o->{env} = { POP3EXT_REDIS_PASSWORD => $self->{redis_password},
+                      %{$o->{env} || {}} };
+    }
 
     return $self->run_cmd(\@cmd, $o);
 }
