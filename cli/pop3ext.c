@@ -130,6 +130,8 @@ static int pop3ext_key(char *buf, const char *prefix, const char *name,
 static int pop3ext_user_name(int argc, char **argv, const char *cmd,
     const char **user);
 static int pop3ext_valid_user(const char *name);
+static int pop3ext_user_record(pop3ext_ctx_t *cx, const char *user,
+    redisReply **rp);
 static int pop3ext_mailbox(pop3ext_ctx_t *cx, const char *user, char *mbox);
 static int pop3ext_entry(const char *p, size_t len, size_t *uid_len,
     unsigned long long *size);
@@ -673,6 +675,69 @@ pop3ext_valid_user(const char *name)
 
 
 /*
+ * Reads what a login reads of a user, with the module's own AUTHINFO
+ * script: on EX_OK *rp is { secret, mailbox, disabled, failures }, each
+ * nil or a string, for the caller to free; an unknown user is EX_NOUSER.
+ */
+
+static int
+pop3ext_user_record(pop3ext_ctx_t *cx, const char *user, redisReply **rp)
+{
+    int          rc;
+    size_t       i;
+    char         key[POP3EXT_KEY_MAX], fkey[POP3EXT_KEY_MAX];
+    redisReply  *r;
+
+    if (pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX) != EX_OK
+        || pop3ext_key(fkey, P3X_FAIL_USER_PREFIX, user, P3X_TAG_CLOSE)
+           != EX_OK)
+    {
+        return EX_SOFTWARE;
+    }
+
+    r = pop3ext_command(cx, &rc, "EVAL %s 2 %s %s", P3X_SCRIPT_AUTHINFO,
+                        key, fkey);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        goto unexpected;
+    }
+
+    for (i = 0; i < 4; i++) {
+        if (r->element[i]->type != REDIS_REPLY_NIL
+            && r->element[i]->type != REDIS_REPLY_STRING)
+        {
+            goto unexpected;
+        }
+    }
+
+    /* a hash without fields does not exist, so all nil is a missing key */
+
+    if (r->element[0]->type == REDIS_REPLY_NIL
+        && r->element[1]->type == REDIS_REPLY_NIL
+        && r->element[2]->type == REDIS_REPLY_NIL)
+    {
+        pop3ext_error("unknown user \"%s\"", user);
+        freeReplyObject(r);
+        return EX_NOUSER;
+    }
+
+    *rp = r;
+
+    return EX_OK;
+
+unexpected:
+
+    pop3ext_error("unexpected reply to AUTHINFO for user \"%s\"", user);
+    freeReplyObject(r);
+
+    return EX_SOFTWARE;
+}
+
+
+/*
  * Resolves the mailbox of a user: its "mailbox" field if set and not
  * empty, else the user name.  mbox has room for P3X_NAME_MAX + 1 octets.
  */
@@ -681,39 +746,11 @@ static int
 pop3ext_mailbox(pop3ext_ctx_t *cx, const char *user, char *mbox)
 {
     int          rc;
-    size_t       i;
-    char         key[POP3EXT_KEY_MAX];
     redisReply  *r, *m;
 
-    rc = pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX);
+    rc = pop3ext_user_record(cx, user, &r);
     if (rc != EX_OK) {
         return rc;
-    }
-
-    r = pop3ext_command(cx, &rc, "HMGET %s %s %s %s", key, P3X_FIELD_SECRET,
-                        P3X_FIELD_MAILBOX, P3X_FIELD_DISABLED);
-    if (r == NULL) {
-        return rc;
-    }
-
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
-        pop3ext_error("unexpected reply to HMGET for user \"%s\"", user);
-        rc = EX_SOFTWARE;
-        goto done;
-    }
-
-    /* a hash without fields does not exist, so all nil is a missing key */
-
-    for (i = 0; i < 3; i++) {
-        if (r->element[i]->type != REDIS_REPLY_NIL) {
-            break;
-        }
-    }
-
-    if (i == 3) {
-        pop3ext_error("unknown user \"%s\"", user);
-        rc = EX_NOUSER;
-        goto done;
     }
 
     m = r->element[1];
@@ -2022,7 +2059,6 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
     const char              *user, *p, *scheme, *note, *methods;
     redisReply              *r, *e;
     const pop3ext_scheme_t  *s;
-    char                     key[POP3EXT_KEY_MAX], fkey[POP3EXT_KEY_MAX];
     char                     mbox[P3X_NAME_MAX + 1];
     char                     name[64];
 
@@ -2031,48 +2067,14 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    if (pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX) != EX_OK
-        || pop3ext_key(fkey, P3X_FAIL_USER_PREFIX, user, P3X_TAG_CLOSE)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
-    }
-
     rc = pop3ext_connect(cx);
     if (rc != EX_OK) {
         return rc;
     }
 
-    r = pop3ext_command(cx, &rc, "EVAL %s 2 %s %s", P3X_SCRIPT_AUTHINFO,
-                        key, fkey);
-    if (r == NULL) {
+    rc = pop3ext_user_record(cx, user, &r);
+    if (rc != EX_OK) {
         return rc;
-    }
-
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
-        pop3ext_error("unexpected reply to AUTHINFO for user \"%s\"", user);
-        rc = EX_SOFTWARE;
-        goto done;
-    }
-
-    for (i = 0; i < 3; i++) {
-        e = r->element[i];
-
-        if (e->type != REDIS_REPLY_NIL && e->type != REDIS_REPLY_STRING) {
-            pop3ext_error("unexpected reply to AUTHINFO for user \"%s\"",
-                          user);
-            rc = EX_SOFTWARE;
-            goto done;
-        }
-    }
-
-    if (r->element[0]->type == REDIS_REPLY_NIL
-        && r->element[1]->type == REDIS_REPLY_NIL
-        && r->element[2]->type == REDIS_REPLY_NIL)
-    {
-        pop3ext_error("unknown user \"%s\"", user);
-        rc = EX_NOUSER;
-        goto done;
     }
 
     /* the scheme, as ngx_p3x_auth_split() and the scheme table read it */
@@ -2164,8 +2166,6 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
         pop3ext_error("cannot write: %s", strerror(errno));
         rc = EX_IOERR;
     }
-
-done:
 
     /* the reply holds the secret, which may be a PLAIN password */
 
