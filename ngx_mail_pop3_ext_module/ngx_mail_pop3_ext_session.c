@@ -39,6 +39,7 @@ static void ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_committed(void *data, redisReply *reply);
 static void ngx_p3x_commit_failed(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_noop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+static void ngx_p3x_utf8(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_stat(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_list(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_uidl(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
@@ -67,7 +68,7 @@ static ngx_p3x_command_pt  ngx_p3x_auth_commands[] = {
     ngx_p3x_capa,
     ngx_p3x_quit,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-    NULL                            /* UTF8 */
+    ngx_p3x_utf8
 };
 
 
@@ -860,6 +861,8 @@ ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
         if (ngx_p3x_ssl_starttls(ctx)) {
             ngx_p3x_out_literal(ctx, "STLS" CRLF);
         }
+
+        ngx_p3x_out_literal(ctx, "UTF8 USER" CRLF);
     }
 
     ngx_p3x_out_literal(ctx, "IMPLEMENTATION ngx_mail_pop3_ext_module/"
@@ -929,6 +932,22 @@ ngx_p3x_committed(void *data, redisReply *reply)
     }
 
     ngx_p3x_resume(ctx);
+}
+
+
+/*
+ * RFC 6856: names and passwords are octets to this server and messages
+ * go out as stored, so UTF-8 needs no mode; the command only confirms it.
+ */
+
+static void
+ngx_p3x_utf8(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
+{
+    if (ngx_p3x_extra_args(ctx, cmd)) {
+        return;
+    }
+
+    ngx_p3x_out_literal(ctx, "+OK UTF-8 enabled" CRLF);
 }
 
 
