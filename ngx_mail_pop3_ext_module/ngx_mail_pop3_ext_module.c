@@ -24,6 +24,7 @@ static char *ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf,
     ngx_array_t *a, ngx_str_t *text);
+static ngx_int_t ngx_mail_pop3_ext_str_eq(ngx_str_t *a, ngx_str_t *b);
 static ngx_int_t ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle);
 static void ngx_mail_pop3_ext_exit_process(ngx_cycle_t *cycle);
 static ngx_mail_pop3_ext_main_conf_t *ngx_mail_pop3_ext_cycle_conf(
@@ -649,18 +650,13 @@ ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_p3x_redis_t *want)
     for (i = 0; i < mcf->redis.nelts; i++) {
         r = rp[i];
 
-        if (r->name.len != want->name.len
-            || ngx_strncmp(r->name.data, want->name.data, r->name.len) != 0)
-        {
+        if (!ngx_mail_pop3_ext_str_eq(&r->name, &want->name)) {
             continue;
         }
 
         if (r->nconns != want->nconns || r->timeout != want->timeout
-            || r->user.len != want->user.len
-            || r->password.len != want->password.len
-            || ngx_strncmp(r->user.data, want->user.data, r->user.len) != 0
-            || ngx_strncmp(r->password.data, want->password.data,
-                           r->password.len) != 0)
+            || !ngx_mail_pop3_ext_str_eq(&r->user, &want->user)
+            || !ngx_mail_pop3_ext_str_eq(&r->password, &want->password))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "redis \"%V\" is used with different "
@@ -711,6 +707,16 @@ ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_p3x_redis_t *want)
     *rp = r;
 
     return r;
+}
+
+
+/* empty strings may have no data pointer at all */
+
+static ngx_int_t
+ngx_mail_pop3_ext_str_eq(ngx_str_t *a, ngx_str_t *b)
+{
+    return a->len == b->len
+           && (a->len == 0 || ngx_strncmp(a->data, b->data, a->len) == 0);
 }
 
 

@@ -50,8 +50,13 @@ sleep(1.5);
 my $during = worker_rss_kb();
 my $grown = $during - $before;
 note("worker RSS before $before KB, with RETR stalled $during KB");
-cmp_ok($grown, '<', 4096,
-    'a stalled 20 MB RETR costs the worker less than 4 MB');
+SKIP: {
+    # AddressSanitizer keeps freed memory in quarantine: RSS says nothing
+    skip 'RSS is not meaningful under ASan', 1 if $ENV{TEST_NGINX_ASAN};
+
+    cmp_ok($grown, '<', 4096,
+        'a stalled 20 MB RETR costs the worker less than 4 MB');
+}
 
 # now read it all: it arrives whole
 
