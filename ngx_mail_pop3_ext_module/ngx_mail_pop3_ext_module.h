@@ -198,8 +198,8 @@ struct ngx_p3x_ctx_s {
     ngx_p3x_auth_method_e     auth_method;
     ngx_p3x_sasl_e            sasl;
     ngx_str_t                 salt;           /* APOP greeting timestamp */
-    ngx_str_t                 challenge;      /* CRAM-MD5 or APOP */
-    ngx_str_t                 response;       /* their digest, hex */
+    ngx_str_t                 challenge;      /* CRAM-MD5 or APOP; the
+                                                 digest goes in password */
     ngx_str_t                 session_id;     /* "host:pid:connection" */
     ngx_uint_t                auth_attempts;
     ngx_uint_t                login_pending;  /* requests of a login */
