@@ -19,9 +19,9 @@
  */
 
 
-#include <openssl/rand.h>
-
 #include "ngx_mail_pop3_ext_module.h"
+
+#include <openssl/rand.h>
 
 
 static ngx_int_t ngx_p3x_login_refused(ngx_p3x_ctx_t *ctx, ngx_uint_t method);

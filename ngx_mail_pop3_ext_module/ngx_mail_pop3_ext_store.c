@@ -9,9 +9,9 @@
  */
 
 
-#include <ngx_sha1.h>
-
 #include "ngx_mail_pop3_ext_module.h"
+
+#include <ngx_sha1.h>
 
 
 #define NGX_P3X_KEY_MAX  (sizeof(P3X_MBOX_PREFIX) + P3X_NAME_MAX             \
