@@ -15,6 +15,7 @@
 #include <sys/types.h>
 #include <sys/random.h>
 #include <sys/time.h>
+#include <time.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -29,6 +30,7 @@
 #include <crypt.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "ngx_mail_pop3_ext_model.h"
 
@@ -2565,19 +2567,38 @@ pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
 static int
 pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int            i, j, n, rc;
-    char         (*mbox)[P3X_NAME_MAX + 1];
-    u_char        *msg;
-    size_t         len, max;
-    redisReply    *r;
-    const char    *av[7];
-    size_t         avlen[7];
-    char           meta[POP3EXT_KEY_MAX], index[POP3EXT_KEY_MAX];
-    char           prefix[POP3EXT_KEY_MAX];
+    int                 i, j, n, rc, tries, nkeys;
+    char              (*mbox)[P3X_NAME_MAX + 1];
+    u_char             *msg, rnd[6], digest[32];
+    char                uid[P3X_UID_NEW_LEN + 1], ttl[32];
+    size_t              len, max;
+    redisReply         *r;
+    struct timespec     ts;
+    const char         *av[10], *id;
+    size_t              avlen[10];
+    unsigned long long  ms;
+    char                index[POP3EXT_KEY_MAX], body[POP3EXT_KEY_MAX];
+    char                dlv[POP3EXT_KEY_MAX], hex[2 * 32 + 1];
 
-    if (argc > 0 && strcmp(argv[0], "--") == 0) {
-        argc--;
-        argv++;
+    id = NULL;
+
+    while (argc > 0 && argv[0][0] == '-') {
+
+        if (strcmp(argv[0], "--") == 0) {
+            argc--;
+            argv++;
+            break;
+        }
+
+        if (strcmp(argv[0], "--id") == 0 && argc > 1 && argv[1][0]) {
+            id = argv[1];
+            argc -= 2;
+            argv += 2;
+            continue;
+        }
+
+        return pop3ext_usage_error("deliver: unknown option \"%s\"",
+                                   argv[0]);
     }
 
     if (argc == 0) {
@@ -2608,6 +2629,16 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
         return EX_TEMPFAIL;
     }
 
+    /* the delivery id names a key of each mailbox by its SHA-256 */
+
+    if (id) {
+        SHA256((const u_char *) id, strlen(id), digest);
+
+        for (i = 0; i < 32; i++) {
+            sprintf(hex + 2 * i, "%02x", digest[i]);
+        }
+    }
+
     rc = pop3ext_connect(cx);
     if (rc != EX_OK) {
         goto done;
@@ -2632,43 +2663,90 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
         }
     }
 
-    av[0] = "EVAL";
-    av[1] = P3X_SCRIPT_DELIVER;
-    av[2] = "2";
-    av[3] = meta;
-    av[4] = index;
-    av[5] = (const char *) msg;
-    av[6] = prefix;
+    nkeys = id ? 3 : 2;
+    snprintf(ttl, sizeof(ttl), "%d", P3X_DELIVERY_TTL);
 
+    av[0] = "EVAL";
     avlen[0] = sizeof("EVAL") - 1;
+    av[1] = P3X_SCRIPT_DELIVER;
     avlen[1] = sizeof(P3X_SCRIPT_DELIVER) - 1;
+    av[2] = id ? "3" : "2";
     avlen[2] = 1;
-    avlen[5] = len;
+    av[3] = index;
+    av[4] = body;
+
+    if (id) {
+        av[5] = dlv;
+    }
+
+    av[3 + nkeys] = (const char *) msg;
+    avlen[3 + nkeys] = len;
+    av[4 + nkeys] = uid;
+    avlen[4 + nkeys] = P3X_UID_NEW_LEN;
+    av[5 + nkeys] = ttl;
+    avlen[5 + nkeys] = strlen(ttl);
 
     for (j = 0; j < n; j++) {
-        if (pop3ext_key(meta, P3X_MBOX_PREFIX, mbox[j], P3X_META_SUFFIX)
-            != EX_OK
-            || pop3ext_key(index, P3X_MBOX_PREFIX, mbox[j], P3X_INDEX_SUFFIX)
-               != EX_OK
-            || pop3ext_key(prefix, P3X_MBOX_PREFIX, mbox[j], P3X_MSG_SUFFIX)
-               != EX_OK)
-        {
-            rc = EX_SOFTWARE;
-            goto done;
+
+        for (tries = 0; /* void */; tries++) {
+
+            if (pop3ext_random(rnd, sizeof(rnd)) != EX_OK) {
+                rc = EX_UNAVAILABLE;
+                goto done;
+            }
+
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ms = (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+
+            p3x_uid_make((u_char *) uid, ms, rnd);
+            uid[P3X_UID_NEW_LEN] = '\0';
+
+            if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox[j],
+                            P3X_INDEX_SUFFIX) != EX_OK
+                || pop3ext_key(body, P3X_MBOX_PREFIX, mbox[j],
+                               P3X_MSG_SUFFIX) != EX_OK
+                || (id && pop3ext_key(dlv, P3X_MBOX_PREFIX, mbox[j],
+                                      P3X_DLV_SUFFIX) != EX_OK)
+                || strlen(body) + P3X_UID_NEW_LEN >= POP3EXT_KEY_MAX
+                || (id && strlen(dlv) + 2 * 32 >= POP3EXT_KEY_MAX))
+            {
+                rc = EX_SOFTWARE;
+                goto done;
+            }
+
+            strcat(body, uid);
+
+            if (id) {
+                strcat(dlv, hex);
+            }
+
+            avlen[3] = strlen(index);
+            avlen[4] = strlen(body);
+
+            if (id) {
+                avlen[5] = strlen(dlv);
+            }
+
+            r = redisCommandArgv(cx->redis, 6 + nkeys, av, avlen);
+
+            /* a UID that is taken already: another one, a few times */
+
+            if (r && r->type == REDIS_REPLY_ERROR && tries < 3
+                && strncmp(r->str, "EXISTS", 6) == 0)
+            {
+                freeReplyObject(r);
+                continue;
+            }
+
+            break;
         }
-
-        avlen[3] = strlen(meta);
-        avlen[4] = strlen(index);
-        avlen[6] = strlen(prefix);
-
-        r = redisCommandArgv(cx->redis, 7, av, avlen);
 
         rc = pop3ext_check(cx, r);
         if (rc != EX_OK) {
             goto done;
         }
 
-        if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             pop3ext_error("unexpected reply to DELIVER for mailbox \"%s\"",
                           mbox[j]);
             rc = EX_SOFTWARE;

@@ -188,10 +188,14 @@ ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
 {
     u_char       key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN],
                  limit[NGX_INT_T_LEN];
-    size_t       keylen, argslen[3];
-    const char  *keys[1], *args[3];
+    size_t       keylen, argslen[4];
+    const char  *keys[1], *args[4];
 
     keys[0] = (const char *) key;
+
+    /* a renewal (no handler) never takes a slot that was given back */
+    args[3] = "renew";
+    argslen[3] = sizeof("renew") - 1;
 
     if (user) {
         keylen = ngx_p3x_limit_key(key, P3X_CONN_USER_PREFIX, &ctx->user);
@@ -212,7 +216,7 @@ ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     args[2] = (const char *) limit;
 
     if (ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_CONN, 1, keys, &keylen,
-                             3, args, argslen, handler)
+                             handler ? 3 : 4, args, argslen, handler)
         != NGX_OK)
     {
         return NGX_ERROR;

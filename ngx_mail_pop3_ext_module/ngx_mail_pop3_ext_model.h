@@ -19,20 +19,26 @@
 /*
  * Keys.  Every key of one mailbox carries the mailbox name as its Redis
  * Cluster hash tag, so that the scripts below, which touch several keys of
- * one mailbox, run on one node.
+ * one mailbox, run on one node.  Every key a script touches is one of its
+ * KEYS, message bodies included, so that a script is routed right and
+ * stays correct while its slot migrates.
  *
  *   pop3:user:{NAME}           hash    secret, mailbox, disabled
  *   pop3:mbox:{MBOX}:index     list    "UID SIZE", oldest first
  *   pop3:mbox:{MBOX}:msg:UID   string  the message, CRLF lines, unstuffed
- *   pop3:mbox:{MBOX}:meta      hash    uidvalidity, uidseq
+ *   pop3:mbox:{MBOX}:dlv:ID    string  the UID a delivery id was stored
+ *                                      as, for P3X_DELIVERY_TTL ms
+ *   pop3:mbox:{MBOX}:meta      hash    (read by no one since 0.2: UIDs
+ *                                      no longer come from a counter)
  *   pop3:mbox:{MBOX}:lock      string  session token, with a TTL
  *   pop3:mbox:{MBOX}:dele      set     "UID SIZE" entries marked by DELE
  *   pop3:mbox:{MBOX}:gone:TOKEN string  a lock request given up, with a TTL
  *
  * Abuse resistance, shared by every host (see docs/security.md):
  *
- *   pop3:fail:user:{NAME}      string  failed logins of a user, with a TTL
- *   pop3:fail:addr:{ADDR}      string  failed logins from an address, TTL
+ *   pop3:fail:user:{NAME}      string  login attempts of a user not yet
+ *                                      known to have succeeded, TTL
+ *   pop3:fail:addr:{ADDR}      string  the same per client address, TTL
  *   pop3:conn:user:{NAME}      zset    live sessions of a user: member a
  *                                      session id, score its expiry (ms)
  *   pop3:conn:addr:{ADDR}      zset    live connections from an address
@@ -46,6 +52,7 @@
 #define P3X_MBOX_PREFIX        "pop3:mbox:{"
 #define P3X_INDEX_SUFFIX       "}:index"
 #define P3X_MSG_SUFFIX         "}:msg:"
+#define P3X_DLV_SUFFIX         "}:dlv:"
 #define P3X_META_SUFFIX        "}:meta"
 #define P3X_LOCK_SUFFIX        "}:lock"
 #define P3X_DELE_SUFFIX        "}:dele"
@@ -64,6 +71,12 @@
 #define P3X_NAME_MAX           255
 #define P3X_UID_MAX            70
 #define P3X_TOKEN_LEN          32
+
+/* a delivery id is remembered a week: longer than MTAs retry (Postfix 5d) */
+#define P3X_DELIVERY_TTL       604800000
+
+/* the hex digits of the delivery id's SHA-256 in a dlv key */
+#define P3X_DLV_ID_LEN         64
 
 
 /*
@@ -91,39 +104,110 @@ p3x_valid_name(const unsigned char *p, size_t len)
 }
 
 
+/* RFC 1939, 7: a UID is 1 to 70 octets of 0x21..0x7e */
+
+static inline int
+p3x_valid_uid(const unsigned char *p, size_t len)
+{
+    size_t  i;
+
+    if (len == 0 || len > P3X_UID_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x21 || p[i] > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /*
- * DELIVER
- *   KEYS[1] meta, KEYS[2] index
- *   ARGV[1] message (CRLF line ends, ending in CRLF), ARGV[2] key prefix
- *   of message bodies ("pop3:mbox:{MBOX}:msg:")
- *   returns the new UID
+ * The UID of a new message: 24 lowercase hex digits, the writer's clock
+ * in milliseconds (48 bits) and 48 random bits from the writer.  Nothing
+ * in it comes from a Redis counter, so a Redis that loses its last writes
+ * (a snapshot restored, an AOF "everysec" crash, a failover) cannot hand
+ * out again a UID that a client has already seen: a "leave mail on
+ * server" client would skip the new message for good.  UIDs written by
+ * 0.1 ("UIDVALIDITY.SEQ") stay valid; imported UIDs keep their own form.
+ * buf needs P3X_UID_NEW_LEN octets; no NUL is written.
+ */
+
+#define P3X_UID_NEW_LEN        24
+
+static inline void
+p3x_uid_make(unsigned char *buf, unsigned long long ms,
+    const unsigned char rnd[6])
+{
+    static const char  hex[] = "0123456789abcdef";
+
+    int                 i;
+    unsigned long long  r;
+
+    r = 0;
+
+    for (i = 0; i < 6; i++) {
+        r = (r << 8) | rnd[i];
+    }
+
+    for (i = 11; i >= 0; i--) {
+        buf[i] = hex[ms & 0xf];
+        ms >>= 4;
+        buf[12 + i] = hex[r & 0xf];
+        r >>= 4;
+    }
+}
+
+
+/*
+ * DELIVER: store one message and append it to the index, at most once.
+ *   KEYS[1] index, KEYS[2] the body "pop3:mbox:{MBOX}:msg:UID",
+ *   KEYS[3] (optional) "pop3:mbox:{MBOX}:dlv:ID", the delivery id
+ *   ARGV[1] the message, ARGV[2] UID, ARGV[3] the id's lifetime in ms
+ *   returns { UID, 1 } when stored, { the earlier UID, 0 } when this
+ *   delivery id was stored before; the errors "WRONGTYPE", "BADUID",
+ *   "BADBODY" and "EXISTS" (the UID is taken: make another, try again)
  *
- * The UID is "UIDVALIDITY.SEQ": UIDVALIDITY is the creation time of the
- * mailbox in milliseconds, in hex; SEQ (the last one used is "uidseq")
- * counts up in decimal and never repeats within a mailbox, and a mailbox
- * created anew gets a new UIDVALIDITY, so a UID is not reused.  Message
- * keys are built from the prefix; they share the mailbox hash tag, hence
- * the slot.  The type check comes first because a script is not rolled
- * back: no body is written unless the index can take it.
+ * The writer chooses the UID (p3x_uid_make()), so the body's key is known
+ * before the script runs and can be one of its KEYS.  The body is written
+ * with NX: a message is never overwritten.  Retrying a delivery whose
+ * reply was lost, with the same id, stores nothing twice.  The body must
+ * already obey the invariants (CRLF line ends, ending in CRLF, or empty):
+ * one that does not is refused, not repaired.  The checks come first
+ * because a script is not rolled back.
  */
 
 #define P3X_SCRIPT_DELIVER                                                    \
-    "local t = redis.call('TYPE', KEYS[2])['ok']\n"                           \
+    "if KEYS[3] then\n"                                                       \
+    "  local u = redis.call('GET', KEYS[3])\n"                                \
+    "  if u then return { u, 0 } end\n"                                       \
+    "end\n"                                                                   \
+    "local t = redis.call('TYPE', KEYS[1])['ok']\n"                           \
     "if t ~= 'none' and t ~= 'list' then\n"                                   \
     "  return redis.error_reply('WRONGTYPE index is not a list')\n"           \
     "end\n"                                                                   \
-    "local v = redis.call('HGET', KEYS[1], 'uidvalidity')\n"                  \
-    "if not v then\n"                                                         \
-    "  local c = redis.call('TIME')\n"                                        \
-    "  v = string.format('%x', tonumber(c[1]) * 1000 + "                      \
-                               "math.floor(tonumber(c[2]) / 1000))\n"         \
-    "  redis.call('HSET', KEYS[1], 'uidvalidity', v)\n"                       \
+    "local uid = ARGV[2]\n"                                                   \
+    "if #uid > 70 or not string.find(uid, '^[\\33-\\126]+$')\n"               \
+    "   or KEYS[2] ~= string.sub(KEYS[1], 1, -6) .. 'msg:' .. uid then\n"     \
+    "  return redis.error_reply('BADUID invalid UID or body key')\n"          \
     "end\n"                                                                   \
-    "local n = redis.call('HINCRBY', KEYS[1], 'uidseq', 1)\n"                 \
-    "local uid = v .. '.' .. n\n"                                             \
-    "redis.call('SET', ARGV[2] .. uid, ARGV[1])\n"                            \
-    "redis.call('RPUSH', KEYS[2], uid .. ' ' .. string.len(ARGV[1]))\n"       \
-    "return uid\n"
+    "local m = ARGV[1]\n"                                                     \
+    "if #m > 0 and (string.sub(m, -2) ~= '\\r\\n'\n"                          \
+    "   or string.byte(m, 1) == 10 or string.find(m, '[^\\r]\\n')\n"          \
+    "   or string.find(m, '\\r[^\\n]')) then\n"                               \
+    "  return redis.error_reply('BADBODY line ends must be CRLF')\n"          \
+    "end\n"                                                                   \
+    "if not redis.call('SET', KEYS[2], m, 'NX') then\n"                       \
+    "  return redis.error_reply('EXISTS UID in use')\n"                       \
+    "end\n"                                                                   \
+    "redis.call('RPUSH', KEYS[1], uid .. ' ' .. #m)\n"                        \
+    "if KEYS[3] then\n"                                                       \
+    "  redis.call('SET', KEYS[3], uid, 'PX', ARGV[3])\n"                      \
+    "end\n"                                                                   \
+    "return { uid, 1 }\n"
 
 
 /*
@@ -189,11 +273,25 @@ p3x_valid_name(const unsigned char *p, size_t len)
 
 
 /*
+ * MARKS: the entries marked now, for a session that no longer knows
+ * (a DELE or RSET whose reply did not come in time).
+ *   KEYS[1] lock, KEYS[2] dele; ARGV[1] token
+ *   returns the "UID SIZE" entries, or the error "LOCKLOST"
+ */
+
+#define P3X_SCRIPT_MARKS                                                      \
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
+    "  return redis.error_reply('LOCKLOST maildrop lock lost')\n"             \
+    "end\n"                                                                   \
+    "return redis.call('SMEMBERS', KEYS[2])\n"
+
+
+/*
  * COMMIT: the UPDATE state, atomically.  The token is checked inside the
  * script (fencing), so a session whose lock expired cannot delete.
- *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index
- *   ARGV[1] token, ARGV[2] key prefix of message bodies,
- *   ARGV[3..] the "UID SIZE" entries the session deleted
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index, KEYS[3 + i] the body of
+ *   the entry ARGV[1 + i]
+ *   ARGV[1] token, ARGV[2..] the "UID SIZE" entries the session deleted
  *   returns the number of messages deleted, or the error "LOCKLOST"
  *
  * Only entries both marked in dele and named by the session go: a DELE
@@ -206,10 +304,11 @@ p3x_valid_name(const unsigned char *p, size_t len)
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
     "  return redis.error_reply('LOCKLOST maildrop lock lost')\n"             \
     "end\n"                                                                   \
-    "local d = {}\n"                                                          \
-    "for i = 3, #ARGV do\n"                                                   \
+    "local d, b = {}, {}\n"                                                   \
+    "for i = 2, #ARGV do\n"                                                   \
     "  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then\n"              \
     "    d[#d + 1] = ARGV[i]\n"                                               \
+    "    b[#b + 1] = KEYS[i + 2]\n"                                           \
     "  end\n"                                                                 \
     "end\n"                                                                   \
     "if #d > 0 and #d <= 16 then\n"                                           \
@@ -230,9 +329,8 @@ p3x_valid_name(const unsigned char *p, size_t len)
                     "unpack(keep, i, math.min(i + 999, #keep)))\n"            \
     "  end\n"                                                                 \
     "end\n"                                                                   \
-    "for _, e in ipairs(d) do\n"                                              \
-    "  local uid = string.match(e, '^(%S+)')\n"                               \
-    "  redis.call('UNLINK', ARGV[2] .. uid)\n"                                \
+    "for i = 1, #b, 1000 do\n"                                                \
+    "  redis.call('UNLINK', unpack(b, i, math.min(i + 999, #b)))\n"           \
     "end\n"                                                                   \
     "redis.call('DEL', KEYS[2], KEYS[1])\n"                                   \
     "return #d\n"
@@ -260,25 +358,37 @@ p3x_valid_name(const unsigned char *p, size_t len)
 
 /*
  * AUTHINFO: what a login needs to know about a user, in one round trip.
- * pop3ext user show runs it too: it only reads.
  *   KEYS[1] user record, KEYS[2] the user's failure counter
+ *   ARGV[1] (a login only) the counter's lifetime in milliseconds
  *   returns { secret, mailbox, disabled, failures } (nil for absent)
+ *
+ * A login counts its attempt against an existing user before the check
+ * (see FAIL), and gets the count with this attempt in it.  pop3ext user
+ * show passes no ARGV: it only reads.
  */
 
 #define P3X_SCRIPT_AUTHINFO                                                   \
     "local r = redis.call('HMGET', KEYS[1], 'secret', 'mailbox', "            \
                                            "'disabled')\n"                    \
-    "r[4] = redis.call('GET', KEYS[2])\n"                                     \
+    "if ARGV[1] and r[1] then\n"                                              \
+    "  r[4] = redis.call('INCR', KEYS[2])\n"                                  \
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[1])\n"                             \
+    "else\n"                                                                  \
+    "  r[4] = redis.call('GET', KEYS[2])\n"                                   \
+    "end\n"                                                                   \
     "return r\n"
 
 
 /*
- * FAIL: count a failed (or refused) login.
+ * FAIL: count a login attempt, before its credentials are checked.
  *   KEYS[1] a failure counter; ARGV[1] its lifetime in milliseconds
- *   returns the count within the lifetime, which each failure renews
+ *   returns the count within the lifetime, this attempt included
  *
- * Only failures count: any number of good logins from one address (a
- * NAT, a webmail host) never blocks it.
+ * Counting first means that however many attempts run at once, or
+ * however soon their connections close, no more credentials are checked
+ * than the block allows.  An attempt that succeeds is taken back
+ * (REFUND), so only failures stay counted: any number of good logins
+ * from one address (a NAT, a webmail host) never blocks it.
  */
 
 #define P3X_SCRIPT_FAIL                                                       \
@@ -288,20 +398,42 @@ p3x_valid_name(const unsigned char *p, size_t len)
 
 
 /*
+ * REFUND: take back the count of an attempt that succeeded.
+ *   KEYS[1] a failure counter
+ *   returns the count left
+ */
+
+#define P3X_SCRIPT_REFUND                                                     \
+    "local n = tonumber(redis.call('GET', KEYS[1]) or '0')\n"                 \
+    "if n > 1 then\n"                                                         \
+    "  return redis.call('DECR', KEYS[1])\n"                                  \
+    "end\n"                                                                   \
+    "redis.call('DEL', KEYS[1])\n"                                            \
+    "return 0\n"
+
+
+/*
  * CONN: hold (or renew) a connection slot in a counting semaphore.
  *   KEYS[1] the slot set; ARGV[1] session id, ARGV[2] lifetime in
- *   milliseconds, ARGV[3] the limit
- *   returns 1 when the session holds a slot, 0 when all are taken
+ *   milliseconds, ARGV[3] the limit, ARGV[4] "renew" to extend a slot
+ *   the session holds and never take a new one
+ *   returns 1 when the session holds a slot, 0 when all are taken (or,
+ *   for a renewal, when the slot is gone)
  *
  * Slots of hosts that died expire by their score; live sessions renew
- * theirs, and ZREM gives a slot back.
+ * theirs, and ZREM gives a slot back.  A renewal that arrives after the
+ * release (a retry, a late reply) cannot bring the slot back.
  */
 
 #define P3X_SCRIPT_CONN                                                       \
     "local t = redis.call('TIME')\n"                                          \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"                  \
-    "if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and "                      \
+    "local held = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"                   \
+    "if ARGV[4] == 'renew' and not held then\n"                               \
+    "  return 0\n"                                                            \
+    "end\n"                                                                   \
+    "if not held and "                                                        \
        "redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then\n"             \
     "  return 0\n"                                                            \
     "end\n"                                                                   \

@@ -147,24 +147,28 @@ ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
 }
 
 
-/* the session names what it deleted; see P3X_SCRIPT_COMMIT */
+/*
+ * The session names what it deleted, and the body key of each, so that
+ * every key the script touches is one of its KEYS; see P3X_SCRIPT_COMMIT.
+ */
 
 ngx_int_t
 ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
     u_char          lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
-                    index[NGX_P3X_KEY_MAX], prefix[NGX_P3X_KEY_MAX],
-                    *entries, *p;
-    size_t          *argvlen;
+                    index[NGX_P3X_KEY_MAX], numkeys[NGX_INT_T_LEN],
+                    *entries, *bodies, *p, *q;
+    size_t          *argvlen, prefix_len;
     ngx_int_t        rc;
-    ngx_uint_t       i, n;
+    ngx_uint_t       i, n, k, nkeys;
     const char     **argv;
     ngx_p3x_msg_t   *msg;
 
-    n = 8 + ctx->ndeleted;
+    n = 7 + 2 * ctx->ndeleted;
 
     argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t))
-                     + ctx->ndeleted * (P3X_UID_MAX + 1 + NGX_INT_T_LEN),
+                     + ctx->ndeleted * (P3X_UID_MAX + 1 + NGX_INT_T_LEN)
+                     + ctx->ndeleted * NGX_P3X_KEY_MAX,
                      ctx->connection->log);
     if (argv == NULL) {
         return NGX_ERROR;
@@ -172,13 +176,16 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 
     argvlen = (size_t *) (argv + n);
     entries = (u_char *) (argvlen + n);
+    bodies = entries + ctx->ndeleted * (P3X_UID_MAX + 1 + NGX_INT_T_LEN);
+
+    nkeys = 3 + ctx->ndeleted;
 
     argv[0] = "EVALSHA";
     argvlen[0] = 7;
     argv[1] = (const char *) ngx_p3x_scripts[NGX_P3X_SCRIPT_COMMIT].sha1;
     argvlen[1] = 40;
-    argv[2] = "3";
-    argvlen[2] = 1;
+    argv[2] = (const char *) numkeys;
+    argvlen[2] = ngx_sprintf(numkeys, "%ui", nkeys) - numkeys;
     argv[3] = (const char *) lock;
     argvlen[3] = ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX,
                                    sizeof(P3X_LOCK_SUFFIX)) - lock;
@@ -188,14 +195,17 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     argv[5] = (const char *) index;
     argvlen[5] = ngx_p3x_store_key(ctx, index, P3X_INDEX_SUFFIX,
                                    sizeof(P3X_INDEX_SUFFIX)) - index;
-    argv[6] = (const char *) ctx->token;
-    argvlen[6] = P3X_TOKEN_LEN;
-    argv[7] = (const char *) prefix;
-    argvlen[7] = ngx_p3x_store_key(ctx, prefix, P3X_MSG_SUFFIX,
-                                   sizeof(P3X_MSG_SUFFIX)) - prefix;
 
-    n = 8;
+    /* KEYS[4..]: the bodies; then ARGV[1] the token, ARGV[2..] entries */
+
+    k = 6;
+    n = 6 + ctx->ndeleted;
+    argv[n] = (const char *) ctx->token;
+    argvlen[n++] = P3X_TOKEN_LEN;
+
     p = entries;
+    q = bodies;
+    prefix_len = 0;
 
     for (i = 0; i < ctx->nmsgs; i++) {
         msg = &ctx->msgs[i];
@@ -203,6 +213,20 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
         if (!msg->deleted) {
             continue;
         }
+
+        argv[k] = (const char *) q;
+
+        if (prefix_len == 0) {
+            prefix_len = ngx_p3x_store_key(ctx, q, P3X_MSG_SUFFIX,
+                                           sizeof(P3X_MSG_SUFFIX)) - q;
+
+        } else {
+            ngx_memcpy(q, argv[6], prefix_len);
+        }
+
+        q = ngx_cpymem(q + prefix_len, msg->uid, msg->uid_len);
+        argvlen[k] = q - (u_char *) argv[k];
+        k++;
 
         argv[n] = (const char *) p;
         p = ngx_sprintf(p, "%*s %uD", (size_t) msg->uid_len, msg->uid,

@@ -84,8 +84,8 @@ is($t->redis_cmd('GET', 'n'), 5000, 'saved data back');
 # the model header
 
 my $script = $t->model('P3X_SCRIPT_DELIVER');
-ok($script =~ /\Alocal .*redis\.call\('RPUSH'.*\n\z/s
-    && $script !~ /\\n|"\s*"/,
+ok($script =~ /\Aif KEYS.*redis\.call\('RPUSH'.*\n\z/s
+    && $script =~ /'\\r\\n'/ && $script !~ /"\s*"/,
     'deliver script parsed from the header, C escapes undone');
 
 ###############################################################################

@@ -918,7 +918,6 @@ sub deliver_fast {
 
     my $mbox = $self->mailbox_of($user);
     my $script = $self->model('P3X_SCRIPT_DELIVER');
-    my $meta = $self->mbox_key($mbox, 'META');
     my $index = $self->mbox_key($mbox, 'INDEX');
     my $prefix = $self->mbox_key($mbox, 'MSG');
 
@@ -926,14 +925,22 @@ sub deliver_fast {
     die "SCRIPT LOAD failed: $sha\n" if ref $sha;
 
     my @uids;
+    my $seq = 0;
     while (my @chunk = splice(@messages, 0, 2000)) {
+        # UIDs as the model makes them: clock in ms, then random bits
+        my @u = map {
+            sprintf('%012x%06x%06x', int(time() * 1000), $seq++ & 0xffffff,
+                int(rand(0x1000000)))
+        } @chunk;
+        my $i = 0;
         my @r = $self->redis_pipeline(map {
-            [ 'EVALSHA', $sha, 2, $meta, $index, $_, $prefix ]
+            my $uid = $u[$i++];
+            [ 'EVALSHA', $sha, 2, $index, $prefix . $uid, $_, $uid ]
         } @chunk);
         for (@r) {
-            die "deliver script failed: $_\n" if ref $_ || !defined $_;
+            die "deliver script failed: $_\n" if ref $_ ne 'ARRAY';
         }
-        push @uids, @r;
+        push @uids, map { $_->[0] } @r;
     }
 
     return @uids;
