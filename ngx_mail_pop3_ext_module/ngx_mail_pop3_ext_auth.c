@@ -60,6 +60,7 @@ struct ngx_p3x_auth_task_s {
     ngx_str_t                 challenge;
     ngx_int_t                 result;
     ngx_thread_task_t         task;
+    unsigned                  posted:1;   /* in the pool, not waiting */
 };
 
 
@@ -194,6 +195,7 @@ ngx_p3x_auth_post(ngx_p3x_auth_task_t *t)
         return NGX_ERROR;
     }
 
+    t->posted = 1;
     ngx_p3x_auth_running++;
 
     return NGX_OK;
@@ -216,12 +218,29 @@ ngx_p3x_auth_copy(ngx_str_t *dst, u_char *p, ngx_str_t *src)
 }
 
 
+/*
+ * The session goes: a check still waiting for a thread is dropped (and
+ * its copy of the password wiped) now; one running finds no session when
+ * it completes.
+ */
+
 void
 ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx)
 {
-    if (ctx->auth_task) {
-        ctx->auth_task->ctx = NULL;
-        ctx->auth_task = NULL;
+    ngx_p3x_auth_task_t  *t;
+
+    t = ctx->auth_task;
+
+    if (t == NULL) {
+        return;
+    }
+
+    ctx->auth_task = NULL;
+    t->ctx = NULL;
+
+    if (!t->posted) {
+        ngx_queue_remove(&t->queue);
+        ngx_p3x_auth_free(t);
     }
 }
 

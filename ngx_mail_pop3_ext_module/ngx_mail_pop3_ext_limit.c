@@ -6,14 +6,14 @@
  * cluster sees the same counts: an attacker spreading guesses over hosts
  * is slowed and blocked as one.
  *
- *   failed logins   a counter per client address and per user, each
- *                   renewed by a failure and forgotten after
- *                   pop3_ext_auth_block_time; a failure is answered after
- *                   a delay that doubles with the address's count, and
- *                   past a threshold logins are refused without a check.
- *                   Attempts already past the check when the threshold
- *                   is reached still run: pop3_ext_max_conn_per_addr and
- *                   pop3_ext_max_auth_attempts bound how many.
+ *   login attempts  a counter per client address and per user, counted
+ *                   when an attempt starts, before its credentials are
+ *                   checked, and taken back when it succeeds: however
+ *                   many attempts run at once, and however soon their
+ *                   connections close, an address gets no more checks
+ *                   per pop3_ext_auth_block_time than
+ *                   pop3_ext_auth_block_addr.  A failure is answered
+ *                   after a delay that doubles with the address's count.
  *   connections     a counting semaphore per address and per user, with
  *                   slots that expire unless their session renews them
  */
@@ -28,6 +28,8 @@
 
 static size_t ngx_p3x_limit_key(u_char *buf, const char *prefix,
     ngx_str_t *name);
+static void ngx_p3x_limit_call(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
+    ngx_int_t script, ngx_p3x_redis_handler_pt handler);
 
 
 /* 2 s, 4 s, 8 s... up to the maximum, for the n-th failure */
@@ -47,82 +49,74 @@ ngx_p3x_limit_delay(ngx_p3x_ctx_t *ctx, ngx_int_t failures)
 }
 
 
-ngx_int_t
-ngx_p3x_limit_addr_failures(ngx_p3x_ctx_t *ctx,
-    ngx_p3x_redis_handler_pt handler)
-{
-    u_char       key[NGX_P3X_LIMIT_KEY_MAX];
-    size_t       argvlen[2];
-    const char  *argv[2];
-
-    argv[0] = "GET";
-    argvlen[0] = 3;
-    argv[1] = (const char *) key;
-    argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
-                                   &ctx->connection->addr_text);
-
-    return ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
-                              handler, ctx);
-}
-
-
 /*
- * Counts a failure against the address (the handler gets the new count)
- * and, without waiting, against the user, if the user exists: guessed
- * names leave no keys behind.
+ * Counts this attempt against the client address; the handler gets the
+ * count with it.  (The user's counter is counted by the AUTHINFO script,
+ * which shares the user record's hash tag.)
  */
 
 ngx_int_t
-ngx_p3x_limit_fail(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+ngx_p3x_limit_attempt(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
-    u_char       key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN];
-    size_t       keylen, argslen[1];
-    const char  *keys[1], *args[1];
+    u_char           key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN];
+    size_t           keylen, argslen[1];
+    const char      *keys[1], *args[1];
+    ngx_p3x_rcall_t  call;
 
     args[0] = (const char *) ttl;
     argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
 
     keys[0] = (const char *) key;
-
-    if (ctx->user_known) {
-        keylen = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX, &ctx->user);
-
-        (void) ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FAIL, 1, keys,
-                                    &keylen, 1, args, argslen, NULL);
-    }
-
     keylen = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
                                &ctx->connection->addr_text);
 
-    return ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_FAIL, 1, keys, &keylen,
-                                1, args, argslen, handler);
+    ngx_p3x_limit_call(ctx, &call, NGX_P3X_SCRIPT_FAIL, handler);
+    call.tag = ctx->login_id;
+
+    return ngx_p3x_redis_eval(&call, 1, keys, &keylen, 1, args, argslen);
 }
 
 
 /*
- * Who logs in knows the password: the user's failures are forgotten.
- * The address's are not, so one valid account buys an attacker no
- * guesses; they run out with pop3_ext_auth_block_time.
+ * An attempt that succeeded (or was never checked) is taken back from
+ * the address's count; with user, the user's failures are forgotten: who
+ * logs in knows the password.  The address's other failures stay, so one
+ * valid account buys an attacker no guesses.
  */
 
 void
-ngx_p3x_limit_clear_user(ngx_p3x_ctx_t *ctx)
+ngx_p3x_limit_refund(ngx_p3x_ctx_t *ctx, ngx_uint_t user)
 {
-    u_char       key[NGX_P3X_LIMIT_KEY_MAX];
-    size_t       argvlen[2];
-    const char  *argv[2];
+    u_char           key[NGX_P3X_LIMIT_KEY_MAX];
+    size_t           keylen, argvlen[2];
+    const char      *keys[1], *argv[2];
+    ngx_p3x_rcall_t  call;
 
-    if (ctx->user_failures <= 0) {
-        return;
+    if (ctx->login_counted) {
+        ctx->login_counted = 0;
+
+        keys[0] = (const char *) key;
+        keylen = ngx_p3x_limit_key(key, P3X_FAIL_ADDR_PREFIX,
+                                   &ctx->connection->addr_text);
+
+        ngx_p3x_limit_call(ctx, &call, NGX_P3X_SCRIPT_REFUND, NULL);
+
+        (void) ngx_p3x_redis_eval(&call, 1, keys, &keylen, 0, NULL, NULL);
     }
 
-    argv[0] = "DEL";
-    argvlen[0] = 3;
-    argv[1] = (const char *) key;
-    argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX, &ctx->user);
+    if (user && ctx->user_failures > 0) {
+        argv[0] = "DEL";
+        argvlen[0] = 3;
+        argv[1] = (const char *) key;
+        argvlen[1] = ngx_p3x_limit_key(key, P3X_FAIL_USER_PREFIX,
+                                       &ctx->user);
 
-    (void) ngx_p3x_redis_send(ctx->conf->redis, 2, argv, argvlen, -1,
-                              NULL, ctx);
+        ngx_p3x_limit_call(ctx, &call, -1, NULL);
+        call.idempotent = 1;
+        call.key = 1;
+
+        (void) ngx_p3x_redis_call(&call, 2, argv, argvlen);
+    }
 }
 
 
@@ -150,9 +144,10 @@ ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx)
 void
 ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx, ngx_uint_t only_user)
 {
-    u_char       key[NGX_P3X_LIMIT_KEY_MAX];
-    size_t       argvlen[3];
-    const char  *argv[3];
+    u_char           key[NGX_P3X_LIMIT_KEY_MAX];
+    size_t           argvlen[3];
+    const char      *argv[3];
+    ngx_p3x_rcall_t  call;
 
     argv[0] = "ZREM";
     argvlen[0] = 4;
@@ -160,13 +155,17 @@ ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx, ngx_uint_t only_user)
     argv[2] = (const char *) ctx->session_id.data;
     argvlen[2] = ctx->session_id.len;
 
+    ngx_p3x_limit_call(ctx, &call, -1, NULL);
+    call.idempotent = 1;
+    call.key = 1;
+    call.timeout = 3 * ctx->conf->redis->timeout;
+
     if ((ctx->conn_addr || ctx->conn_addr_wait) && !only_user) {
         ctx->conn_addr = 0;
         ctx->conn_addr_wait = 0;
         argvlen[1] = ngx_p3x_limit_key(key, P3X_CONN_ADDR_PREFIX,
                                        &ctx->connection->addr_text);
-        (void) ngx_p3x_redis_send(ctx->conf->redis, 3, argv, argvlen, -1,
-                                  NULL, ctx);
+        (void) ngx_p3x_redis_call(&call, 3, argv, argvlen);
     }
 
     if (ctx->conn_user || ctx->conn_user_wait) {
@@ -174,28 +173,28 @@ ngx_p3x_limit_conn_release(ngx_p3x_ctx_t *ctx, ngx_uint_t only_user)
         ctx->conn_user_wait = 0;
         argvlen[1] = ngx_p3x_limit_key(key, P3X_CONN_USER_PREFIX,
                                        &ctx->user);
-        (void) ngx_p3x_redis_send(ctx->conf->redis, 3, argv, argvlen, -1,
-                                  NULL, ctx);
+        (void) ngx_p3x_redis_call(&call, 3, argv, argvlen);
     }
 }
 
 
-/* takes or renews a connection slot: of the address, or of the user */
+/*
+ * Takes a connection slot (with a handler) or renews one (without): of
+ * the address, or of the user.  A renewal never takes a slot that was
+ * given back in the meantime (see P3X_SCRIPT_CONN).
+ */
 
 ngx_int_t
 ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     ngx_p3x_redis_handler_pt handler)
 {
-    u_char       key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN],
-                 limit[NGX_INT_T_LEN];
-    size_t       keylen, argslen[4];
-    const char  *keys[1], *args[4];
+    u_char           key[NGX_P3X_LIMIT_KEY_MAX], ttl[NGX_INT_T_LEN],
+                     limit[NGX_INT_T_LEN];
+    size_t           keylen, argslen[4];
+    const char      *keys[1], *args[4];
+    ngx_p3x_rcall_t  call;
 
     keys[0] = (const char *) key;
-
-    /* a renewal (no handler) never takes a slot that was given back */
-    args[3] = "renew";
-    argslen[3] = sizeof("renew") - 1;
 
     if (user) {
         keylen = ngx_p3x_limit_key(key, P3X_CONN_USER_PREFIX, &ctx->user);
@@ -214,9 +213,18 @@ ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     args[1] = (const char *) ttl;
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
     args[2] = (const char *) limit;
+    args[3] = "renew";
+    argslen[3] = sizeof("renew") - 1;
 
-    if (ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_CONN, 1, keys, &keylen,
-                             handler ? 3 : 4, args, argslen, handler)
+    ngx_p3x_limit_call(ctx, &call, NGX_P3X_SCRIPT_CONN, handler);
+    call.idempotent = 1;
+
+    if (handler) {
+        call.tag = user ? ctx->login_id : 0;
+    }
+
+    if (ngx_p3x_redis_eval(&call, 1, keys, &keylen, handler ? 3 : 4, args,
+                           argslen)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -232,6 +240,21 @@ ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     }
 
     return NGX_OK;
+}
+
+
+/* requests nobody waits for belong to no session: they outlive it */
+
+static void
+ngx_p3x_limit_call(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
+    ngx_int_t script, ngx_p3x_redis_handler_pt handler)
+{
+    ngx_p3x_store_call(ctx, call, script, handler);
+
+    if (handler == NULL) {
+        call->owner = NULL;
+        call->data = NULL;
+    }
 }
 
 

@@ -5,16 +5,21 @@
  * The AUTHORIZATION state.  Every mechanism (USER/PASS, APOP, SASL
  * PLAIN, LOGIN, CRAM-MD5, EXTERNAL) ends in one login pipeline:
  *
- *   1. the user record and the failure counters, two requests at once
- *   2. a refusal without any check when the address or user is blocked
+ *   1. the attempt counted against the address and (if it exists) the
+ *      user, and the user record read: two requests at once
+ *   2. a refusal without any check when either count is over its block
  *   3. the check of the credentials in the thread pool
- *   4. on failure (or refusal): the failure counted cluster-wide, and the
- *      -ERR sent after a delay that grows with the address's count,
- *      measured from the start of the attempt, so that the reply time
- *      tells nothing about the user or the hash
- *   5. on success: the user's failures forgotten, a user slot taken if
- *      limited, and the maildrop locked (TRANSACTION)
+ *   4. on failure (or refusal): the -ERR sent after a delay that grows
+ *      with the address's count, measured from the start of the attempt,
+ *      so that the reply time tells nothing about the user or the hash
+ *   5. on success: the attempt taken back from the address's count and
+ *      the user's failures forgotten, a user slot taken if limited, and
+ *      the maildrop locked (TRANSACTION)
  *
+ * Counting before checking bounds the checks per address however the
+ * attempts are timed.  Each attempt has an id (ctx->login_id) that tags
+ * its Redis requests: an attempt that ends early cancels what it still
+ * has out, so no late reply can answer twice or leave the session busy.
  * The session stays busy from 1 to the reply, so pipelined commands wait.
  */
 
@@ -27,24 +32,29 @@
 static ngx_int_t ngx_p3x_login_refused(ngx_p3x_ctx_t *ctx, ngx_uint_t method);
 static ngx_int_t ngx_p3x_login_salt(ngx_p3x_ctx_t *ctx, ngx_str_t *salt);
 static void ngx_p3x_login_greet(ngx_p3x_ctx_t *ctx);
-static void ngx_p3x_login_addr_slot(void *data, redisReply *reply);
+static void ngx_p3x_login_addr_slot(void *data, redisReply *reply,
+    ngx_uint_t status);
 static ngx_int_t ngx_p3x_login_printable(ngx_str_t *name);
 static ngx_int_t ngx_p3x_login_set_user(ngx_p3x_ctx_t *ctx, ngx_str_t *name);
 static ngx_int_t ngx_p3x_login_set_password(ngx_p3x_ctx_t *ctx,
     ngx_str_t *pw);
 static void ngx_p3x_login_start(ngx_p3x_ctx_t *ctx,
     ngx_p3x_auth_method_e method);
-static void ngx_p3x_login_info(void *data, redisReply *reply);
-static void ngx_p3x_login_addr(void *data, redisReply *reply);
+static void ngx_p3x_login_info(void *data, redisReply *reply,
+    ngx_uint_t status);
+static void ngx_p3x_login_addr(void *data, redisReply *reply,
+    ngx_uint_t status);
 static void ngx_p3x_login_check(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc);
 static void ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx);
-static void ngx_p3x_login_counted(void *data, redisReply *reply);
 static void ngx_p3x_login_delayed(ngx_event_t *ev);
-static void ngx_p3x_login_user_slot(void *data, redisReply *reply);
+static void ngx_p3x_login_user_slot(void *data, redisReply *reply,
+    ngx_uint_t status);
 static void ngx_p3x_login_lock(ngx_p3x_ctx_t *ctx);
-static void ngx_p3x_login_locked(void *data, redisReply *reply);
-static void ngx_p3x_login_index(void *data, redisReply *reply);
+static void ngx_p3x_login_locked(void *data, redisReply *reply,
+    ngx_uint_t status);
+static void ngx_p3x_login_index(void *data, redisReply *reply,
+    ngx_uint_t status);
 static void ngx_p3x_login_unlock(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_done(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_abort(ngx_p3x_ctx_t *ctx, const char *reply);
@@ -165,30 +175,37 @@ ngx_p3x_login_greet(ngx_p3x_ctx_t *ctx)
 
 
 static void
-ngx_p3x_login_addr_slot(void *data, redisReply *reply)
+ngx_p3x_login_addr_slot(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_ctx_t *ctx = data;
 
     ctx->busy = 0;
-    ctx->conn_addr_wait = 0;
+    ngx_p3x_wake(ctx);
 
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
-                      "pop3_ext: too many connections from this address");
-        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] too many connections "
-                            "from your address" CRLF);
-        ctx->quit = 1;
-        ngx_p3x_resume(ctx);
-        return;
-    }
+    if (status == NGX_P3X_REDIS_OK && reply->type == REDIS_REPLY_INTEGER) {
+        ctx->conn_addr_wait = 0;
 
-    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        if (reply->integer == 0) {
+            ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
+                          "pop3_ext: too many connections from this "
+                          "address");
+            ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] too many connections "
+                                "from your address" CRLF);
+            ctx->end_reason = "too many connections";
+            ctx->quit = 1;
+            return;
+        }
+
         ctx->conn_addr = 1;
         ngx_p3x_refresh_start(ctx);
+
+    } else if (status == NGX_P3X_REDIS_NOTRUN) {
+        ctx->conn_addr_wait = 0;
     }
 
+    /* Redis unavailable: the limit cannot be kept, the client is served */
+
     ngx_p3x_login_greet(ctx);
-    ngx_p3x_resume(ctx);
 }
 
 
@@ -422,24 +439,35 @@ ngx_p3x_auth(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 }
 
 
-/* "+ " and the challenge in base64 */
+/*
+ * "+ " and the challenge in base64, straight into the output buffer: a
+ * CRAM-MD5 challenge holds the server name, which may be 253 octets.
+ */
 
 static void
 ngx_p3x_sasl_challenge(ngx_p3x_ctx_t *ctx, ngx_str_t *text)
 {
-    u_char     buf[128];
-    ngx_str_t  b64;
+    ngx_str_t   b64;
+    ngx_buf_t  *b;
 
-    b64.data = buf;
+    b = ctx->out;
 
-    if (ngx_base64_encoded_length(text->len) > sizeof(buf)) {
-        b64.len = 0;
-
-    } else {
-        ngx_encode_base64(&b64, text);
+    if (ngx_base64_encoded_length(text->len) + 4
+        > ngx_min(ngx_p3x_out_room(ctx), NGX_P3X_REPLY_ROOM))
+    {
+        ctx->sasl = ngx_p3x_sasl_wait_none;
+        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] challenge too long" CRLF);
+        return;
     }
 
-    ngx_p3x_reply(ctx, "+ %V", &b64);
+    b->last = ngx_cpymem(b->last, "+ ", 2);
+
+    b64.data = b->last;
+    ngx_encode_base64(&b64, text);
+
+    b->last += b64.len;
+    *b->last++ = CR;
+    *b->last++ = LF;
 }
 
 
@@ -707,16 +735,13 @@ ngx_p3x_login_forget_password(ngx_p3x_ctx_t *ctx)
 static void
 ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
 {
-    u_char       ukey[sizeof(P3X_USER_PREFIX) + P3X_NAME_MAX + 2],
-                 fkey[sizeof(P3X_FAIL_USER_PREFIX) + P3X_NAME_MAX + 2],
-                 *p;
-    size_t       keyslen[2];
-    const char  *keys[2];
     ctx->auth_method = method;
     ctx->auth_attempts++;
+    ctx->login_id++;
     ctx->user_known = 0;
     ctx->login_failed = 0;
     ctx->login_blocked = 0;
+    ctx->login_counted = 0;
     ctx->addr_failures = 0;
     ctx->user_failures = 0;
     ctx->login_pending = 0;
@@ -724,7 +749,11 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
 
     ctx->connection->log->action = "authenticating";
 
-    if (ngx_p3x_limit_addr_failures(ctx, ngx_p3x_login_addr) != NGX_OK) {
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext: login attempt %ui of \"%V\"",
+                   ctx->login_id, &ctx->user);
+
+    if (ngx_p3x_limit_attempt(ctx, ngx_p3x_login_addr) != NGX_OK) {
         ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] mail store unavailable");
         return;
     }
@@ -738,23 +767,7 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
         return;
     }
 
-    p = ngx_cpymem(ukey, P3X_USER_PREFIX, sizeof(P3X_USER_PREFIX) - 1);
-    p = ngx_cpymem(p, ctx->user.data, ctx->user.len);
-    p = ngx_cpymem(p, P3X_USER_SUFFIX, sizeof(P3X_USER_SUFFIX) - 1);
-    keys[0] = (const char *) ukey;
-    keyslen[0] = p - ukey;
-
-    p = ngx_cpymem(fkey, P3X_FAIL_USER_PREFIX,
-                   sizeof(P3X_FAIL_USER_PREFIX) - 1);
-    p = ngx_cpymem(p, ctx->user.data, ctx->user.len);
-    p = ngx_cpymem(p, P3X_TAG_CLOSE, sizeof(P3X_TAG_CLOSE) - 1);
-    keys[1] = (const char *) fkey;
-    keyslen[1] = p - fkey;
-
-    if (ngx_p3x_store_script(ctx, NGX_P3X_SCRIPT_AUTHINFO, 2, keys, keyslen,
-                             0, NULL, NULL, ngx_p3x_login_info)
-        != NGX_OK)
-    {
+    if (ngx_p3x_store_authinfo(ctx, ngx_p3x_login_info) != NGX_OK) {
         /* the address request is out: its reply finds login_failed */
         ctx->login_failed = 1;
         return;
@@ -767,17 +780,17 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
 /* { secret, mailbox, disabled, failures } */
 
 static void
-ngx_p3x_login_info(void *data, redisReply *reply)
+ngx_p3x_login_info(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_ctx_t *ctx = data;
 
     ngx_str_t    s;
     redisReply  *el;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+    if (status != NGX_P3X_REDIS_OK || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 4)
     {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
+        if (status == NGX_P3X_REDIS_OK && reply->type == REDIS_REPLY_ERROR) {
             ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
                           "pop3_ext: user lookup: %*s",
                           reply->len, reply->str);
@@ -827,7 +840,10 @@ ngx_p3x_login_info(void *data, redisReply *reply)
 
     el = reply->element[3];
 
-    if (el->type == REDIS_REPLY_STRING) {
+    if (el->type == REDIS_REPLY_INTEGER) {
+        ctx->user_failures = (ngx_int_t) el->integer;
+
+    } else if (el->type == REDIS_REPLY_STRING) {
         ctx->user_failures = ngx_atoi((u_char *) el->str, el->len);
     }
 
@@ -839,16 +855,19 @@ done:
 }
 
 
+/* the address's count of attempts, this one in it */
+
 static void
-ngx_p3x_login_addr(void *data, redisReply *reply)
+ngx_p3x_login_addr(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_ctx_t *ctx = data;
 
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ctx->login_failed = 1;
+    if (status == NGX_P3X_REDIS_OK && reply->type == REDIS_REPLY_INTEGER) {
+        ctx->addr_failures = (ngx_int_t) reply->integer;
+        ctx->login_counted = 1;
 
-    } else if (reply->type == REDIS_REPLY_STRING) {
-        ctx->addr_failures = ngx_atoi((u_char *) reply->str, reply->len);
+    } else {
+        ctx->login_failed = 1;
     }
 
     if (--ctx->login_pending == 0) {
@@ -866,14 +885,16 @@ ngx_p3x_login_check(ngx_p3x_ctx_t *ctx)
     conf = ctx->conf;
 
     if (ctx->login_failed) {
+        /* never checked: it does not count */
+        ngx_p3x_limit_refund(ctx, 0);
         ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] mail store unavailable");
         return;
     }
 
     if ((conf->auth_block_addr
-         && ctx->addr_failures >= (ngx_int_t) conf->auth_block_addr)
+         && ctx->addr_failures > (ngx_int_t) conf->auth_block_addr)
         || (conf->auth_block_user
-            && ctx->user_failures >= (ngx_int_t) conf->auth_block_user))
+            && ctx->user_failures > (ngx_int_t) conf->auth_block_user))
     {
         ctx->login_blocked = 1;
         ngx_p3x_login_fail(ctx);
@@ -891,6 +912,7 @@ ngx_p3x_login_check(ngx_p3x_ctx_t *ctx)
                             &ctx->challenge, ngx_p3x_login_verified)
         != NGX_OK)
     {
+        ngx_p3x_limit_refund(ctx, 0);
         ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] cannot verify now");
     }
 }
@@ -917,7 +939,8 @@ ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc)
         return;
     }
 
-    ngx_p3x_limit_clear_user(ctx);
+    /* a good login costs its address nothing */
+    ngx_p3x_limit_refund(ctx, 1);
 
     if (ctx->conf->max_conn_per_user
         && ngx_p3x_limit_conn(ctx, 1, ngx_p3x_login_user_slot) == NGX_OK)
@@ -930,13 +953,15 @@ ngx_p3x_login_verified(ngx_p3x_ctx_t *ctx, ngx_int_t rc)
 
 
 /*
- * A failed or refused attempt: logged, counted, and answered once the
- * delay for the address's new count has passed since the attempt began.
+ * A failed or refused attempt, counted already: logged, and answered
+ * once the delay for the address's count has passed since it began.
  */
 
 static void
 ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx)
 {
+    ngx_msec_t  delay, spent;
+
     static const char  *methods[] = { "USER/PASS or PLAIN or LOGIN", "APOP",
                                       "CRAM-MD5", "EXTERNAL" };
 
@@ -944,7 +969,8 @@ ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx)
         ngx_log_error(NGX_LOG_WARN, ctx->connection->log, 0,
                       "pop3_ext: login of user \"%V\" blocked after %i "
                       "failures from the address, %i of the user",
-                      &ctx->user, ctx->addr_failures, ctx->user_failures);
+                      &ctx->user, ctx->addr_failures - 1,
+                      ngx_max(ctx->user_failures - 1, 0));
 
     } else {
         ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
@@ -956,32 +982,10 @@ ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx)
 
     ngx_p3x_login_forget_password(ctx);
 
-    if (ngx_p3x_limit_fail(ctx, ngx_p3x_login_counted) != NGX_OK) {
-        ngx_p3x_login_counted(ctx, NULL);
-    }
-}
-
-
-static void
-ngx_p3x_login_counted(void *data, redisReply *reply)
-{
-    ngx_p3x_ctx_t *ctx = data;
-
-    ngx_int_t   n;
-    ngx_msec_t  delay, spent;
-
-    n = (reply && reply->type == REDIS_REPLY_INTEGER) ? reply->integer
-                                                       : ctx->addr_failures;
-
-    delay = ngx_p3x_limit_delay(ctx, ngx_max(n, 1));
+    delay = ngx_p3x_limit_delay(ctx, ngx_max(ctx->addr_failures, 1));
     spent = ngx_current_msec - ctx->login_start;
 
-    if (delay > spent) {
-        ngx_add_timer(&ctx->ev_delay, delay - spent);
-        return;
-    }
-
-    ngx_p3x_login_delayed(&ctx->ev_delay);
+    ngx_add_timer(&ctx->ev_delay, delay > spent ? delay - spent : 1);
 }
 
 
@@ -991,6 +995,7 @@ ngx_p3x_login_delayed(ngx_event_t *ev)
     ngx_p3x_ctx_t  *ctx = ev->data;
 
     ctx->busy = 0;
+    ngx_p3x_wake(ctx);
 
     if (ctx->login_blocked) {
         ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] too many failed logins, "
@@ -1005,32 +1010,34 @@ ngx_p3x_login_delayed(ngx_event_t *ev)
     {
         ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
                       "pop3_ext: too many authentication attempts");
+        ctx->end_reason = "too many authentication attempts";
         ctx->quit = 1;
     }
-
-    ngx_p3x_resume(ctx);
 }
 
 
 static void
-ngx_p3x_login_user_slot(void *data, redisReply *reply)
+ngx_p3x_login_user_slot(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_ctx_t *ctx = data;
 
-    ctx->conn_user_wait = 0;
+    if (status == NGX_P3X_REDIS_OK && reply->type == REDIS_REPLY_INTEGER) {
+        ctx->conn_user_wait = 0;
 
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
-                      "pop3_ext: too many sessions of user \"%V\"",
-                      &ctx->user);
-        ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] too many sessions of "
-                                 "this user");
-        return;
-    }
+        if (reply->integer == 0) {
+            ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
+                          "pop3_ext: too many sessions of user \"%V\"",
+                          &ctx->user);
+            ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] too many sessions of "
+                                     "this user");
+            return;
+        }
 
-    if (reply && reply->type == REDIS_REPLY_INTEGER) {
         ctx->conn_user = 1;
         ngx_p3x_refresh_start(ctx);
+
+    } else if (status == NGX_P3X_REDIS_NOTRUN) {
+        ctx->conn_user_wait = 0;
     }
 
     ngx_p3x_login_lock(ctx);
@@ -1061,7 +1068,7 @@ ngx_p3x_login_lock(ngx_p3x_ctx_t *ctx)
 
 
 static void
-ngx_p3x_login_locked(void *data, redisReply *reply)
+ngx_p3x_login_locked(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_ctx_t *ctx = data;
 
@@ -1071,9 +1078,7 @@ ngx_p3x_login_locked(void *data, redisReply *reply)
     c = ctx->connection;
     ctx->locking = 0;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR
-        && reply->len >= 6 && ngx_strncmp(reply->str, "IN-USE", 6) == 0)
-    {
+    if (status == NGX_P3X_REDIS_OK && ngx_p3x_store_error(reply, "IN-USE")) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "pop3_ext: maildrop \"%V\" is in use", &ctx->mailbox);
 
@@ -1082,13 +1087,13 @@ ngx_p3x_login_locked(void *data, redisReply *reply)
         return;
     }
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        if (reply) {
+    if (status != NGX_P3X_REDIS_OK || reply->type != REDIS_REPLY_ARRAY) {
+        if (status == NGX_P3X_REDIS_OK) {
             ngx_log_error(NGX_LOG_ERR, c->log, 0,
                           "pop3_ext: locking \"%V\": unexpected reply",
                           &ctx->mailbox);
 
-        } else {
+        } else if (status == NGX_P3X_REDIS_UNKNOWN) {
             /* Redis may still run the script: void it */
             ngx_p3x_store_release(ctx);
         }
@@ -1126,22 +1131,16 @@ ngx_p3x_login_locked(void *data, redisReply *reply)
 /* a further part of the index of a big maildrop */
 
 static void
-ngx_p3x_login_index(void *data, redisReply *reply)
+ngx_p3x_login_index(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_ctx_t *ctx = data;
 
     ctx->login_pending--;
 
-    if (ctx->login_failed) {
-        return;
-    }
-
-    if (reply == NULL || ngx_p3x_store_index_add(ctx, reply) != NGX_OK) {
-        ctx->login_failed = 1;
-
-        /* the replies still on their way find the attempt over */
-        ngx_p3x_redis_cancel(ctx->conf->redis, ctx);
-
+    if (status != NGX_P3X_REDIS_OK
+        || ngx_p3x_store_index_add(ctx, reply) != NGX_OK)
+    {
+        /* the parts still on their way are cancelled with the attempt */
         ngx_p3x_login_unlock(ctx);
         return;
     }
@@ -1161,8 +1160,8 @@ ngx_p3x_login_unlock(ngx_p3x_ctx_t *ctx)
     ctx->nmsgs = 0;
     ctx->octets = 0;
 
-    ngx_p3x_store_release(ctx);
     ngx_p3x_login_abort(ctx, "-ERR [SYS/TEMP] mail store unavailable");
+    ngx_p3x_store_release(ctx);
 }
 
 
@@ -1177,6 +1176,10 @@ ngx_p3x_login_done(ngx_p3x_ctx_t *ctx)
     ctx->state = ngx_p3x_state_trans;
     c->log->action = "in transaction state";
 
+    if (ctx->ev_login.timer_set) {
+        ngx_del_timer(&ctx->ev_login);
+    }
+
     ngx_p3x_refresh_start(ctx);
 
     ngx_log_error(NGX_LOG_INFO, c->log, 0,
@@ -1186,21 +1189,22 @@ ngx_p3x_login_done(ngx_p3x_ctx_t *ctx)
     ngx_p3x_reply(ctx, "+OK maildrop has %ui messages (%O octets)",
                   ctx->nmsgs, ctx->octets);
 
-    ngx_p3x_resume(ctx);
+    ngx_p3x_wake(ctx);
 }
 
 
-/* ends a login attempt with a reply; the session takes commands again */
+/*
+ * Ends a login attempt with a reply; the session takes commands again.
+ * What the attempt still has out is cancelled.
+ */
 
 static void
 ngx_p3x_login_abort(ngx_p3x_ctx_t *ctx, const char *reply)
 {
-    ngx_uint_t  was_busy;
-
-    was_busy = ctx->busy;
-
     ctx->busy = 0;
     ctx->connection->log->action = "in auth state";
+
+    ngx_p3x_redis_cancel(&ctx->requests, ctx->login_id);
 
     /* a user slot is for a session that logs in; this one did not */
     ngx_p3x_limit_conn_release(ctx, 1);
@@ -1208,8 +1212,36 @@ ngx_p3x_login_abort(ngx_p3x_ctx_t *ctx, const char *reply)
     ngx_p3x_login_forget_password(ctx);
     ngx_p3x_reply(ctx, "%s", reply);
 
-    if (was_busy) {
-        ngx_p3x_resume(ctx);
+    ngx_p3x_wake(ctx);
+}
+
+
+/*
+ * pop3_ext_login_timeout passed: whatever the attempt under way waits
+ * for is cancelled, and the session ends.
+ */
+
+void
+ngx_p3x_login_expired(ngx_p3x_ctx_t *ctx)
+{
+    ngx_p3x_redis_cancel(&ctx->requests, NGX_P3X_TAG_ANY);
+    ngx_p3x_auth_cancel(ctx);
+
+    if (ctx->ev_delay.timer_set) {
+        ngx_del_timer(&ctx->ev_delay);
+    }
+
+    ctx->busy = 0;
+    ctx->sasl = ngx_p3x_sasl_wait_none;
+    ctx->end_reason = "login timed out";
+    ctx->quit = 1;
+
+    ngx_p3x_login_forget_password(ctx);
+
+    if (ngx_p3x_out_alloc(ctx, NGX_P3X_OUT_SMALL) == NGX_OK
+        && ngx_p3x_out_room(ctx) >= NGX_P3X_REPLY_ROOM)
+    {
+        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] login timed out" CRLF);
     }
 }
 

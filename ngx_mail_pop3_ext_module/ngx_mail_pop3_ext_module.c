@@ -11,6 +11,7 @@
 
 
 static void *ngx_mail_pop3_ext_create_main_conf(ngx_conf_t *cf);
+static char *ngx_mail_pop3_ext_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_mail_pop3_ext_create_srv_conf(ngx_conf_t *cf);
 static char *ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -19,7 +20,9 @@ static char *ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_mail_pop3_ext_auth_concurrency(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_p3x_redis_t *ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf,
-    ngx_p3x_redis_t *want);
+    ngx_p3x_redis_t *want, ngx_str_t *addrs, ngx_uint_t naddrs);
+static ngx_int_t ngx_mail_pop3_ext_redis_ssl(ngx_conf_t *cf,
+    ngx_mail_pop3_ext_main_conf_t *mcf);
 static char *ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf,
@@ -60,10 +63,59 @@ static ngx_conf_enum_t  ngx_mail_pop3_ext_plaintext[] = {
 static ngx_command_t  ngx_mail_pop3_ext_commands[] = {
 
     { ngx_string("pop3_ext_redis"),
-      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE123,
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_1MORE,
       ngx_mail_pop3_ext_redis,
       NGX_MAIL_SRV_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("pop3_ext_redis_ssl_trusted_certificate"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_main_conf_t, redis_ssl_trusted),
+      NULL },
+
+    { ngx_string("pop3_ext_redis_ssl_certificate"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_main_conf_t, redis_ssl_certificate),
+      NULL },
+
+    { ngx_string("pop3_ext_redis_ssl_certificate_key"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_main_conf_t, redis_ssl_certificate_key),
+      NULL },
+
+    { ngx_string("pop3_ext_redis_ssl_name"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_main_conf_t, redis_ssl_name),
+      NULL },
+
+    { ngx_string("pop3_ext_redis_ssl_verify"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_main_conf_t, redis_ssl_verify),
+      NULL },
+
+    { ngx_string("pop3_ext_redis_ssl_server_name"),
+      NGX_MAIL_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_MAIL_MAIN_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_main_conf_t, redis_ssl_server_name),
+      NULL },
+
+    { ngx_string("pop3_ext_login_timeout"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, login_timeout),
       NULL },
 
     { ngx_string("pop3_ext_idle_timeout"),
@@ -226,7 +278,7 @@ static ngx_mail_module_t  ngx_mail_pop3_ext_module_ctx = {
     &ngx_mail_pop3_ext_protocol,           /* protocol */
 
     ngx_mail_pop3_ext_create_main_conf,    /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_mail_pop3_ext_init_main_conf,      /* init main configuration */
 
     ngx_mail_pop3_ext_create_srv_conf,     /* create server configuration */
     ngx_mail_pop3_ext_merge_srv_conf       /* merge server configuration */
@@ -271,12 +323,137 @@ ngx_mail_pop3_ext_create_main_conf(ngx_conf_t *cf)
     }
 
     mcf->auth_concurrency = NGX_CONF_UNSET;
+    mcf->redis_ssl_verify = NGX_CONF_UNSET;
+    mcf->redis_ssl_server_name = NGX_CONF_UNSET;
 
-    if (ngx_p3x_store_init_scripts(cf) != NGX_OK) {
+    if (ngx_p3x_scripts_init() != NGX_OK) {
         return NULL;
     }
 
     return mcf;
+}
+
+
+static char *
+ngx_mail_pop3_ext_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_mail_pop3_ext_main_conf_t *mcf = conf;
+
+    ngx_conf_init_value(mcf->redis_ssl_verify, 1);
+    ngx_conf_init_value(mcf->redis_ssl_server_name, 1);
+
+    if (ngx_mail_pop3_ext_redis_ssl(cf, mcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * One TLS client context for every pop3_ext_redis with "tls": nginx's
+ * own SSL code, its trusted certificates, an optional client certificate.
+ */
+
+static ngx_int_t
+ngx_mail_pop3_ext_redis_ssl(ngx_conf_t *cf, ngx_mail_pop3_ext_main_conf_t *mcf)
+{
+    ngx_uint_t           i, tls;
+    ngx_p3x_redis_t    **rp;
+#if (NGX_SSL)
+    ngx_pool_cleanup_t  *cln;
+#endif
+
+    rp = mcf->redis.elts;
+    tls = 0;
+
+    for (i = 0; i < mcf->redis.nelts; i++) {
+        tls |= rp[i]->tls;
+    }
+
+    if (!tls) {
+        return NGX_OK;
+    }
+
+#if (NGX_SSL)
+
+    mcf->redis_ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (mcf->redis_ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    mcf->redis_ssl->log = cf->log;
+
+    if (ngx_ssl_create(mcf->redis_ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(mcf->redis_ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = mcf->redis_ssl;
+
+    if (mcf->redis_ssl_verify) {
+        if (mcf->redis_ssl_trusted.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "pop3_ext_redis with \"tls\" needs "
+                               "pop3_ext_redis_ssl_trusted_certificate "
+                               "(or pop3_ext_redis_ssl_verify off)");
+            return NGX_ERROR;
+        }
+
+        if (ngx_ssl_trusted_certificate(cf, mcf->redis_ssl,
+                                        &mcf->redis_ssl_trusted, 4)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (mcf->redis_ssl_certificate.len) {
+        if (mcf->redis_ssl_certificate_key.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "no pop3_ext_redis_ssl_certificate_key for "
+                               "the client certificate \"%V\"",
+                               &mcf->redis_ssl_certificate);
+            return NGX_ERROR;
+        }
+
+        if (ngx_ssl_certificate(cf, mcf->redis_ssl,
+                                &mcf->redis_ssl_certificate,
+                                &mcf->redis_ssl_certificate_key, NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < mcf->redis.nelts; i++) {
+        if (!rp[i]->tls) {
+            continue;
+        }
+
+        rp[i]->ssl = mcf->redis_ssl;
+        rp[i]->ssl_verify = mcf->redis_ssl_verify ? 1 : 0;
+        rp[i]->ssl_server_name = mcf->redis_ssl_server_name ? 1 : 0;
+        rp[i]->ssl_name = mcf->redis_ssl_name;
+    }
+
+    return NGX_OK;
+
+#else
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "pop3_ext_redis \"tls\" needs nginx built with SSL");
+    return NGX_ERROR;
+
+#endif
 }
 
 
@@ -299,6 +476,7 @@ ngx_mail_pop3_ext_create_srv_conf(ngx_conf_t *cf)
      */
 
     conf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    conf->login_timeout = NGX_CONF_UNSET_MSEC;
     conf->lock_ttl = NGX_CONF_UNSET_MSEC;
     conf->plaintext = NGX_CONF_UNSET_UINT;
     conf->secure_networks = NGX_CONF_UNSET_PTR;
@@ -346,11 +524,12 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->redis == NULL) {
         ngx_memzero(&want, sizeof(ngx_p3x_redis_t));
-        want.name = ngx_mail_pop3_ext_default_redis;
         want.nconns = 2;
         want.timeout = 5000;
+        want.wait_timeout = 1000;
 
-        conf->redis = ngx_mail_pop3_ext_add_redis(cf, &want);
+        conf->redis = ngx_mail_pop3_ext_add_redis(cf, &want,
+                                        &ngx_mail_pop3_ext_default_redis, 1);
         if (conf->redis == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -362,6 +541,10 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout,
                               600000);
     ngx_conf_merge_msec_value(conf->lock_ttl, prev->lock_ttl, 30000);
+
+    /* slow clients cannot hold a connection forever before login */
+    ngx_conf_merge_msec_value(conf->login_timeout, prev->login_timeout,
+                              60000);
     ngx_conf_merge_bitmask_value(conf->auth_methods, prev->auth_methods,
                                  (NGX_CONF_BITMASK_SET|NGX_P3X_AUTH_USER
                                   |NGX_P3X_AUTH_PLAIN|NGX_P3X_AUTH_LOGIN));
@@ -549,9 +732,12 @@ ngx_mail_pop3_ext_auth_concurrency(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /*
- * pop3_ext_redis address [connections=N] [timeout=time] [user=name]
- *                [password=secret];
- * Servers naming the same address share its connections.
+ * pop3_ext_redis ADDRESS... [cluster | sentinel=NAME] [tls] [user=U]
+ *                [password=P] [wait=N] [wait_timeout=time]
+ *                [connections=N] [timeout=time];
+ *
+ * Several addresses are Cluster seeds or Sentinels, never a way to split
+ * data.  Servers naming the same Redis share its connections.
  */
 
 static char *
@@ -560,8 +746,8 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_mail_pop3_ext_srv_conf_t  *pscf = conf;
 
     ngx_int_t         n;
-    ngx_str_t        *value, s;
-    ngx_uint_t        i;
+    ngx_str_t        *value, s, *addrs;
+    ngx_uint_t        i, naddrs;
     ngx_p3x_redis_t   want;
 
     if (pscf->redis) {
@@ -571,11 +757,43 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     ngx_memzero(&want, sizeof(ngx_p3x_redis_t));
-    want.name = value[1];
     want.nconns = 2;
     want.timeout = 5000;
+    want.wait_timeout = 1000;
 
-    for (i = 2; i < cf->args->nelts; i++) {
+    addrs = ngx_palloc(cf->pool, cf->args->nelts * sizeof(ngx_str_t));
+    if (addrs == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    naddrs = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "cluster") == 0) {
+            if (want.mode != NGX_P3X_REDIS_SINGLE) {
+                return "takes one of \"cluster\" and \"sentinel=\"";
+            }
+
+            want.mode = NGX_P3X_REDIS_CLUSTER;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0) {
+            if (want.mode != NGX_P3X_REDIS_SINGLE || value[i].len == 9) {
+                return "takes one of \"cluster\" and \"sentinel=NAME\"";
+            }
+
+            want.mode = NGX_P3X_REDIS_SENTINEL;
+            want.sentinel_name.data = value[i].data + 9;
+            want.sentinel_name.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "tls") == 0) {
+            want.tls = 1;
+            continue;
+        }
 
         if (ngx_strncmp(value[i].data, "connections=", 12) == 0) {
             n = ngx_atoi(value[i].data + 12, value[i].len - 12);
@@ -590,16 +808,40 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
+        if (ngx_strncmp(value[i].data, "wait=", 5) == 0) {
+            n = ngx_atoi(value[i].data + 5, value[i].len - 5);
 
-            want.timeout = ngx_parse_time(&s, 0);
+            if (n == NGX_ERROR || n > 16) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": 0 to 16", &value[i]);
+                return NGX_CONF_ERROR;
+            }
 
-            if (want.timeout == (ngx_msec_t) NGX_ERROR || want.timeout == 0) {
+            want.wait = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0
+            || ngx_strncmp(value[i].data, "wait_timeout=", 13) == 0)
+        {
+            n = (value[i].data[0] == 't') ? 8 : 13;
+
+            s.data = value[i].data + n;
+            s.len = value[i].len - n;
+
+            n = ngx_parse_time(&s, 0);
+
+            if (n == NGX_ERROR || n == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid \"%V\"", &value[i]);
                 return NGX_CONF_ERROR;
+            }
+
+            if (value[i].data[0] == 't') {
+                want.timeout = n;
+
+            } else {
+                want.wait_timeout = n;
             }
 
             continue;
@@ -617,16 +859,33 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
+        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        addrs[naddrs++] = value[i];
+    }
+
+    if (naddrs == 0) {
+        return "needs an address";
+    }
+
+    if (naddrs > 1 && want.mode == NGX_P3X_REDIS_SINGLE) {
+        return "takes more than one address only with \"cluster\" or "
+               "\"sentinel=NAME\": data is never split by address";
     }
 
     if (want.user.len && want.password.len == 0) {
         return "has a user= without a password=";
     }
 
-    pscf->redis = ngx_mail_pop3_ext_add_redis(cf, &want);
+    if (want.wait && want.wait_timeout >= want.timeout) {
+        return "needs wait_timeout= shorter than timeout=";
+    }
+
+    pscf->redis = ngx_mail_pop3_ext_add_redis(cf, &want, addrs, naddrs);
     if (pscf->redis == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -635,15 +894,50 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* the same Redis (by its addresses) must be described the same way */
+
 static ngx_p3x_redis_t *
-ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_p3x_redis_t *want)
+ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_p3x_redis_t *want,
+    ngx_str_t *addrs, ngx_uint_t naddrs)
 {
+    u_char                         *p;
+    size_t                          len;
     ngx_url_t                       u;
     ngx_uint_t                      i;
+    ngx_addr_t                     *addr;
     ngx_p3x_redis_t                *r, **rp;
     ngx_mail_pop3_ext_main_conf_t  *mcf;
 
     mcf = ngx_mail_conf_get_module_main_conf(cf, ngx_mail_pop3_ext_module);
+
+    /* the name, for logs and sharing: addresses and mode, no secrets */
+
+    len = sizeof(" sentinel=") + want->sentinel_name.len
+          + sizeof(" cluster");
+
+    for (i = 0; i < naddrs; i++) {
+        len += addrs[i].len + 1;
+    }
+
+    want->name.data = ngx_pnalloc(cf->pool, len);
+    if (want->name.data == NULL) {
+        return NULL;
+    }
+
+    p = want->name.data;
+
+    for (i = 0; i < naddrs; i++) {
+        p = ngx_sprintf(p, "%s%V", i ? " " : "", &addrs[i]);
+    }
+
+    if (want->mode == NGX_P3X_REDIS_CLUSTER) {
+        p = ngx_cpymem(p, " cluster", sizeof(" cluster") - 1);
+
+    } else if (want->mode == NGX_P3X_REDIS_SENTINEL) {
+        p = ngx_sprintf(p, " sentinel=%V", &want->sentinel_name);
+    }
+
+    want->name.len = p - want->name.data;
 
     rp = mcf->redis.elts;
 
@@ -655,6 +949,8 @@ ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_p3x_redis_t *want)
         }
 
         if (r->nconns != want->nconns || r->timeout != want->timeout
+            || r->wait != want->wait || r->wait_timeout != want->wait_timeout
+            || r->tls != want->tls
             || !ngx_mail_pop3_ext_str_eq(&r->user, &want->user)
             || !ngx_mail_pop3_ext_str_eq(&r->password, &want->password))
         {
@@ -667,37 +963,50 @@ ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf, ngx_p3x_redis_t *want)
         return r;
     }
 
-    /* addresses are resolved here, never on the event loop */
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = want->name;
-    u.default_port = 6379;
-    u.no_resolve = 0;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        if (u.err) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in redis \"%V\"", u.err, &u.url);
-        }
-
-        return NULL;
-    }
-
-    if (u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis \"%V\" has no address", &u.url);
-        return NULL;
-    }
-
     r = ngx_pcalloc(cf->pool, sizeof(ngx_p3x_redis_t));
     if (r == NULL) {
         return NULL;
     }
 
     *r = *want;
-    r->addrs = u.addrs;
-    r->naddrs = u.naddrs;
+
+    r->addrs = ngx_array_create(cf->pool, naddrs, sizeof(ngx_addr_t));
+    if (r->addrs == NULL) {
+        return NULL;
+    }
+
+    /* addresses are resolved here, never on the event loop */
+
+    for (i = 0; i < naddrs; i++) {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = addrs[i];
+        u.default_port = (want->mode == NGX_P3X_REDIS_SENTINEL) ? 26379
+                                                                 : 6379;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+            if (u.err) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%s in redis \"%V\"", u.err, &u.url);
+            }
+
+            return NULL;
+        }
+
+        if (u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis \"%V\" has no address", &u.url);
+            return NULL;
+        }
+
+        addr = ngx_array_push(r->addrs);
+        if (addr == NULL) {
+            return NULL;
+        }
+
+        *addr = u.addrs[0];
+        addr->name = addrs[i];
+    }
 
     rp = ngx_array_push(&mcf->redis);
     if (rp == NULL) {

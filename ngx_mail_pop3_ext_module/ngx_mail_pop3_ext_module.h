@@ -2,18 +2,23 @@
 /*
  * Copyright (C) ngx_mail_pop3_ext_module developers
  *
- * Types shared by the files of the module.  Each file holds one concern:
- *   _module.c   configuration, directives, worker start
- *   _parse.c    command parser (pure)
- *   _session.c  the POP3 state machine and commands
- *   _output.c   the reply writer: buffering, flow control, dot-stuffing
- *   _login.c    the AUTHORIZATION state: USER/PASS, APOP, SASL, STLS
- *   _auth.c     credential verification in a thread pool
- *   _sasl.c     SASL message decoding (pure)
- *   _ssl.c      TLS glue: STLS, secure channels, client certificates
- *   _limit.c    cluster-wide abuse limits: failed logins, connections
- *   _redis.c    multiplexed, pipelined Redis connections owned by nginx
- *   _store.c    the mailbox store: keys and scripts over _redis.c
+ * Types shared by the files of the module.  Each file holds one concern,
+ * and calls go one way, down this list:
+ *
+ *   _module.c       configuration, directives, worker start
+ *   _session.c      a session's life: events, the command loop, the
+ *                   command table, closing; CAPA and QUIT
+ *   _login.c        the AUTHORIZATION state: USER/PASS, APOP, SASL, STLS
+ *   _transaction.c  the TRANSACTION and UPDATE states: STAT ... QUIT
+ *   _output.c       the reply writer: buffering, flow control, bodies
+ *   _ssl.c          TLS glue: STLS, secure channels, client certificates
+ *   _auth.c         credential checks in a thread pool
+ *   _limit.c        cluster-wide abuse limits: login attempts, slots
+ *   _store.c        the mailbox store: keys and scripts of the model
+ *   _redis.c        Redis requests and connections owned by nginx
+ *   _redis_topology.c  standalone, Sentinel or Cluster routing
+ *   _script.c       the model's server-side scripts, by name
+ *   _parse.c, _sasl.c  command and SASL decoding (pure)
  */
 
 
@@ -35,7 +40,7 @@
 #include "ngx_mail_pop3_ext_sasl.h"
 
 
-#define NGX_P3X_VERSION     "0.1.0"
+#define NGX_P3X_VERSION     "0.2.0"
 
 /* index entries a request reads at login: the LOCK script, each LRANGE */
 #define NGX_P3X_INDEX_CHUNK  4096
@@ -43,16 +48,49 @@
 /* the output buffer of short replies and listings */
 #define NGX_P3X_OUT_SMALL   4096
 
-
-typedef struct ngx_p3x_redis_s       ngx_p3x_redis_t;
-typedef struct ngx_p3x_rconn_s       ngx_p3x_rconn_t;
-typedef struct ngx_p3x_rreq_s        ngx_p3x_rreq_t;
-typedef struct ngx_p3x_ctx_s         ngx_p3x_ctx_t;
-typedef struct ngx_p3x_auth_task_s   ngx_p3x_auth_task_t;
+/* room for one reply line; checked before each command */
+#define NGX_P3X_REPLY_ROOM  1024
 
 
-/* reply is NULL when Redis could not answer (down, timeout) */
-typedef void (*ngx_p3x_redis_handler_pt)(void *data, redisReply *reply);
+typedef struct ngx_p3x_redis_s         ngx_p3x_redis_t;
+typedef struct ngx_p3x_redis_worker_s  ngx_p3x_redis_worker_t;
+typedef struct ngx_p3x_rconn_s         ngx_p3x_rconn_t;
+typedef struct ngx_p3x_rreq_s          ngx_p3x_rreq_t;
+typedef struct ngx_p3x_ctx_s           ngx_p3x_ctx_t;
+typedef struct ngx_p3x_auth_task_s     ngx_p3x_auth_task_t;
+
+
+/*
+ * What a Redis request's handler learns (see _redis.c): the reply, or
+ * that the request never ran, or that it may have run.
+ */
+#define NGX_P3X_REDIS_OK        0
+#define NGX_P3X_REDIS_NOTRUN    1
+#define NGX_P3X_REDIS_UNKNOWN   2
+#define NGX_P3X_REDIS_UNACKED   3       /* ran; replicas did not confirm */
+
+/* reply is NULL unless status is NGX_P3X_REDIS_OK or _UNACKED */
+typedef void (*ngx_p3x_redis_handler_pt)(void *data, redisReply *reply,
+    ngx_uint_t status);
+
+
+/* a request as its caller describes it */
+typedef struct {
+    ngx_p3x_redis_t          *redis;
+    ngx_queue_t              *owner;        /* cancelled with its owner */
+    ngx_p3x_redis_handler_pt  handler;      /* NULL: nobody waits */
+    void                     *data;
+    ngx_uint_t                tag;          /* cancelled by tag */
+    ngx_uint_t                affinity;     /* same: same connection */
+    ngx_msec_t                timeout;      /* 0: the Redis's own */
+    ngx_int_t                 script;       /* -1, or for EVALSHA */
+    ngx_int_t                 key;          /* argv index of the key that
+                                               routes it; 0: none */
+    unsigned                  idempotent:1; /* may run twice, harmlessly */
+    unsigned                  ack:1;        /* WAIT with wait= */
+} ngx_p3x_rcall_t;
+
+#define NGX_P3X_TAG_ANY     ((ngx_uint_t) -1)
 
 
 typedef struct {
@@ -62,25 +100,70 @@ typedef struct {
 } ngx_p3x_script_t;
 
 
-/* one configured Redis address; its connections are per worker */
+typedef enum {
+    NGX_P3X_SCRIPT_LOCK = 0,
+    NGX_P3X_SCRIPT_REFRESH,
+    NGX_P3X_SCRIPT_MARK,
+    NGX_P3X_SCRIPT_MARKS,
+    NGX_P3X_SCRIPT_COMMIT,
+    NGX_P3X_SCRIPT_RELEASE,
+    NGX_P3X_SCRIPT_AUTHINFO,
+    NGX_P3X_SCRIPT_FAIL,
+    NGX_P3X_SCRIPT_REFUND,
+    NGX_P3X_SCRIPT_CONN,
+    NGX_P3X_SCRIPTS
+} ngx_p3x_script_e;
+
+
+#define NGX_P3X_REDIS_SINGLE    0
+#define NGX_P3X_REDIS_CLUSTER   1
+#define NGX_P3X_REDIS_SENTINEL  2
+
+
+/*
+ * One configured pop3_ext_redis: a standalone server, Cluster seeds or
+ * Sentinels.  Servers that name the same one share it; its connections
+ * and routes are per worker (worker).
+ */
 struct ngx_p3x_redis_s {
-    ngx_str_t                 name;
-    ngx_addr_t               *addrs;
-    ngx_uint_t                naddrs;
+    ngx_str_t                 name;           /* as configured */
+    ngx_uint_t                mode;
+    ngx_array_t              *addrs;          /* ngx_addr_t */
+    ngx_str_t                 sentinel_name;
 
     ngx_uint_t                nconns;
     ngx_msec_t                timeout;
+    ngx_uint_t                wait;
+    ngx_msec_t                wait_timeout;
     ngx_str_t                 user;           /* AUTH, if set */
     ngx_str_t                 password;
 
-    ngx_p3x_rconn_t          *conns;
-    ngx_uint_t                next;
+    unsigned                  tls:1;
+    unsigned                  ssl_verify:1;
+    unsigned                  ssl_server_name:1;
+#if (NGX_SSL)
+    ngx_ssl_t                *ssl;
+#endif
+    ngx_str_t                 ssl_name;
+
+    ngx_p3x_redis_worker_t   *worker;
 };
 
 
 typedef struct {
     ngx_array_t               redis;          /* ngx_p3x_redis_t * */
     ngx_int_t                 auth_concurrency;   /* NGX_CONF_UNSET: auto */
+
+    /* TLS to Redis, for every pop3_ext_redis with "tls" */
+    ngx_str_t                 redis_ssl_trusted;
+    ngx_str_t                 redis_ssl_certificate;
+    ngx_str_t                 redis_ssl_certificate_key;
+    ngx_str_t                 redis_ssl_name;
+    ngx_flag_t                redis_ssl_verify;
+    ngx_flag_t                redis_ssl_server_name;
+#if (NGX_SSL)
+    ngx_ssl_t                *redis_ssl;
+#endif
 } ngx_mail_pop3_ext_main_conf_t;
 
 
@@ -103,6 +186,7 @@ typedef struct {
     ngx_p3x_redis_t          *redis;
 
     ngx_msec_t                idle_timeout;
+    ngx_msec_t                login_timeout;
     ngx_msec_t                lock_ttl;
 
     ngx_uint_t                auth_methods;
@@ -175,6 +259,17 @@ typedef enum {
 } ngx_p3x_stream_e;
 
 
+/* what the deletion marks in Redis are known to be */
+typedef enum {
+    ngx_p3x_marks_known = 0,
+    ngx_p3x_marks_unknown,        /* a DELE or RSET may or may not have
+                                     run: read them before going on */
+    ngx_p3x_marks_reading,
+    ngx_p3x_marks_failed          /* reading failed: the next command
+                                     gets an error */
+} ngx_p3x_marks_e;
+
+
 struct ngx_p3x_ctx_s {
     ngx_mail_session_t       *session;
     ngx_connection_t         *connection;
@@ -182,9 +277,12 @@ struct ngx_p3x_ctx_s {
 
     ngx_p3x_state_e           state;
 
-    ngx_buf_t                *in;            /* &in_buf */
+    ngx_queue_t               requests;       /* this session's, to Redis */
+    ngx_event_t               wake;           /* completions post it */
+
+    ngx_buf_t                *in;             /* &in_buf */
     ngx_buf_t                 in_buf;         /* no memory while idle */
-    ngx_buf_t                *out;           /* &out_buf, or NULL */
+    ngx_buf_t                *out;            /* &out_buf, or NULL */
     ngx_buf_t                 out_buf;
 
     ngx_str_t                 user;
@@ -195,6 +293,7 @@ struct ngx_p3x_ctx_s {
 
     u_char                    token[P3X_TOKEN_LEN];
 
+    /* AUTHORIZATION */
     ngx_p3x_auth_method_e     auth_method;
     ngx_p3x_sasl_e            sasl;
     ngx_str_t                 salt;           /* APOP greeting timestamp */
@@ -202,11 +301,17 @@ struct ngx_p3x_ctx_s {
                                                  digest goes in password */
     ngx_str_t                 session_id;     /* "host:pid:connection" */
     ngx_uint_t                auth_attempts;
-    ngx_uint_t                login_pending;  /* requests of a login */
+    ngx_uint_t                login_id;       /* tags the requests of one
+                                                 login attempt */
+    ngx_uint_t                login_pending;  /* its requests out */
     ngx_msec_t                login_start;
-    ngx_int_t                 addr_failures;
+    ngx_int_t                 addr_failures;  /* this attempt included */
     ngx_int_t                 user_failures;
+    ngx_event_t               ev_delay;
+    ngx_event_t               ev_login;       /* pop3_ext_login_timeout */
+    ngx_p3x_auth_task_t      *auth_task;
 
+    /* TRANSACTION */
     ngx_p3x_msg_t            *msgs;
     ngx_uint_t                nmsgs;
     ngx_uint_t                index_total;    /* messages at login */
@@ -216,36 +321,46 @@ struct ngx_p3x_ctx_s {
     ngx_uint_t                ndeleted;
     off_t                     deleted_octets;
     ngx_uint_t                last;
+    ngx_p3x_marks_e           marks;
+    ngx_p3x_msg_t            *pending_msg;    /* of a DELE on its way */
 
     ngx_uint_t                retrieved;
     off_t                     retrieved_octets;
+    ngx_uint_t                removed;        /* by the commit, as Redis
+                                                 counted */
     ngx_uint_t                commands;
+    const char               *end_reason;
 
     /* the multi-line reply being produced */
     ngx_p3x_stream_e          stream;
     ngx_uint_t                stream_next;    /* next message of a listing */
     ngx_p3x_msg_t            *body_msg;
-    off_t                     body_offset;
+    off_t                     body_offset;    /* octets fetched */
     off_t                     top_lines;      /* -1: the whole message */
+    ngx_str_t                 body_rest;      /* fetched, not yet copied */
+    u_char                   *body_spill;
 
     ngx_event_t               refresh;
-    ngx_event_t               ev_delay;
-    ngx_p3x_auth_task_t      *auth_task;
 
     unsigned                  busy:1;         /* waiting for Redis/thread */
+    unsigned                  fatal:1;        /* close at the next wake */
+    unsigned                  expired:1;      /* login time is over */
     unsigned                  locked:1;
     unsigned                  locking:1;      /* LOCK sent, no reply yet */
     unsigned                  lock_lost:1;
     unsigned                  skipping:1;     /* discarding a long line */
     unsigned                  body_bol:1;     /* at a line start */
+    unsigned                  body_cr:1;      /* the octet before was CR */
     unsigned                  body_in_header:1;
     unsigned                  body_blank:1;
     unsigned                  body_pending:1; /* a chunk is requested */
+    unsigned                  body_bare_lf:1; /* logged once */
     unsigned                  quit:1;
     unsigned                  user_ok:1;      /* USER given */
     unsigned                  user_known:1;
     unsigned                  login_failed:1; /* a store error at login */
     unsigned                  login_blocked:1;
+    unsigned                  login_counted:1;  /* the address counted it */
     unsigned                  starttls:1;     /* STLS said, TLS next */
     unsigned                  conn_addr:1;    /* holds an address slot */
     unsigned                  conn_user:1;    /* holds a user slot */
@@ -254,16 +369,7 @@ struct ngx_p3x_ctx_s {
 };
 
 
-enum {
-    NGX_P3X_SCRIPT_LOCK = 0,
-    NGX_P3X_SCRIPT_REFRESH,
-    NGX_P3X_SCRIPT_MARK,
-    NGX_P3X_SCRIPT_COMMIT,
-    NGX_P3X_SCRIPT_RELEASE,
-    NGX_P3X_SCRIPT_AUTHINFO,
-    NGX_P3X_SCRIPT_FAIL,
-    NGX_P3X_SCRIPT_CONN
-};
+typedef void (*ngx_p3x_command_pt)(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 
 
 extern ngx_module_t        ngx_mail_pop3_ext_module;
@@ -275,11 +381,10 @@ void ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_p3x_init_protocol(ngx_event_t *rev);
 void ngx_p3x_auth_state(ngx_event_t *rev);
 ngx_int_t ngx_p3x_dummy_parse(ngx_mail_session_t *s);
-void ngx_p3x_resume(ngx_p3x_ctx_t *ctx);
-ngx_p3x_ctx_t *ngx_p3x_event_ctx(ngx_event_t *ev);
-void ngx_p3x_close(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_wake(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text);
 void ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...);
+ngx_int_t ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 void ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 void ngx_p3x_refresh_start(ngx_p3x_ctx_t *ctx);
 
@@ -293,22 +398,36 @@ void ngx_p3x_stls(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 void ngx_p3x_sasl_line(ngx_p3x_ctx_t *ctx, ngx_str_t *line);
 ngx_uint_t ngx_p3x_login_methods(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_login_forget_password(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_login_expired(ngx_p3x_ctx_t *ctx);
+
+/* _transaction.c */
+void ngx_p3x_noop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_stat(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_list(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_uidl(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_retr(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_top(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_dele(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_rset(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_last(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
+void ngx_p3x_update(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_marks_read(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_stream(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_stream_end(ngx_p3x_ctx_t *ctx);
 
 /* _ssl.c */
 ngx_int_t ngx_p3x_ssl_on(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_ssl_secure(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_ssl_starttls(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_ssl_starttls_only(ngx_p3x_ctx_t *ctx);
-void ngx_p3x_ssl_start(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_ssl_handshake(ngx_connection_t *c);
 ngx_int_t ngx_p3x_ssl_identity(ngx_p3x_ctx_t *ctx, ngx_str_t *id);
 
 /* _limit.c */
 ngx_msec_t ngx_p3x_limit_delay(ngx_p3x_ctx_t *ctx, ngx_int_t failures);
-ngx_int_t ngx_p3x_limit_addr_failures(ngx_p3x_ctx_t *ctx,
+ngx_int_t ngx_p3x_limit_attempt(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);
-ngx_int_t ngx_p3x_limit_fail(ngx_p3x_ctx_t *ctx,
-    ngx_p3x_redis_handler_pt handler);
-void ngx_p3x_limit_clear_user(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_limit_refund(ngx_p3x_ctx_t *ctx, ngx_uint_t user);
 ngx_int_t ngx_p3x_limit_conn(ngx_p3x_ctx_t *ctx, ngx_uint_t user,
     ngx_p3x_redis_handler_pt handler);
 void ngx_p3x_limit_conn_renew(ngx_p3x_ctx_t *ctx);
@@ -323,7 +442,6 @@ size_t ngx_p3x_out_room(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_out_str(ngx_p3x_ctx_t *ctx, u_char *data, size_t len);
 size_t ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len);
 ngx_int_t ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx);
-void ngx_p3x_write_handler(ngx_event_t *wev);
 
 #define ngx_p3x_out_literal(ctx, s)                                           \
     ngx_p3x_out_str(ctx, (u_char *) s, sizeof(s) - 1)
@@ -339,32 +457,40 @@ void ngx_p3x_auth_init_worker(ngx_cycle_t *cycle, ngx_uint_t max);
 /* _redis.c */
 ngx_int_t ngx_p3x_redis_init_worker(ngx_cycle_t *cycle, ngx_p3x_redis_t *r);
 void ngx_p3x_redis_exit_worker(ngx_p3x_redis_t *r);
-ngx_int_t ngx_p3x_redis_send(ngx_p3x_redis_t *r, int argc,
-    const char **argv, const size_t *argvlen, ngx_int_t script,
-    ngx_p3x_redis_handler_pt handler, void *data);
-void ngx_p3x_redis_cancel(ngx_p3x_redis_t *r, void *data);
+ngx_int_t ngx_p3x_redis_call(ngx_p3x_rcall_t *call, int argc,
+    const char **argv, const size_t *argvlen);
+ngx_int_t ngx_p3x_redis_eval(ngx_p3x_rcall_t *call, ngx_uint_t nkeys,
+    const char **keys, const size_t *keyslen, ngx_uint_t nargs,
+    const char **args, const size_t *argslen);
+void ngx_p3x_redis_cancel(ngx_queue_t *owner, ngx_uint_t tag);
+
+/* _script.c */
+ngx_int_t ngx_p3x_scripts_init(void);
 
 /* _store.c */
-ngx_int_t ngx_p3x_store_init_scripts(ngx_conf_t *cf);
-ngx_int_t ngx_p3x_store_script(ngx_p3x_ctx_t *ctx, ngx_int_t script,
-    ngx_uint_t nkeys, const char **keys, const size_t *keyslen,
-    ngx_uint_t nargs, const char **args, const size_t *argslen,
-    ngx_p3x_redis_handler_pt handler);
+void ngx_p3x_store_call(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
+    ngx_int_t script, ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
     ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_store_marks(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
+ngx_int_t ngx_p3x_store_marks_apply(ngx_p3x_ctx_t *ctx, redisReply *reply);
 ngx_int_t ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);
 void ngx_p3x_store_release(ngx_p3x_ctx_t *ctx);
+ngx_int_t ngx_p3x_store_authinfo(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_fetch(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
     off_t offset, size_t len, ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_index_begin(ngx_p3x_ctx_t *ctx, redisReply *reply);
 ngx_int_t ngx_p3x_store_index_fetch(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_index_add(ngx_p3x_ctx_t *ctx, redisReply *reply);
+ngx_int_t ngx_p3x_store_error(redisReply *reply, const char *code);
 
 
 #endif /* _NGX_MAIL_POP3_EXT_MODULE_H_INCLUDED_ */

@@ -7,7 +7,8 @@
  * of a fixed size: replies are appended, pipelined replies coalesce into
  * one send(), and a long reply is produced only as fast as the client
  * takes it (the session resumes when the buffer has drained).  The buffer
- * exists only while there is something to send.
+ * exists only while there is something to send.  This file calls nothing
+ * of the session's: the session calls it.
  */
 
 
@@ -99,16 +100,18 @@ ngx_p3x_out_str(ngx_p3x_ctx_t *ctx, u_char *data, size_t len)
 
 
 /*
- * Copies message octets, doubling a "." at a line start (RFC 1939, 3).
- * For TOP, stops after the header and ctx->top_lines body lines.
- * Returns how many input octets were taken; stops early when the buffer
- * is full or TOP is done (ctx->top_lines becomes 0 past the header).
+ * Copies message octets, doubling a "." at a line start (RFC 1939, 3)
+ * and writing a bare LF (a body stored against the model's rules) as
+ * CRLF, so that every line the client gets is a protocol line.  For TOP,
+ * stops after the header and ctx->top_lines body lines.  Returns how many
+ * input octets were taken: it stops early when the buffer is full (the
+ * caller keeps the rest) or TOP is done.
  */
 
 size_t
 ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
 {
-    u_char  *dst, *end, *src, *last;
+    u_char  c, *dst, *end, *src, *last;
 
     if (ctx->top_lines < 0) {
         return ngx_p3x_out_body_all(ctx, p, len);
@@ -121,7 +124,9 @@ ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
     src = p;
     last = p + len;
 
-    while (src < last && end - dst >= 2) {
+    /* an octet writes at most three: a stuffed dot, CR and LF */
+
+    while (src < last && end - dst >= 3) {
 
         if (ctx->top_lines == 0 && !ctx->body_in_header) {
             break;
@@ -140,18 +145,29 @@ ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
             }
         }
 
-        *dst = *src++;
+        c = *src++;
 
-        if (*dst++ == LF) {
-            ctx->body_bol = 1;
+        if (c != LF) {
+            *dst++ = c;
+            ctx->body_cr = (c == CR);
+            continue;
+        }
 
-            if (ctx->body_blank) {
-                ctx->body_blank = 0;
-                ctx->body_in_header = 0;
+        if (!ctx->body_cr) {
+            *dst++ = CR;
+            ctx->body_bare_lf = 1;
+        }
 
-            } else if (ctx->top_lines > 0 && !ctx->body_in_header) {
-                ctx->top_lines--;
-            }
+        *dst++ = LF;
+        ctx->body_cr = 0;
+        ctx->body_bol = 1;
+
+        if (ctx->body_blank) {
+            ctx->body_blank = 0;
+            ctx->body_in_header = 0;
+
+        } else if (ctx->top_lines > 0 && !ctx->body_in_header) {
+            ctx->top_lines--;
         }
     }
 
@@ -163,21 +179,23 @@ ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
 
 /*
  * RETR: whole lines at a time.  memchr() finds the line ends and
- * memcpy() moves the lines; only a "." after a line end costs an octet.
+ * memcpy() moves the lines; only a "." after a line end, or a bare LF,
+ * costs more.  A line that does not fit is copied in part.
  */
 
 static size_t
 ngx_p3x_out_body_all(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
 {
     u_char      *dst, *end, *src, *last, *lf;
-    size_t       n;
-    ngx_uint_t   bol;
+    size_t       n, room;
+    ngx_uint_t   bol, cr, bare;
 
     dst = ctx->out->last;
     end = ctx->out->end;
     src = p;
     last = p + len;
     bol = ctx->body_bol;
+    cr = ctx->body_cr;
 
     while (src < last) {
 
@@ -193,11 +211,12 @@ ngx_p3x_out_body_all(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
             bol = 0;
         }
 
+        room = end - dst;
         lf = memchr(src, LF, last - src);
-        n = (lf ? lf + 1 : last) - src;
 
-        if ((size_t) (end - dst) < n) {
-            n = end - dst;
+        if (lf == NULL) {
+            /* the rest is part of a line */
+            n = ngx_min((size_t) (last - src), room);
 
             if (n == 0) {
                 break;
@@ -205,17 +224,45 @@ ngx_p3x_out_body_all(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
 
             dst = ngx_cpymem(dst, src, n);
             src += n;
+            cr = (dst[-1] == CR);
+            continue;
+        }
+
+        n = lf - src;
+        bare = n ? (lf[-1] != CR) : !cr;
+
+        if (room < n + 1 + bare) {
+
+            /* the line does not fit: what does, short of its end */
+
+            n = ngx_min(n, room);
+
+            if (n == 0) {
+                break;
+            }
+
+            dst = ngx_cpymem(dst, src, n);
+            src += n;
+            cr = (dst[-1] == CR);
             break;
         }
 
         dst = ngx_cpymem(dst, src, n);
-        src += n;
 
-        bol = (lf != NULL);
+        if (bare) {
+            *dst++ = CR;
+            ctx->body_bare_lf = 1;
+        }
+
+        *dst++ = LF;
+        src = lf + 1;
+        bol = 1;
+        cr = 0;
     }
 
     ctx->out->last = dst;
     ctx->body_bol = bol;
+    ctx->body_cr = cr;
 
     return src - p;
 }
@@ -268,29 +315,4 @@ ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx)
     }
 
     return NGX_OK;
-}
-
-
-void
-ngx_p3x_write_handler(ngx_event_t *wev)
-{
-    ngx_int_t       rc;
-    ngx_p3x_ctx_t  *ctx;
-
-    ctx = ngx_p3x_event_ctx(wev);
-
-    if (ctx == NULL) {
-        return;
-    }
-
-    rc = ngx_p3x_out_flush(ctx);
-
-    if (rc == NGX_ERROR) {
-        ngx_p3x_close(ctx);
-        return;
-    }
-
-    if (rc == NGX_OK) {
-        ngx_p3x_resume(ctx);
-    }
 }

@@ -42,7 +42,8 @@ typedef enum {
     ngx_p3x_cmd_top,
     ngx_p3x_cmd_uidl,
     ngx_p3x_cmd_last,
-    ngx_p3x_cmd_utf8
+    ngx_p3x_cmd_utf8,
+    NGX_P3X_CMDS                             /* how many there are */
 } ngx_p3x_cmd_e;
 
 

@@ -2,91 +2,78 @@
 /*
  * Copyright (C) ngx_mail_pop3_ext_module developers
  *
- * The POP3 session: AUTHORIZATION, TRANSACTION and UPDATE (RFC 1939).
+ * A POP3 session's life (RFC 1939): its events, the command loop, the
+ * command table, and closing.  The commands live in _login.c
+ * (AUTHORIZATION) and _transaction.c (TRANSACTION, UPDATE).
  *
  * One loop, ngx_p3x_resume(), drives a session: it continues a multi-line
  * reply, executes buffered commands in order (pipelining), flushes the
  * replies, and reads more.  A command that needs Redis or the thread pool
- * sets ctx->busy and returns; its completion clears it and calls the loop
- * again.  Nothing in the loop blocks.
+ * sets ctx->busy and returns.  Nothing in the loop blocks.
+ *
+ * Completions.  Redis replies, thread-pool results and timers complete
+ * the work of a session from the event loop.  A completion may update the
+ * session's fields, append a reply to the output buffer (which exists
+ * while the session is busy), send further requests and clear ctx->busy.
+ * It never runs the loop, sends to the client or closes the session
+ * itself: it calls ngx_p3x_wake(), which posts ctx->wake, and the posted
+ * handler runs the loop when nothing of the session is on the stack.  A
+ * completion that finds the session beyond repair sets ctx->fatal; the
+ * loop closes it.  Only the client's events, the posted wake and the
+ * loop close a session, and closing cancels everything that could still
+ * complete: the session's Redis requests (ctx->requests), its thread
+ * task, its timers and the posted wake.
  */
 
 
 #include "ngx_mail_pop3_ext_module.h"
 
 
-#define NGX_P3X_REPLY_ROOM  1024
+typedef struct {
+    ngx_p3x_command_pt        auth;         /* in AUTHORIZATION */
+    ngx_p3x_command_pt        trans;        /* in TRANSACTION */
+} ngx_p3x_command_t;
 
 
-typedef void (*ngx_p3x_command_pt)(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-
-
+static void ngx_p3x_wake_handler(ngx_event_t *ev);
 static void ngx_p3x_read_handler(ngx_event_t *rev);
+static void ngx_p3x_write_handler(ngx_event_t *wev);
+static ngx_p3x_ctx_t *ngx_p3x_event_ctx(ngx_event_t *ev);
+static void ngx_p3x_resume(ngx_p3x_ctx_t *ctx);
 static ngx_int_t ngx_p3x_read(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_in_free(ngx_p3x_ctx_t *ctx);
 static ngx_int_t ngx_p3x_next_command(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static ngx_int_t ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static ngx_int_t ngx_p3x_stream(ngx_p3x_ctx_t *ctx);
-static ngx_p3x_msg_t *ngx_p3x_message(ngx_p3x_ctx_t *ctx,
-    ngx_p3x_cmd_t *cmd, ngx_uint_t nargs);
+static void ngx_p3x_starttls(ngx_p3x_ctx_t *ctx);
+static void ngx_p3x_close(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_cleanup(void *data);
 static void ngx_p3x_log_end(ngx_p3x_ctx_t *ctx);
-
+static void ngx_p3x_login_timeout(ngx_event_t *ev);
 static void ngx_p3x_refresh_handler(ngx_event_t *ev);
-static void ngx_p3x_refreshed(void *data, redisReply *reply);
+static void ngx_p3x_refreshed(void *data, redisReply *reply,
+    ngx_uint_t status);
 static void ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_committed(void *data, redisReply *reply);
-static void ngx_p3x_commit_failed(ngx_p3x_ctx_t *ctx);
-static void ngx_p3x_noop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_utf8(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_stat(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_list(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_uidl(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_retr(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_top(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_body_start(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
-    off_t lines);
-static ngx_int_t ngx_p3x_body_next(ngx_p3x_ctx_t *ctx);
-static ngx_int_t ngx_p3x_body_fetch(ngx_p3x_ctx_t *ctx);
-static void ngx_p3x_body_chunk(void *data, redisReply *reply);
-static void ngx_p3x_dele(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_dele_marked(void *data, redisReply *reply);
-static void ngx_p3x_rset(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static void ngx_p3x_rset_cleared(void *data, redisReply *reply);
-static void ngx_p3x_last(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-static ngx_int_t ngx_p3x_lock_lost(ngx_p3x_ctx_t *ctx, redisReply *reply);
 
 
-static ngx_p3x_command_pt  ngx_p3x_auth_commands[] = {
-    NULL,                           /* unknown */
-    ngx_p3x_user,
-    ngx_p3x_pass,
-    ngx_p3x_apop,
-    ngx_p3x_auth,
-    ngx_p3x_stls,
-    ngx_p3x_capa,
-    ngx_p3x_quit,
-    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-    ngx_p3x_utf8
-};
-
-
-static ngx_p3x_command_pt  ngx_p3x_trans_commands[] = {
-    NULL,                           /* unknown */
-    NULL, NULL, NULL, NULL, NULL,   /* USER PASS APOP AUTH STLS */
-    ngx_p3x_capa,
-    ngx_p3x_quit,
-    ngx_p3x_noop,
-    ngx_p3x_stat,
-    ngx_p3x_list,
-    ngx_p3x_retr,
-    ngx_p3x_dele,
-    ngx_p3x_rset,
-    ngx_p3x_top,
-    ngx_p3x_uidl,
-    ngx_p3x_last,
-    NULL                            /* UTF8 */
+static ngx_p3x_command_t  ngx_p3x_commands[NGX_P3X_CMDS] = {
+    [ngx_p3x_cmd_user] = { ngx_p3x_user, NULL },
+    [ngx_p3x_cmd_pass] = { ngx_p3x_pass, NULL },
+    [ngx_p3x_cmd_apop] = { ngx_p3x_apop, NULL },
+    [ngx_p3x_cmd_auth] = { ngx_p3x_auth, NULL },
+    [ngx_p3x_cmd_stls] = { ngx_p3x_stls, NULL },
+    [ngx_p3x_cmd_capa] = { ngx_p3x_capa, ngx_p3x_capa },
+    [ngx_p3x_cmd_quit] = { ngx_p3x_quit, ngx_p3x_quit },
+    [ngx_p3x_cmd_noop] = { NULL, ngx_p3x_noop },
+    [ngx_p3x_cmd_stat] = { NULL, ngx_p3x_stat },
+    [ngx_p3x_cmd_list] = { NULL, ngx_p3x_list },
+    [ngx_p3x_cmd_retr] = { NULL, ngx_p3x_retr },
+    [ngx_p3x_cmd_dele] = { NULL, ngx_p3x_dele },
+    [ngx_p3x_cmd_rset] = { NULL, ngx_p3x_rset },
+    [ngx_p3x_cmd_top] = { NULL, ngx_p3x_top },
+    [ngx_p3x_cmd_uidl] = { NULL, ngx_p3x_uidl },
+    [ngx_p3x_cmd_last] = { NULL, ngx_p3x_last },
+    [ngx_p3x_cmd_utf8] = { ngx_p3x_utf8, NULL }
 };
 
 
@@ -111,6 +98,8 @@ ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx->connection = c;
     ctx->conf = conf;
 
+    ngx_queue_init(&ctx->requests);
+
     cln = ngx_pool_cleanup_add(c->pool, 0);
     if (cln == NULL) {
         ngx_mail_close_connection(c);
@@ -120,10 +109,19 @@ ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     cln->handler = ngx_p3x_cleanup;
     cln->data = ctx;
 
+    ctx->wake.handler = ngx_p3x_wake_handler;
+    ctx->wake.data = ctx;
+    ctx->wake.log = c->log;
+
     ctx->refresh.handler = ngx_p3x_refresh_handler;
     ctx->refresh.data = ctx;
     ctx->refresh.log = c->log;
     ctx->refresh.cancelable = 1;
+
+    ctx->ev_login.handler = ngx_p3x_login_timeout;
+    ctx->ev_login.data = ctx;
+    ctx->ev_login.log = c->log;
+    ctx->ev_login.cancelable = 1;
 
     ctx->user.data = ngx_pnalloc(c->pool, P3X_NAME_MAX);
     ctx->in = &ctx->in_buf;
@@ -142,6 +140,12 @@ ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     }
 
     c->log->action = "in auth state";
+
+    /* the whole AUTHORIZATION state has a time limit, not just each read */
+
+    if (conf->login_timeout) {
+        ngx_add_timer(&ctx->ev_login, conf->login_timeout);
+    }
 
     /* the greeting, at once or after the address's connection slot */
     if (ngx_p3x_login_init(ctx) != NGX_OK) {
@@ -172,12 +176,18 @@ ngx_p3x_init_protocol(ngx_event_t *rev)
     ctx->state = ngx_p3x_state_auth;
     ctx->user_ok = 0;
     ctx->skipping = 0;
+    ctx->starttls = 0;
     ctx->sasl = ngx_p3x_sasl_wait_none;
-    ctx->in->pos = ctx->in->start;
-    ctx->in->last = ctx->in->start;
+
+    if (ctx->in->start) {
+        ctx->in->pos = ctx->in->start;
+        ctx->in->last = ctx->in->start;
+    }
 
     c->read->handler = ngx_p3x_read_handler;
     c->write->handler = ngx_p3x_write_handler;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0, "pop3_ext: session start");
 
     ngx_p3x_resume(ctx);
 }
@@ -199,6 +209,29 @@ ngx_p3x_auth_state(ngx_event_t *rev)
 }
 
 
+/* what completions call: the loop runs from a posted event, later */
+
+void
+ngx_p3x_wake(ngx_p3x_ctx_t *ctx)
+{
+    if (!ctx->wake.posted && ctx->state != ngx_p3x_state_closing) {
+        ngx_post_event(&ctx->wake, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_p3x_wake_handler(ngx_event_t *ev)
+{
+    ngx_p3x_ctx_t  *ctx = ev->data;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext: wake");
+
+    ngx_p3x_resume(ctx);
+}
+
+
 static void
 ngx_p3x_read_handler(ngx_event_t *rev)
 {
@@ -212,13 +245,40 @@ ngx_p3x_read_handler(ngx_event_t *rev)
 }
 
 
+/* the client takes more of a reply: the loop goes on where it stopped */
+
+static void
+ngx_p3x_write_handler(ngx_event_t *wev)
+{
+    ngx_int_t       rc;
+    ngx_p3x_ctx_t  *ctx;
+
+    ctx = ngx_p3x_event_ctx(wev);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    rc = ngx_p3x_out_flush(ctx);
+
+    if (rc == NGX_ERROR) {
+        ngx_p3x_close(ctx);
+        return;
+    }
+
+    if (rc == NGX_OK) {
+        ngx_p3x_resume(ctx);
+    }
+}
+
+
 /*
  * The session of a client event, or NULL when the event was a timeout
  * and the session is closed (RFC 1939: an autologout does not enter the
  * UPDATE state).
  */
 
-ngx_p3x_ctx_t *
+static ngx_p3x_ctx_t *
 ngx_p3x_event_ctx(ngx_event_t *ev)
 {
     ngx_connection_t    *c;
@@ -233,6 +293,7 @@ ngx_p3x_event_ctx(ngx_event_t *ev)
         ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
                       "client timed out");
         c->timedout = 1;
+        ctx->end_reason = "client timed out";
         ngx_p3x_close(ctx);
         return NULL;
     }
@@ -241,7 +302,7 @@ ngx_p3x_event_ctx(ngx_event_t *ev)
 }
 
 
-void
+static void
 ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
 {
     ngx_int_t                  rc;
@@ -252,6 +313,16 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
     c = ctx->connection;
 
     for ( ;; ) {
+
+        if (ctx->fatal) {
+            ngx_p3x_close(ctx);
+            return;
+        }
+
+        if (ctx->expired && ctx->state == ngx_p3x_state_auth) {
+            ctx->expired = 0;
+            ngx_p3x_login_expired(ctx);
+        }
 
         if (ctx->busy) {
             return;
@@ -300,7 +371,7 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
                 ngx_p3x_close(ctx);
 
             } else if (rc == NGX_OK) {
-                ngx_p3x_ssl_start(ctx);
+                ngx_p3x_starttls(ctx);
             }
 
             return;
@@ -420,6 +491,7 @@ ngx_p3x_read(ngx_p3x_ctx_t *ctx)
     }
 
     if (n == NGX_ERROR || n == 0) {
+        ctx->end_reason = "connection closed";
         return NGX_ERROR;
     }
 
@@ -464,6 +536,10 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
     ngx_p3x_cmd_t   cmd;
 
     b = ctx->in;
+
+    if (b->start == NULL) {
+        return NGX_AGAIN;
+    }
 
     if (ctx->skipping) {
         lf = ngx_strlchr(b->pos, b->last, LF);
@@ -515,6 +591,35 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
         return NGX_OK;
     }
 
+    /*
+     * After a DELE or RSET whose outcome is unknown the session reads the
+     * marks from Redis before it takes the next command (which stays in
+     * the buffer meanwhile), so that its view and Redis's agree.
+     */
+
+    if (ctx->state == ngx_p3x_state_trans
+        && ctx->sasl == ngx_p3x_sasl_wait_none)
+    {
+        if (ctx->marks == ngx_p3x_marks_unknown) {
+            if (ngx_p3x_marks_read(ctx) == NGX_OK) {
+                return NGX_OK;
+            }
+
+            ctx->marks = ngx_p3x_marks_failed;
+        }
+
+        if (ctx->marks == ngx_p3x_marks_failed) {
+
+            /* Redis cannot tell now: this command gets the error */
+
+            ctx->marks = ngx_p3x_marks_unknown;
+            b->pos = next;
+            ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] mail store "
+                                     "unavailable" CRLF);
+            return NGX_OK;
+        }
+    }
+
     b->pos = next;
 
     ctx->commands++;
@@ -544,6 +649,7 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
         ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
                       "client sent too many commands");
         ngx_p3x_out_literal(ctx, "-ERR [SYS/PERM] too many commands" CRLF);
+        ctx->end_reason = "too many commands";
         ctx->quit = 1;
         return NGX_OK;
     }
@@ -551,6 +657,9 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
     switch (rc) {
 
     case NGX_OK:
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                       "pop3_ext: command \"%V\", %ui argument(s)",
+                       &cmd.name, cmd.nargs);
         ngx_p3x_dispatch(ctx, &cmd);
         break;
 
@@ -580,11 +689,12 @@ ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
                       "pop3_ext: the lock of maildrop \"%V\" was lost",
                       &ctx->mailbox);
         ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] maildrop lock lost" CRLF);
+        ctx->end_reason = "lock lost";
         ctx->quit = 1;
         return;
     }
 
-    if (cmd->command == ngx_p3x_cmd_unknown) {
+    if (cmd->command == ngx_p3x_cmd_unknown || cmd->command >= NGX_P3X_CMDS) {
         ngx_p3x_error(ctx, "-ERR unknown command");
         return;
     }
@@ -592,11 +702,11 @@ ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
     switch (ctx->state) {
 
     case ngx_p3x_state_auth:
-        handler = ngx_p3x_auth_commands[cmd->command];
+        handler = ngx_p3x_commands[cmd->command].auth;
         break;
 
     case ngx_p3x_state_trans:
-        handler = ngx_p3x_trans_commands[cmd->command];
+        handler = ngx_p3x_commands[cmd->command].trans;
         break;
 
     default:
@@ -609,6 +719,41 @@ ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
     }
 
     handler(ctx, cmd);
+}
+
+
+/*
+ * After "+OK" to STLS has been sent: whatever the client pipelined in
+ * plaintext is dropped, never read as a command inside TLS (the
+ * CVE-2011-0411 class of injection), and the core does the handshake; it
+ * then calls ngx_p3x_init_protocol(), which starts the session over.
+ */
+
+static void
+ngx_p3x_starttls(ngx_p3x_ctx_t *ctx)
+{
+    ngx_connection_t  *c;
+
+    c = ctx->connection;
+
+    if (ctx->in->last > ctx->in->pos) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client pipelined %uz octets after STLS, dropped",
+                      (size_t) (ctx->in->last - ctx->in->pos));
+    }
+
+    ctx->in->pos = ctx->in->start;
+    ctx->in->last = ctx->in->start;
+    ctx->starttls = 0;
+
+    ngx_p3x_in_free(ctx);
+    ngx_p3x_out_free(ctx);
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_p3x_ssl_handshake(c);
 }
 
 
@@ -626,16 +771,15 @@ ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text)
     if (++ctx->session->errors >= cscf->max_errors) {
         ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
                       "client sent too many invalid commands");
+        ctx->end_reason = "too many errors";
         ctx->quit = 1;
     }
 }
 
 
-/* one reply line; the room for it is checked before each command */
-
 /* for commands that take no argument: true after the error reply */
 
-static ngx_int_t
+ngx_int_t
 ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
     u_char  text[64];
@@ -652,6 +796,8 @@ ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
     return 1;
 }
 
+
+/* one reply line; the room for it is checked before each command */
 
 void
 ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...)
@@ -673,7 +819,7 @@ ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...)
 }
 
 
-void
+static void
 ngx_p3x_close(ngx_p3x_ctx_t *ctx)
 {
     ngx_connection_t  *c;
@@ -700,12 +846,22 @@ ngx_p3x_close(ngx_p3x_ctx_t *ctx)
 }
 
 
-/* gives back all a session holds; runs twice at most, the second idle */
+/*
+ * Gives back all a session holds and cancels all that could still call
+ * it back; runs twice at most, the second time idle.  It visits only the
+ * session's own requests.
+ */
 
 static void
 ngx_p3x_cleanup(void *data)
 {
     ngx_p3x_ctx_t  *ctx = data;
+
+    ctx->state = ngx_p3x_state_closing;
+
+    if (ctx->wake.posted) {
+        ngx_delete_posted_event(&ctx->wake);
+    }
 
     if (ctx->refresh.timer_set) {
         ngx_del_timer(&ctx->refresh);
@@ -715,8 +871,12 @@ ngx_p3x_cleanup(void *data)
         ngx_del_timer(&ctx->ev_delay);
     }
 
+    if (ctx->ev_login.timer_set) {
+        ngx_del_timer(&ctx->ev_login);
+    }
+
     ngx_p3x_auth_cancel(ctx);
-    ngx_p3x_redis_cancel(ctx->conf->redis, ctx);
+    ngx_p3x_redis_cancel(&ctx->requests, NGX_P3X_TAG_ANY);
 
     if (ctx->locked || ctx->locking) {
         ctx->locked = 0;
@@ -733,6 +893,11 @@ ngx_p3x_cleanup(void *data)
         ctx->out = NULL;
     }
 
+    if (ctx->body_spill) {
+        ngx_free(ctx->body_spill);
+        ctx->body_spill = NULL;
+    }
+
     if (ctx->in->start) {
         ngx_explicit_memzero(ctx->in->start, ctx->in->end - ctx->in->start);
         ngx_free(ctx->in->start);
@@ -744,17 +909,46 @@ ngx_p3x_cleanup(void *data)
 static void
 ngx_p3x_log_end(ngx_p3x_ctx_t *ctx)
 {
+    ngx_uint_t  update;
+
+    update = (ctx->state == ngx_p3x_state_update);
+
     ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
                   "pop3_ext: session end, user=\"%V\" mailbox=\"%V\" "
                   "retr=%ui/%O dele=%ui/%O left=%ui%s",
                   &ctx->user, &ctx->mailbox,
                   ctx->retrieved, ctx->retrieved_octets,
-                  ctx->state == ngx_p3x_state_update ? ctx->ndeleted : 0,
-                  ctx->state == ngx_p3x_state_update
-                  ? ctx->deleted_octets : 0,
-                  ctx->nmsgs - (ctx->state == ngx_p3x_state_update
-                                ? ctx->ndeleted : 0),
-                  ctx->state == ngx_p3x_state_update ? "" : " (no QUIT)");
+                  update ? ctx->removed : 0,
+                  update ? ctx->deleted_octets : 0,
+                  ctx->nmsgs - (update ? ctx->removed : 0),
+                  update ? "" : " (no QUIT)");
+}
+
+
+/* RFC 1939 gives a session no time limit before login: we do */
+
+static void
+ngx_p3x_login_timeout(ngx_event_t *ev)
+{
+    ngx_p3x_ctx_t  *ctx = ev->data;
+
+    if (ctx->state != ngx_p3x_state_auth) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
+                  "pop3_ext: no login within %M ms",
+                  ctx->conf->login_timeout);
+
+    if (ctx->connection->read->handler != ngx_p3x_read_handler) {
+        /* a TLS handshake is going on: nothing to say, just close */
+        ctx->fatal = 1;
+        ngx_p3x_wake(ctx);
+        return;
+    }
+
+    ctx->expired = 1;
+    ngx_p3x_wake(ctx);
 }
 
 
@@ -790,25 +984,13 @@ ngx_p3x_refresh_handler(ngx_event_t *ev)
 
 
 static void
-ngx_p3x_refreshed(void *data, redisReply *reply)
+ngx_p3x_refreshed(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_ctx_t *ctx = data;
 
-    (void) ngx_p3x_lock_lost(ctx, reply);
-}
-
-
-static ngx_int_t
-ngx_p3x_lock_lost(ngx_p3x_ctx_t *ctx, redisReply *reply)
-{
-    if (reply && reply->type == REDIS_REPLY_ERROR
-        && reply->len >= 8 && ngx_strncmp(reply->str, "LOCKLOST", 8) == 0)
-    {
+    if (ngx_p3x_store_error(reply, "LOCKLOST")) {
         ctx->lock_lost = 1;
-        return 1;
     }
-
-    return 0;
 }
 
 
@@ -871,6 +1053,8 @@ ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 }
 
 
+/* QUIT: in TRANSACTION it enters UPDATE (_transaction.c) */
+
 static void
 ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
@@ -881,57 +1065,7 @@ ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
         return;
     }
 
-    ctx->state = ngx_p3x_state_update;
-    ctx->connection->log->action = "in update state";
-
-    /*
-     * Even with nothing deleted the commit runs: it frees the lock before
-     * "+OK", so that a client that logs in again at once is not [IN-USE].
-     */
-
-    if (ngx_p3x_store_commit(ctx, ngx_p3x_committed) != NGX_OK) {
-        ngx_p3x_commit_failed(ctx);
-        return;
-    }
-
-    ctx->busy = 1;
-}
-
-
-static void
-ngx_p3x_commit_failed(ngx_p3x_ctx_t *ctx)
-{
-    ngx_p3x_out_literal(ctx,
-                       "-ERR [SYS/TEMP] some deleted messages not removed"
-                       CRLF);
-
-    /* nothing was deleted: the log line must not say otherwise */
-    ctx->ndeleted = 0;
-    ctx->deleted_octets = 0;
-}
-
-
-static void
-ngx_p3x_committed(void *data, redisReply *reply)
-{
-    ngx_p3x_ctx_t *ctx = data;
-
-    ctx->busy = 0;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
-                      "pop3_ext: commit of \"%V\" failed%s",
-                      &ctx->mailbox,
-                      ngx_p3x_lock_lost(ctx, reply) ? ": lock lost" : "");
-        ngx_p3x_commit_failed(ctx);
-
-    } else {
-        ctx->locked = 0;
-        ngx_p3x_reply(ctx, "+OK bye, %ui messages left",
-                      ctx->nmsgs - ctx->ndeleted);
-    }
-
-    ngx_p3x_resume(ctx);
+    ngx_p3x_update(ctx);
 }
 
 
@@ -948,511 +1082,4 @@ ngx_p3x_utf8(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
     }
 
     ngx_p3x_out_literal(ctx, "+OK UTF-8 enabled" CRLF);
-}
-
-
-/* TRANSACTION */
-
-static void
-ngx_p3x_noop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    if (ngx_p3x_extra_args(ctx, cmd)) {
-        return;
-    }
-
-    ngx_p3x_out_literal(ctx, "+OK" CRLF);
-}
-
-
-static void
-ngx_p3x_stat(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    if (ngx_p3x_extra_args(ctx, cmd)) {
-        return;
-    }
-
-    ngx_p3x_reply(ctx, "+OK %ui %O", ctx->nmsgs - ctx->ndeleted,
-                  ctx->octets - ctx->deleted_octets);
-}
-
-
-/*
- * The message a command names, or NULL after the error reply.  A bad
- * number is a client error; a deleted or missing message is not.
- */
-
-static ngx_p3x_msg_t *
-ngx_p3x_message(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd, ngx_uint_t nargs)
-{
-    ngx_int_t       n;
-    ngx_p3x_msg_t  *msg;
-
-    if (cmd->nargs != nargs) {
-        ngx_p3x_error(ctx, nargs == 1 ? "-ERR one message number expected"
-                                      : "-ERR two numbers expected");
-        return NULL;
-    }
-
-    n = ngx_p3x_parse_number(&cmd->args[0]);
-
-    if (n == NGX_ERROR) {
-        ngx_p3x_error(ctx, "-ERR invalid message number");
-        return NULL;
-    }
-
-    if (n == 0 || (ngx_uint_t) n > ctx->nmsgs) {
-        ngx_p3x_out_literal(ctx, "-ERR no such message" CRLF);
-        return NULL;
-    }
-
-    msg = &ctx->msgs[n - 1];
-
-    if (msg->deleted) {
-        ngx_p3x_reply(ctx, "-ERR message %i is deleted", n);
-        return NULL;
-    }
-
-    return msg;
-}
-
-
-static void
-ngx_p3x_list(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    ngx_p3x_msg_t  *msg;
-
-    if (cmd->nargs == 0) {
-        ngx_p3x_reply(ctx, "+OK %ui messages (%O octets)",
-                      ctx->nmsgs - ctx->ndeleted,
-                      ctx->octets - ctx->deleted_octets);
-        ctx->stream = ngx_p3x_stream_list;
-        ctx->stream_next = 0;
-        return;
-    }
-
-    msg = ngx_p3x_message(ctx, cmd, 1);
-
-    if (msg) {
-        ngx_p3x_reply(ctx, "+OK %ui %uD", msg - ctx->msgs + 1, msg->size);
-    }
-}
-
-
-static void
-ngx_p3x_uidl(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    ngx_p3x_msg_t  *msg;
-
-    if (cmd->nargs == 0) {
-        ngx_p3x_out_literal(ctx, "+OK unique-id listing follows" CRLF);
-        ctx->stream = ngx_p3x_stream_uidl;
-        ctx->stream_next = 0;
-        return;
-    }
-
-    msg = ngx_p3x_message(ctx, cmd, 1);
-
-    if (msg) {
-        ngx_p3x_reply(ctx, "+OK %ui %*s", msg - ctx->msgs + 1,
-                      (size_t) msg->uid_len, msg->uid);
-    }
-}
-
-
-/*
- * Continues a multi-line reply.  NGX_OK: it is complete; NGX_AGAIN: the
- * buffer must drain first, or a body chunk is on its way (ctx->busy).
- */
-
-static ngx_int_t
-ngx_p3x_stream(ngx_p3x_ctx_t *ctx)
-{
-    u_char         *p;
-    ngx_buf_t      *b;
-    ngx_p3x_msg_t  *msg;
-
-    b = ctx->out;
-
-    if (ctx->stream == ngx_p3x_stream_body) {
-        return ngx_p3x_body_next(ctx);
-    }
-
-    while (ctx->stream_next < ctx->nmsgs) {
-
-        if ((size_t) (b->end - b->last) < P3X_UID_MAX + NGX_INT_T_LEN + 8) {
-            return NGX_AGAIN;
-        }
-
-        msg = &ctx->msgs[ctx->stream_next++];
-
-        if (msg->deleted) {
-            continue;
-        }
-
-        if (ctx->stream == ngx_p3x_stream_list) {
-            p = ngx_sprintf(b->last, "%ui %uD" CRLF,
-                            msg - ctx->msgs + 1, msg->size);
-
-        } else {
-            p = ngx_sprintf(b->last, "%ui %*s" CRLF, msg - ctx->msgs + 1,
-                            (size_t) msg->uid_len, msg->uid);
-        }
-
-        b->last = p;
-    }
-
-    if ((size_t) (b->end - b->last) < 3) {
-        return NGX_AGAIN;
-    }
-
-    b->last = ngx_cpymem(b->last, "." CRLF, 3);
-    ctx->stream = ngx_p3x_stream_none;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_p3x_retr(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    ngx_p3x_msg_t  *msg;
-
-    msg = ngx_p3x_message(ctx, cmd, 1);
-
-    if (msg) {
-        ngx_p3x_body_start(ctx, msg, -1);
-    }
-}
-
-
-static void
-ngx_p3x_top(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    ngx_int_t       lines;
-    ngx_p3x_msg_t  *msg;
-
-    if (cmd->nargs != 2) {
-        ngx_p3x_error(ctx, "-ERR TOP takes a message number and a count");
-        return;
-    }
-
-    lines = ngx_p3x_parse_number(&cmd->args[1]);
-
-    if (lines == NGX_ERROR) {
-        ngx_p3x_error(ctx, "-ERR invalid line count");
-        return;
-    }
-
-    msg = ngx_p3x_message(ctx, cmd, 2);
-
-    if (msg) {
-        ngx_p3x_body_start(ctx, msg, lines);
-    }
-}
-
-
-/* RETR (lines == -1) and TOP: the "+OK" waits for the first chunk, so
- * that a store failure can still be answered with -ERR */
-
-static void
-ngx_p3x_body_start(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg, off_t lines)
-{
-    ctx->stream = ngx_p3x_stream_body;
-    ctx->body_msg = msg;
-    ctx->body_offset = 0;
-    ctx->body_bol = 1;
-    ctx->body_blank = 0;
-    ctx->body_in_header = (lines >= 0);
-    ctx->top_lines = lines;
-    ctx->body_pending = 0;
-}
-
-
-/*
- * The next chunk is asked for as soon as the buffer has room for it,
- * while the one before is still going out: Redis and the client work at
- * the same time, and a slow client still holds two chunks at most.
- */
-
-static ngx_int_t
-ngx_p3x_body_next(ngx_p3x_ctx_t *ctx)
-{
-    size_t      room;
-    ngx_buf_t  *b;
-
-    b = ctx->out;
-
-    if ((size_t) (b->end - b->start) < ngx_p3x_out_body_size(ctx)) {
-
-        /* replies before the body go out first, then the buffer grows */
-
-        if (b->last > b->pos) {
-            return NGX_AGAIN;
-        }
-
-        if (ngx_p3x_out_alloc(ctx, ngx_p3x_out_body_size(ctx)) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        b = ctx->out;
-    }
-
-    if (b->last > b->pos && ngx_p3x_out_flush(ctx) == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    room = ngx_p3x_out_chunk_room(ctx);
-
-    if ((size_t) (b->end - b->last) < room && b->pos > b->start) {
-        b->last = ngx_movemem(b->start, b->pos, b->last - b->pos);
-        b->pos = b->start;
-    }
-
-    if ((size_t) (b->end - b->last) < room) {
-        return NGX_AGAIN;
-    }
-
-    return ngx_p3x_body_fetch(ctx);
-}
-
-
-static ngx_int_t
-ngx_p3x_body_fetch(ngx_p3x_ctx_t *ctx)
-{
-    size_t          len;
-    ngx_p3x_msg_t  *msg;
-
-    msg = ctx->body_msg;
-    len = ngx_min(ctx->conf->chunk_size,
-                  (size_t) (msg->size - ctx->body_offset));
-
-    if (len == 0) {
-        /* an empty message: nothing to fetch */
-        ngx_p3x_body_chunk(ctx, NULL);
-        return ctx->stream == ngx_p3x_stream_none ? NGX_OK : NGX_ERROR;
-    }
-
-    if (ngx_p3x_store_fetch(ctx, msg, ctx->body_offset, len,
-                            ngx_p3x_body_chunk)
-        != NGX_OK)
-    {
-        if (ctx->body_offset) {
-            return NGX_ERROR;
-        }
-
-        ctx->stream = ngx_p3x_stream_none;
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-        return NGX_OK;
-    }
-
-    ctx->busy = 1;
-    ctx->body_pending = 1;
-
-    return NGX_AGAIN;
-}
-
-
-static void
-ngx_p3x_body_chunk(void *data, redisReply *reply)
-{
-    ngx_p3x_ctx_t *ctx = data;
-
-    u_char         *p;
-    size_t          len;
-    ngx_buf_t      *b;
-    ngx_p3x_msg_t  *msg;
-
-    msg = ctx->body_msg;
-    b = ctx->out;
-
-    if (ctx->body_pending) {
-        ctx->busy = 0;
-        ctx->body_pending = 0;
-
-        if (reply == NULL || reply->type != REDIS_REPLY_STRING
-            || reply->len == 0)
-        {
-            ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
-                          "pop3_ext: message %ui of \"%V\" is unavailable "
-                          "at offset %O",
-                          msg - ctx->msgs + 1, &ctx->mailbox,
-                          ctx->body_offset);
-
-            if (ctx->body_offset) {
-                /* the reply is half sent: only closing can end it */
-                ngx_p3x_close(ctx);
-                return;
-            }
-
-            ctx->stream = ngx_p3x_stream_none;
-            ngx_p3x_out_literal(ctx,
-                               "-ERR [SYS/TEMP] message unavailable" CRLF);
-            ngx_p3x_resume(ctx);
-            return;
-        }
-
-        /* never more than asked for: the buffer has room for that */
-
-        p = (u_char *) reply->str;
-        len = ngx_min(reply->len,
-                      ngx_min(ctx->conf->chunk_size,
-                              (size_t) (msg->size - ctx->body_offset)));
-
-    } else {
-        p = NULL;
-        len = 0;
-    }
-
-    if (ctx->body_offset == 0) {
-        if (ctx->top_lines < 0) {
-            ngx_p3x_reply(ctx, "+OK %uD octets", msg->size);
-
-        } else {
-            ngx_p3x_out_literal(ctx, "+OK" CRLF);
-        }
-    }
-
-    ngx_p3x_out_body(ctx, p, len);
-
-    ctx->body_offset += len;
-
-    if (ctx->body_offset >= msg->size
-        || len < ctx->conf->chunk_size
-        || (ctx->top_lines == 0 && !ctx->body_in_header))
-    {
-        if (!ctx->body_bol) {
-            b->last = ngx_cpymem(b->last, CRLF, 2);
-        }
-
-        b->last = ngx_cpymem(b->last, "." CRLF, 3);
-        ctx->stream = ngx_p3x_stream_none;
-
-        if (ctx->top_lines < 0) {
-            ctx->retrieved++;
-            ctx->retrieved_octets += msg->size;
-            ctx->last = ngx_max(ctx->last, (ngx_uint_t) (msg - ctx->msgs + 1));
-        }
-    }
-
-    if (p) {
-        ngx_p3x_resume(ctx);
-    }
-}
-
-
-static void
-ngx_p3x_dele(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    ngx_p3x_msg_t  *msg;
-
-    msg = ngx_p3x_message(ctx, cmd, 1);
-
-    if (msg == NULL) {
-        return;
-    }
-
-    if (ngx_p3x_store_mark(ctx, msg, ngx_p3x_dele_marked) != NGX_OK) {
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-        return;
-    }
-
-    ctx->body_msg = msg;
-    ctx->busy = 1;
-}
-
-
-static void
-ngx_p3x_dele_marked(void *data, redisReply *reply)
-{
-    ngx_p3x_ctx_t *ctx = data;
-
-    ngx_p3x_msg_t  *msg;
-
-    ctx->busy = 0;
-    msg = ctx->body_msg;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_p3x_lock_lost(ctx, reply);
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-
-    } else {
-        msg->deleted = 1;
-        ctx->ndeleted++;
-        ctx->deleted_octets += msg->size;
-
-        ngx_p3x_reply(ctx, "+OK message %ui deleted", msg - ctx->msgs + 1);
-    }
-
-    ngx_p3x_resume(ctx);
-}
-
-
-static void
-ngx_p3x_rset(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    if (ngx_p3x_extra_args(ctx, cmd)) {
-        return;
-    }
-
-    if (ctx->ndeleted == 0) {
-        ngx_p3x_rset_cleared(ctx, NULL);
-        return;
-    }
-
-    if (ngx_p3x_store_mark(ctx, NULL, ngx_p3x_rset_cleared) != NGX_OK) {
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-        return;
-    }
-
-    ctx->busy = 1;
-}
-
-
-static void
-ngx_p3x_rset_cleared(void *data, redisReply *reply)
-{
-    ngx_p3x_ctx_t *ctx = data;
-
-    ngx_uint_t  i, was_busy;
-
-    was_busy = ctx->busy;
-    ctx->busy = 0;
-
-    if (was_busy && (reply == NULL || reply->type != REDIS_REPLY_INTEGER)) {
-        ngx_p3x_lock_lost(ctx, reply);
-        ngx_p3x_out_literal(ctx,
-                           "-ERR [SYS/TEMP] mail store unavailable" CRLF);
-        ngx_p3x_resume(ctx);
-        return;
-    }
-
-    for (i = 0; i < ctx->nmsgs; i++) {
-        ctx->msgs[i].deleted = 0;
-    }
-
-    ctx->ndeleted = 0;
-    ctx->deleted_octets = 0;
-    ctx->last = 0;
-
-    ngx_p3x_reply(ctx, "+OK maildrop has %ui messages (%O octets)",
-                  ctx->nmsgs, ctx->octets);
-
-    if (was_busy) {
-        ngx_p3x_resume(ctx);
-    }
-}
-
-
-static void
-ngx_p3x_last(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    if (ngx_p3x_extra_args(ctx, cmd)) {
-        return;
-    }
-
-    ngx_p3x_reply(ctx, "+OK %ui", ctx->last);
 }

@@ -87,40 +87,16 @@ ngx_p3x_ssl_starttls_only(ngx_p3x_ctx_t *ctx)
 
 
 /*
- * After "+OK" to STLS has been sent: whatever the client pipelined in
- * plaintext is dropped, never read as a command inside TLS (the
- * CVE-2011-0411 class of injection), and the core does the handshake; it
- * then calls ngx_p3x_init_protocol(), which starts the session over.
+ * STLS, once "+OK" is out and the plaintext input dropped: nginx's mail
+ * core does the handshake and then calls ngx_p3x_init_protocol().
  */
 
 void
-ngx_p3x_ssl_start(ngx_p3x_ctx_t *ctx)
+ngx_p3x_ssl_handshake(ngx_connection_t *c)
 {
 #if (NGX_MAIL_SSL)
-
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-
-    if (ctx->in->last > ctx->in->pos) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client pipelined %uz octets after STLS, dropped",
-                      (size_t) (ctx->in->last - ctx->in->pos));
-    }
-
-    ctx->in->pos = ctx->in->start;
-    ctx->in->last = ctx->in->start;
-    ctx->starttls = 0;
-
-    ngx_p3x_out_free(ctx);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
     c->read->handler = ngx_mail_starttls_handler;
     ngx_mail_starttls_handler(c->read);
-
 #endif
 }
 

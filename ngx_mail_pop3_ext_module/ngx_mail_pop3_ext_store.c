@@ -5,68 +5,56 @@
  * The mailbox store: what a session asks of Redis, in the data model of
  * ngx_mail_pop3_ext_model.h.  Each operation is one request, and every
  * operation that changes a maildrop is one script that checks the lock
- * token, so a session that lost its lock can change nothing.
+ * token, so a session that lost its lock can change nothing.  Every key a
+ * script touches is one of its KEYS, and all of them carry the mailbox's
+ * hash tag.
  */
 
 
 #include "ngx_mail_pop3_ext_module.h"
 
-#include <ngx_sha1.h>
-
 
 #define NGX_P3X_KEY_MAX  (sizeof(P3X_MBOX_PREFIX) + P3X_NAME_MAX             \
                           + sizeof(P3X_GONE_SUFFIX) + P3X_UID_MAX)
 
-
-ngx_p3x_script_t  ngx_p3x_scripts[] = {
-    { ngx_string("lock"), ngx_string(P3X_SCRIPT_LOCK), "" },
-    { ngx_string("refresh"), ngx_string(P3X_SCRIPT_REFRESH), "" },
-    { ngx_string("mark"), ngx_string(P3X_SCRIPT_MARK), "" },
-    { ngx_string("commit"), ngx_string(P3X_SCRIPT_COMMIT), "" },
-    { ngx_string("release"), ngx_string(P3X_SCRIPT_RELEASE), "" },
-    { ngx_string("authinfo"), ngx_string(P3X_SCRIPT_AUTHINFO), "" },
-    { ngx_string("fail"), ngx_string(P3X_SCRIPT_FAIL), "" },
-    { ngx_string("conn"), ngx_string(P3X_SCRIPT_CONN), "" },
-    { ngx_null_string, ngx_null_string, "" }
-};
+#define NGX_P3X_ENTRY_MAX  (P3X_UID_MAX + 1 + NGX_INT_T_LEN)
 
 
 static u_char *ngx_p3x_store_key(ngx_p3x_ctx_t *ctx, u_char *buf,
     const char *suffix, size_t len);
 static void ngx_p3x_store_gone_key(ngx_p3x_ctx_t *ctx, u_char *buf);
-static ngx_int_t ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script,
-    ngx_uint_t nkeys, const char **keys, ngx_uint_t nargs,
-    const char **args, const size_t *argslen,
-    ngx_p3x_redis_handler_pt handler);
+static ngx_int_t ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx,
+    ngx_p3x_rcall_t *call, ngx_uint_t nkeys, const char **keys,
+    ngx_uint_t nargs, const char **args, const size_t *argslen);
+static size_t ngx_p3x_store_entry(u_char *buf, ngx_p3x_msg_t *msg);
 
 
-ngx_int_t
-ngx_p3x_store_init_scripts(ngx_conf_t *cf)
+/* a request of this session: its owner, its connection, its handler */
+
+void
+ngx_p3x_store_call(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
+    ngx_int_t script, ngx_p3x_redis_handler_pt handler)
 {
-    u_char            hash[20];
-    ngx_sha1_t        sha1;
-    ngx_p3x_script_t  *s;
+    ngx_memzero(call, sizeof(ngx_p3x_rcall_t));
 
-    for (s = ngx_p3x_scripts; s->name.len; s++) {
-        ngx_sha1_init(&sha1);
-        ngx_sha1_update(&sha1, s->source.data, s->source.len);
-        ngx_sha1_final(hash, &sha1);
-
-        ngx_hex_dump(s->sha1, hash, 20);
-    }
-
-    return NGX_OK;
+    call->redis = ctx->conf->redis;
+    call->owner = &ctx->requests;
+    call->handler = handler;
+    call->data = ctx;
+    call->affinity = (uintptr_t) ctx;
+    call->script = script;
 }
 
 
 ngx_int_t
 ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
-    u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
-                 index[NGX_P3X_KEY_MAX], gone[NGX_P3X_KEY_MAX],
-                 ttl[NGX_INT_T_LEN], chunk[NGX_INT_T_LEN];
-    size_t       argslen[3];
-    const char  *keys[4], *args[3];
+    u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
+                     index[NGX_P3X_KEY_MAX], gone[NGX_P3X_KEY_MAX],
+                     ttl[NGX_INT_T_LEN], chunk[NGX_INT_T_LEN];
+    size_t           argslen[3];
+    const char      *keys[4], *args[3];
+    ngx_p3x_rcall_t  call;
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
     ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
@@ -86,17 +74,20 @@ ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     args[2] = (const char *) chunk;
     argslen[2] = ngx_sprintf(chunk, "%d", NGX_P3X_INDEX_CHUNK) - chunk;
 
-    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_LOCK, 4, keys, 3, args,
-                              argslen, handler);
+    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_LOCK, handler);
+    call.tag = ctx->login_id;
+
+    return ngx_p3x_store_eval(ctx, &call, 4, keys, 3, args, argslen);
 }
 
 
 ngx_int_t
 ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
-    u_char       lock[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
-    size_t       argslen[2];
-    const char  *keys[1], *args[2];
+    u_char           lock[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
+    size_t           argslen[2];
+    const char      *keys[1], *args[2];
+    ngx_p3x_rcall_t  call;
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
 
@@ -107,8 +98,10 @@ ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     args[1] = (const char *) ttl;
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
 
-    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_REFRESH, 1, keys, 2, args,
-                              argslen, handler);
+    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_REFRESH, handler);
+    call.idempotent = 1;
+
+    return ngx_p3x_store_eval(ctx, &call, 1, keys, 2, args, argslen);
 }
 
 
@@ -118,10 +111,11 @@ ngx_int_t
 ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
     ngx_p3x_redis_handler_pt handler)
 {
-    u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
-                 entry[P3X_UID_MAX + 1 + NGX_INT_T_LEN];
-    size_t       argslen[2];
-    const char  *keys[2], *args[2];
+    u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
+                     entry[NGX_P3X_ENTRY_MAX];
+    size_t           argslen[2];
+    const char      *keys[2], *args[2];
+    ngx_p3x_rcall_t  call;
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
     ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
@@ -132,130 +126,267 @@ ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
     args[0] = (const char *) ctx->token;
     argslen[0] = P3X_TOKEN_LEN;
 
+    /* marking twice, or clearing twice, is the same as once */
+
+    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_MARK, handler);
+    call.idempotent = 1;
+
     if (msg == NULL) {
-        return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_MARK, 2, keys, 1, args,
-                                  argslen, handler);
+        return ngx_p3x_store_eval(ctx, &call, 2, keys, 1, args, argslen);
     }
 
     args[1] = (const char *) entry;
-    argslen[1] = ngx_sprintf(entry, "%*s %uD", (size_t) msg->uid_len,
-                             msg->uid, msg->size)
-                 - entry;
+    argslen[1] = ngx_p3x_store_entry(entry, msg);
 
-    return ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_MARK, 2, keys, 2, args,
-                              argslen, handler);
+    return ngx_p3x_store_eval(ctx, &call, 2, keys, 2, args, argslen);
+}
+
+
+/* the marks as Redis has them, after a DELE or RSET of unknown outcome */
+
+ngx_int_t
+ngx_p3x_store_marks(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+{
+    u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX];
+    size_t           argslen[1];
+    const char      *keys[2], *args[1];
+    ngx_p3x_rcall_t  call;
+
+    ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
+    ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
+
+    keys[0] = (const char *) lock;
+    keys[1] = (const char *) dele;
+
+    args[0] = (const char *) ctx->token;
+    argslen[0] = P3X_TOKEN_LEN;
+
+    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_MARKS, handler);
+    call.idempotent = 1;
+
+    return ngx_p3x_store_eval(ctx, &call, 2, keys, 1, args, argslen);
+}
+
+
+/*
+ * The session takes Redis's marks as its own.  An entry matches a
+ * message by UID and size; the session's messages are looked up through
+ * a sorted copy, so a large maildrop costs O(N log N), not O(N * M).
+ */
+
+static int ngx_libc_cdecl
+ngx_p3x_store_msg_cmp(const void *one, const void *two)
+{
+    ngx_p3x_msg_t  *a = *(ngx_p3x_msg_t **) one;
+    ngx_p3x_msg_t  *b = *(ngx_p3x_msg_t **) two;
+
+    ngx_int_t  rc;
+
+    rc = ngx_memn2cmp(a->uid, b->uid, a->uid_len, b->uid_len);
+
+    return rc ? (int) rc : (a->size > b->size) - (a->size < b->size);
+}
+
+
+ngx_int_t
+ngx_p3x_store_marks_apply(ngx_p3x_ctx_t *ctx, redisReply *reply)
+{
+    u_char          *sp;
+    ngx_int_t        size;
+    ngx_uint_t       i, lo, hi, mid;
+    ngx_p3x_msg_t    key, *kp, **sorted;
+    redisReply      *el;
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < ctx->nmsgs; i++) {
+        ctx->msgs[i].deleted = 0;
+    }
+
+    ctx->ndeleted = 0;
+    ctx->deleted_octets = 0;
+
+    if (reply->elements == 0 || ctx->nmsgs == 0) {
+        return NGX_OK;
+    }
+
+    sorted = ngx_alloc(ctx->nmsgs * sizeof(ngx_p3x_msg_t *),
+                       ctx->connection->log);
+    if (sorted == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < ctx->nmsgs; i++) {
+        sorted[i] = &ctx->msgs[i];
+    }
+
+    ngx_qsort(sorted, ctx->nmsgs, sizeof(ngx_p3x_msg_t *),
+              ngx_p3x_store_msg_cmp);
+
+    for (i = 0; i < reply->elements; i++) {
+        el = reply->element[i];
+
+        if (el->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        sp = ngx_strlchr((u_char *) el->str, (u_char *) el->str + el->len,
+                         ' ');
+        if (sp == NULL) {
+            continue;
+        }
+
+        size = ngx_atoi(sp + 1, (u_char *) el->str + el->len - sp - 1);
+
+        if (size == NGX_ERROR || sp - (u_char *) el->str > P3X_UID_MAX) {
+            continue;
+        }
+
+        key.uid = (u_char *) el->str;
+        key.uid_len = (uint8_t) (sp - (u_char *) el->str);
+        key.size = (uint32_t) size;
+        kp = &key;
+
+        lo = 0;
+        hi = ctx->nmsgs;
+
+        while (lo < hi) {
+            mid = (lo + hi) / 2;
+
+            if (ngx_p3x_store_msg_cmp(&sorted[mid], &kp) < 0) {
+                lo = mid + 1;
+
+            } else {
+                hi = mid;
+            }
+        }
+
+        if (lo < ctx->nmsgs && ngx_p3x_store_msg_cmp(&sorted[lo], &kp) == 0
+            && !sorted[lo]->deleted)
+        {
+            sorted[lo]->deleted = 1;
+            ctx->ndeleted++;
+            ctx->deleted_octets += sorted[lo]->size;
+        }
+    }
+
+    ngx_free(sorted);
+
+    return NGX_OK;
 }
 
 
 /*
  * The session names what it deleted, and the body key of each, so that
  * every key the script touches is one of its KEYS; see P3X_SCRIPT_COMMIT.
+ * With wait= the commit is acknowledged only when replicas have it.
  */
 
 ngx_int_t
 ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
-    u_char          lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
-                    index[NGX_P3X_KEY_MAX], numkeys[NGX_INT_T_LEN],
-                    *entries, *bodies, *p, *q;
-    size_t          *argvlen, prefix_len;
+    u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
+                     index[NGX_P3X_KEY_MAX], *entries, *bodies, *p, *q;
+    size_t          *lens, prefix_len;
     ngx_int_t        rc;
-    ngx_uint_t       i, n, k, nkeys;
-    const char     **argv;
+    ngx_uint_t       i, k, n, nkeys;
+    const char     **keys, **args;
     ngx_p3x_msg_t   *msg;
+    ngx_p3x_rcall_t  call;
 
-    n = 7 + 2 * ctx->ndeleted;
+    n = ctx->ndeleted;
 
-    argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t))
-                     + ctx->ndeleted * (P3X_UID_MAX + 1 + NGX_INT_T_LEN)
-                     + ctx->ndeleted * NGX_P3X_KEY_MAX,
+    keys = ngx_alloc((3 + n + 1 + n) * (sizeof(char *) + sizeof(size_t))
+                     + n * (NGX_P3X_ENTRY_MAX + NGX_P3X_KEY_MAX),
                      ctx->connection->log);
-    if (argv == NULL) {
+    if (keys == NULL) {
         return NGX_ERROR;
     }
 
-    argvlen = (size_t *) (argv + n);
-    entries = (u_char *) (argvlen + n);
-    bodies = entries + ctx->ndeleted * (P3X_UID_MAX + 1 + NGX_INT_T_LEN);
+    args = keys + 3 + n;
+    lens = (size_t *) (args + 1 + n);
+    entries = (u_char *) (lens + 3 + n + 1 + n);
+    bodies = entries + n * NGX_P3X_ENTRY_MAX;
 
-    nkeys = 3 + ctx->ndeleted;
+    keys[0] = (const char *) lock;
+    keys[1] = (const char *) dele;
+    keys[2] = (const char *) index;
 
-    argv[0] = "EVALSHA";
-    argvlen[0] = 7;
-    argv[1] = (const char *) ngx_p3x_scripts[NGX_P3X_SCRIPT_COMMIT].sha1;
-    argvlen[1] = 40;
-    argv[2] = (const char *) numkeys;
-    argvlen[2] = ngx_sprintf(numkeys, "%ui", nkeys) - numkeys;
-    argv[3] = (const char *) lock;
-    argvlen[3] = ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX,
-                                   sizeof(P3X_LOCK_SUFFIX)) - lock;
-    argv[4] = (const char *) dele;
-    argvlen[4] = ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX,
-                                   sizeof(P3X_DELE_SUFFIX)) - dele;
-    argv[5] = (const char *) index;
-    argvlen[5] = ngx_p3x_store_key(ctx, index, P3X_INDEX_SUFFIX,
-                                   sizeof(P3X_INDEX_SUFFIX)) - index;
+    ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
+    ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
+    ngx_p3x_store_key(ctx, index, P3X_INDEX_SUFFIX,
+                      sizeof(P3X_INDEX_SUFFIX));
 
-    /* KEYS[4..]: the bodies; then ARGV[1] the token, ARGV[2..] entries */
+    args[0] = (const char *) ctx->token;
 
-    k = 6;
-    n = 6 + ctx->ndeleted;
-    argv[n] = (const char *) ctx->token;
-    argvlen[n++] = P3X_TOKEN_LEN;
-
+    nkeys = 3;
+    k = 1;
     p = entries;
     q = bodies;
     prefix_len = 0;
 
-    for (i = 0; i < ctx->nmsgs; i++) {
+    for (i = 0; i < ctx->nmsgs && nkeys < 3 + n; i++) {
         msg = &ctx->msgs[i];
 
         if (!msg->deleted) {
             continue;
         }
 
-        argv[k] = (const char *) q;
+        /* KEYS[3 + k] is the body of the entry ARGV[1 + k] */
+
+        keys[nkeys++] = (const char *) q;
 
         if (prefix_len == 0) {
             prefix_len = ngx_p3x_store_key(ctx, q, P3X_MSG_SUFFIX,
                                            sizeof(P3X_MSG_SUFFIX)) - q;
 
         } else {
-            ngx_memcpy(q, argv[6], prefix_len);
+            ngx_memcpy(q, keys[3], prefix_len);
         }
 
         q = ngx_cpymem(q + prefix_len, msg->uid, msg->uid_len);
-        argvlen[k] = q - (u_char *) argv[k];
-        k++;
+        *q++ = '\0';
 
-        argv[n] = (const char *) p;
-        p = ngx_sprintf(p, "%*s %uD", (size_t) msg->uid_len, msg->uid,
-                        msg->size);
-        argvlen[n] = p - (u_char *) argv[n];
-        n++;
+        args[k] = (const char *) p;
+        lens[3 + n + k] = ngx_p3x_store_entry(p, msg);
+        p += lens[3 + n + k];
+        k++;
     }
 
-    rc = ngx_p3x_redis_send(ctx->conf->redis, n, argv, argvlen,
-                            NGX_P3X_SCRIPT_COMMIT, handler, ctx);
+    for (i = 0; i < nkeys; i++) {
+        lens[i] = ngx_strlen(keys[i]);
+    }
 
-    ngx_free(argv);
+    lens[3 + n] = P3X_TOKEN_LEN;
+
+    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_COMMIT, handler);
+    call.ack = 1;
+
+    rc = ngx_p3x_redis_eval(&call, nkeys, keys, lens, k, args,
+                            lens + 3 + n);
+
+    ngx_free(keys);
 
     return rc;
 }
 
 
 /*
- * Fire and forget: nobody waits for the answer of a closing session.  The
- * Redis client retries it over a new connection if this one fails.
+ * Fire and forget: nobody waits for the answer of a closing session.  It
+ * is sent again over a new connection if need be (running it twice is
+ * harmless), for three Redis timeouts.
  */
 
 void
 ngx_p3x_store_release(ngx_p3x_ctx_t *ctx)
 {
-    u_char       lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
-                 gone[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
-    size_t       argslen[2];
-    const char  *keys[3], *args[2];
+    u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
+                     gone[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
+    size_t           argslen[2];
+    const char      *keys[3], *args[2];
+    ngx_p3x_rcall_t  call;
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
     ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
@@ -270,8 +401,16 @@ ngx_p3x_store_release(ngx_p3x_ctx_t *ctx)
     args[1] = (const char *) ttl;
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
 
-    if (ngx_p3x_store_eval(ctx, NGX_P3X_SCRIPT_RELEASE, 3, keys, 2, args,
-                           argslen, NULL)
+    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_RELEASE, NULL);
+    call.owner = NULL;
+    call.data = NULL;
+    call.idempotent = 1;
+    call.timeout = 3 * ctx->conf->redis->timeout;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext: releasing the lock of \"%V\"", &ctx->mailbox);
+
+    if (ngx_p3x_store_eval(ctx, &call, 3, keys, 2, args, argslen)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
@@ -282,14 +421,53 @@ ngx_p3x_store_release(ngx_p3x_ctx_t *ctx)
 }
 
 
+/*
+ * The user record and the user's failure counter, which counts this
+ * attempt if the user exists (see P3X_SCRIPT_AUTHINFO).
+ */
+
+ngx_int_t
+ngx_p3x_store_authinfo(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+{
+    u_char           ukey[sizeof(P3X_USER_PREFIX) + P3X_NAME_MAX + 2],
+                     fkey[sizeof(P3X_FAIL_USER_PREFIX) + P3X_NAME_MAX + 2],
+                     ttl[NGX_INT_T_LEN], *p;
+    size_t           keyslen[2], argslen[1];
+    const char      *keys[2], *args[1];
+    ngx_p3x_rcall_t  call;
+
+    p = ngx_cpymem(ukey, P3X_USER_PREFIX, sizeof(P3X_USER_PREFIX) - 1);
+    p = ngx_cpymem(p, ctx->user.data, ctx->user.len);
+    p = ngx_cpymem(p, P3X_USER_SUFFIX, sizeof(P3X_USER_SUFFIX) - 1);
+    keys[0] = (const char *) ukey;
+    keyslen[0] = p - ukey;
+
+    p = ngx_cpymem(fkey, P3X_FAIL_USER_PREFIX,
+                   sizeof(P3X_FAIL_USER_PREFIX) - 1);
+    p = ngx_cpymem(p, ctx->user.data, ctx->user.len);
+    p = ngx_cpymem(p, P3X_TAG_CLOSE, sizeof(P3X_TAG_CLOSE) - 1);
+    keys[1] = (const char *) fkey;
+    keyslen[1] = p - fkey;
+
+    args[0] = (const char *) ttl;
+    argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
+
+    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_AUTHINFO, handler);
+    call.tag = ctx->login_id;
+
+    return ngx_p3x_redis_eval(&call, 2, keys, keyslen, 1, args, argslen);
+}
+
+
 ngx_int_t
 ngx_p3x_store_fetch(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg, off_t offset,
     size_t len, ngx_p3x_redis_handler_pt handler)
 {
-    u_char       key[NGX_P3X_KEY_MAX], *p, from[NGX_OFF_T_LEN],
-                 to[NGX_OFF_T_LEN];
-    size_t       argvlen[4];
-    const char  *argv[4];
+    u_char           key[NGX_P3X_KEY_MAX], *p, from[NGX_OFF_T_LEN],
+                     to[NGX_OFF_T_LEN];
+    size_t           argvlen[4];
+    const char      *argv[4];
+    ngx_p3x_rcall_t  call;
 
     p = ngx_p3x_store_key(ctx, key, P3X_MSG_SUFFIX, sizeof(P3X_MSG_SUFFIX));
     p = ngx_cpymem(p, msg->uid, msg->uid_len);
@@ -303,8 +481,11 @@ ngx_p3x_store_fetch(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg, off_t offset,
     argv[3] = (const char *) to;
     argvlen[3] = ngx_sprintf(to, "%O", offset + (off_t) len - 1) - to;
 
-    return ngx_p3x_redis_send(ctx->conf->redis, 4, argv, argvlen, -1,
-                              handler, ctx);
+    ngx_p3x_store_call(ctx, &call, -1, handler);
+    call.idempotent = 1;
+    call.key = 1;
+
+    return ngx_p3x_redis_call(&call, 4, argv, argvlen);
 }
 
 
@@ -353,11 +534,12 @@ ngx_int_t
 ngx_p3x_store_index_fetch(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler)
 {
-    u_char       key[NGX_P3X_KEY_MAX], from[NGX_INT_T_LEN],
-                 to[NGX_INT_T_LEN];
-    size_t       argvlen[4];
-    ngx_uint_t   last;
-    const char  *argv[4];
+    u_char           key[NGX_P3X_KEY_MAX], from[NGX_INT_T_LEN],
+                     to[NGX_INT_T_LEN];
+    size_t           argvlen[4];
+    ngx_uint_t       last;
+    const char      *argv[4];
+    ngx_p3x_rcall_t  call;
 
     argv[0] = "LRANGE";
     argvlen[0] = 6;
@@ -368,6 +550,11 @@ ngx_p3x_store_index_fetch(ngx_p3x_ctx_t *ctx,
     argv[2] = (const char *) from;
     argv[3] = (const char *) to;
 
+    ngx_p3x_store_call(ctx, &call, -1, handler);
+    call.tag = ctx->login_id;
+    call.idempotent = 1;
+    call.key = 1;
+
     while (ctx->index_next < ctx->index_total) {
         last = ngx_min(ctx->index_next + NGX_P3X_INDEX_CHUNK,
                        ctx->index_total) - 1;
@@ -375,10 +562,7 @@ ngx_p3x_store_index_fetch(ngx_p3x_ctx_t *ctx,
         argvlen[2] = ngx_sprintf(from, "%ui", ctx->index_next) - from;
         argvlen[3] = ngx_sprintf(to, "%ui", last) - to;
 
-        if (ngx_p3x_redis_send(ctx->conf->redis, 4, argv, argvlen, -1,
-                               handler, ctx)
-            != NGX_OK)
-        {
+        if (ngx_p3x_redis_call(&call, 4, argv, argvlen) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -445,16 +629,10 @@ ngx_p3x_store_index_add(ngx_p3x_ctx_t *ctx, redisReply *reply)
         uid_len = sp - e;
         size = ngx_atoi(sp + 1, e + el->len - sp - 1);
 
-        if (uid_len == 0 || uid_len > P3X_UID_MAX
+        if (!p3x_valid_uid(e, uid_len)
             || size == NGX_ERROR || size > 0x7fffffff)
         {
             goto invalid;
-        }
-
-        for (sp = e; sp < e + uid_len; sp++) {
-            if (*sp < 0x21 || *sp > 0x7e) {
-                goto invalid;
-            }
         }
 
         m = &ctx->msgs[ctx->nmsgs++];
@@ -475,6 +653,32 @@ ngx_p3x_store_index_add(ngx_p3x_ctx_t *ctx, redisReply *reply)
     }
 
     return NGX_OK;
+}
+
+
+/* an error reply whose code (the first word) is code */
+
+ngx_int_t
+ngx_p3x_store_error(redisReply *reply, const char *code)
+{
+    size_t  len;
+
+    len = ngx_strlen(code);
+
+    return reply && reply->type == REDIS_REPLY_ERROR
+           && (size_t) reply->len >= len
+           && ngx_strncmp(reply->str, code, len) == 0;
+}
+
+
+/* "UID SIZE" */
+
+static size_t
+ngx_p3x_store_entry(u_char *buf, ngx_p3x_msg_t *msg)
+{
+    return ngx_sprintf(buf, "%*s %uD", (size_t) msg->uid_len, msg->uid,
+                       msg->size)
+           - buf;
 }
 
 
@@ -507,10 +711,12 @@ ngx_p3x_store_key(ngx_p3x_ctx_t *ctx, u_char *buf, const char *suffix,
 }
 
 
+/* keys are NUL-terminated here */
+
 static ngx_int_t
-ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script, ngx_uint_t nkeys,
-    const char **keys, ngx_uint_t nargs, const char **args,
-    const size_t *argslen, ngx_p3x_redis_handler_pt handler)
+ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
+    ngx_uint_t nkeys, const char **keys, ngx_uint_t nargs,
+    const char **args, const size_t *argslen)
 {
     size_t      keyslen[4];
     ngx_uint_t  i;
@@ -519,43 +725,6 @@ ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script, ngx_uint_t nkeys,
         keyslen[i] = ngx_strlen(keys[i]);
     }
 
-    return ngx_p3x_store_script(ctx, script, nkeys, keys, keyslen, nargs,
-                                args, argslen, handler);
-}
-
-
-/* EVALSHA of one of ngx_p3x_scripts[]; at most 4 keys and 4 arguments */
-
-ngx_int_t
-ngx_p3x_store_script(ngx_p3x_ctx_t *ctx, ngx_int_t script, ngx_uint_t nkeys,
-    const char **keys, const size_t *keyslen, ngx_uint_t nargs,
-    const char **args, const size_t *argslen,
-    ngx_p3x_redis_handler_pt handler)
-{
-    u_char       numkeys[NGX_INT_T_LEN];
-    size_t       argvlen[11];
-    ngx_uint_t   i, n;
-    const char  *argv[11];
-
-    argv[0] = "EVALSHA";
-    argvlen[0] = 7;
-    argv[1] = (const char *) ngx_p3x_scripts[script].sha1;
-    argvlen[1] = 40;
-    argv[2] = (const char *) numkeys;
-    argvlen[2] = ngx_sprintf(numkeys, "%ui", nkeys) - numkeys;
-
-    n = 3;
-
-    for (i = 0; i < nkeys; i++) {
-        argv[n] = keys[i];
-        argvlen[n++] = keyslen[i];
-    }
-
-    for (i = 0; i < nargs; i++) {
-        argv[n] = args[i];
-        argvlen[n++] = argslen[i];
-    }
-
-    return ngx_p3x_redis_send(ctx->conf->redis, n, argv, argvlen, script,
-                              handler, ctx);
+    return ngx_p3x_redis_eval(call, nkeys, keys, keyslen, nargs, args,
+                              argslen);
 }
