@@ -25,9 +25,13 @@ all: build/$(MOD).so build/pop3ext
 build/$(MOD).so: $(SRCS) util/build.sh
 	util/build.sh build
 
-build/pop3ext: cli/pop3ext.c $(MOD)/ngx_mail_pop3_ext_model.h
+CLI_SRCS = $(wildcard cli/*.c)
+CLI_DEPS = $(CLI_SRCS) $(wildcard cli/*.h) $(wildcard $(MOD)/*.h)
+CLI_LIBS = -lhiredis -lssl -lcrypto -lcrypt -largon2
+
+build/pop3ext: $(CLI_DEPS)
 	@mkdir -p build
-	$(CC) $(CFLAGS) -I$(MOD) -o $@.tmp cli/pop3ext.c -lhiredis -lcrypt -lcrypto -largon2
+	$(CC) $(CFLAGS) -I$(MOD) -Icli -o $@.tmp $(CLI_SRCS) $(CLI_LIBS)
 	mv -f $@.tmp $@
 
 build-asan/$(MOD).so: $(SRCS) util/build.sh
