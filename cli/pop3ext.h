@@ -37,6 +37,7 @@
 #include <openssl/sha.h>
 
 #include "ngx_mail_pop3_ext_model.h"
+#include "ngx_mail_pop3_ext_scheme.h"
 
 
 #define POP3EXT_DEFAULT_REDIS     "127.0.0.1:6379"
@@ -98,11 +99,12 @@ typedef int (*pop3ext_make_pt)(const pop3ext_scheme_t *s, const char *pass,
 typedef int (*pop3ext_valid_pt)(const pop3ext_scheme_t *s, const char *v);
 
 
+/* how pop3ext makes and checks one scheme of ngx_mail_pop3_ext_scheme.h */
+
 struct pop3ext_scheme_s {
-    const char         *name;       /* stored as "{NAME}" before the value */
-    pop3ext_make_pt     make;       /* NULL: imported with --hash only */
+    p3x_scheme_id_e     id;         /* its entry in the shared table */
+    pop3ext_make_pt     make;       /* for P3X_SCHEME_MAKE schemes */
     pop3ext_valid_pt    valid;
-    int                 detect;     /* a bare value of its shape selects it */
     const char         *setting;    /* crypt_gensalt() prefix */
     unsigned long       cost;       /* crypt_gensalt() count; 0: default */
     size_t              max;        /* longest password used in full */
@@ -110,6 +112,10 @@ struct pop3ext_scheme_s {
     const EVP_MD     *(*md)(void);  /* SSHA: the digest */
     const char         *ids[4];     /* crypt: the hash prefixes accepted */
 };
+
+
+#define pop3ext_scheme_name(s)   (p3x_scheme_table()[(s)->id].name)
+#define pop3ext_scheme_flags(s)  (p3x_scheme_table()[(s)->id].flags)
 
 
 typedef struct {
@@ -141,7 +147,8 @@ redisReply *pop3ext_command(pop3ext_ctx_t *cx, int *rc, const char *fmt,
     ...);
 
 /* pop3ext_scheme.c */
-const pop3ext_scheme_t *pop3ext_scheme(const char *name, size_t len);
+const pop3ext_scheme_t *pop3ext_scheme(const char *name, size_t len,
+    int aliases);
 void pop3ext_scheme_list(FILE *f, int makes, int col);
 int pop3ext_hash(const pop3ext_scheme_t *s, const char *pass, size_t len,
     char *secret, size_t size);

@@ -41,79 +41,77 @@ static size_t pop3ext_digits(const char *p, unsigned long *value);
 
 
 /*
- * Dovecot's schemes that the module verifies (ngx_mail_pop3_ext_auth.c).
- * The first entry is the default; add new schemes anywhere before the
- * end.  A bare value (no "{SCHEME}") selects the first "detect" scheme
- * whose shape it has; their shapes do not overlap.
+ * How pop3ext makes and checks each scheme of the shared table
+ * (ngx_mail_pop3_ext_scheme.h: names, prefixes, what each can do), in
+ * its order.  A bare value (no "{SCHEME}") selects the first
+ * P3X_SCHEME_DETECT scheme whose shape it has; their shapes do not
+ * overlap.
  */
 
-const pop3ext_scheme_t  pop3ext_schemes[] = {
+const pop3ext_scheme_t  pop3ext_schemes[P3X_SCHEME_N] = {
 
-    { .name = "SHA512-CRYPT", .make = pop3ext_make_crypt,
-      .valid = pop3ext_valid_crypt, .detect = 1, .setting = "$6$",
+    [P3X_SCHEME_SHA512_CRYPT] = {
+      .id = P3X_SCHEME_SHA512_CRYPT, .make = pop3ext_make_crypt,
+      .valid = pop3ext_valid_crypt, .setting = "$6$",
       .len = 86, .ids = { "$6$", NULL } },
 
-    { .name = "SHA256-CRYPT", .make = pop3ext_make_crypt,
-      .valid = pop3ext_valid_crypt, .detect = 1, .setting = "$5$",
+    [P3X_SCHEME_SHA256_CRYPT] = {
+      .id = P3X_SCHEME_SHA256_CRYPT, .make = pop3ext_make_crypt,
+      .valid = pop3ext_valid_crypt, .setting = "$5$",
       .len = 43, .ids = { "$5$", NULL } },
 
     /* bcrypt silently ignores octets past the 72nd */
-    { .name = "BLF-CRYPT", .make = pop3ext_make_crypt,
-      .valid = pop3ext_valid_crypt, .detect = 1, .setting = "$2b$",
+    [P3X_SCHEME_BLF_CRYPT] = {
+      .id = P3X_SCHEME_BLF_CRYPT, .make = pop3ext_make_crypt,
+      .valid = pop3ext_valid_crypt, .setting = "$2b$",
       .cost = 10, .max = 72, .len = 53,
       .ids = { "$2b$", "$2y$", "$2a$", NULL } },
 
-    { .name = "ARGON2ID", .make = pop3ext_make_argon2id,
-      .valid = pop3ext_valid_argon2id, .detect = 1 },
+    [P3X_SCHEME_ARGON2ID] = {
+      .id = P3X_SCHEME_ARGON2ID, .make = pop3ext_make_argon2id,
+      .valid = pop3ext_valid_argon2id },
 
-    { .name = "PBKDF2", .make = pop3ext_make_pbkdf2,
-      .valid = pop3ext_valid_pbkdf2, .detect = 1 },
+    [P3X_SCHEME_PBKDF2] = {
+      .id = P3X_SCHEME_PBKDF2, .make = pop3ext_make_pbkdf2,
+      .valid = pop3ext_valid_pbkdf2 },
 
-    { .name = "SSHA512", .make = pop3ext_make_ssha,
+    [P3X_SCHEME_SSHA512] = {
+      .id = P3X_SCHEME_SSHA512, .make = pop3ext_make_ssha,
       .valid = pop3ext_valid_ssha, .md = EVP_sha512 },
 
-    { .name = "SSHA256", .make = pop3ext_make_ssha,
+    [P3X_SCHEME_SSHA256] = {
+      .id = P3X_SCHEME_SSHA256, .make = pop3ext_make_ssha,
       .valid = pop3ext_valid_ssha, .md = EVP_sha256 },
 
-    { .name = "CRAM-MD5", .make = pop3ext_make_cram_md5,
+    [P3X_SCHEME_CRAM_MD5] = {
+      .id = P3X_SCHEME_CRAM_MD5, .make = pop3ext_make_cram_md5,
       .valid = pop3ext_valid_cram_md5 },
 
-    { .name = "PLAIN", .make = pop3ext_make_plain,
+    [P3X_SCHEME_PLAIN] = {
+      .id = P3X_SCHEME_PLAIN, .make = pop3ext_make_plain,
       .valid = pop3ext_valid_plain },
 
-    /* weak: the module verifies them, so they migrate, but none is made */
+    /* weak: imported only (no P3X_SCHEME_MAKE), so no make */
 
-    { .name = "MD5-CRYPT", .valid = pop3ext_valid_crypt, .detect = 1,
+    [P3X_SCHEME_MD5_CRYPT] = {
+      .id = P3X_SCHEME_MD5_CRYPT, .valid = pop3ext_valid_crypt,
       .len = 22, .ids = { "$1$", NULL } },
 
-    { .name = "CRYPT", .valid = pop3ext_valid_crypt },
-
-    { .name = NULL }
+    [P3X_SCHEME_CRYPT] = {
+      .id = P3X_SCHEME_CRYPT, .valid = pop3ext_valid_crypt }
 };
 
 
-/* names Dovecot also gives to schemes above, accepted with --hash */
-
-static const char  *pop3ext_aliases[][2] = {
-    { "CLEAR", "PLAIN" },
-    { "CLEARTEXT", "PLAIN" },
-    { "DES-CRYPT", "CRYPT" },
-    { NULL, NULL }
-};
-
+/* a scheme by name, canonical or (with aliases) Dovecot's other names */
 
 const pop3ext_scheme_t *
-pop3ext_scheme(const char *name, size_t len)
+pop3ext_scheme(const char *name, size_t len, int aliases)
 {
-    const pop3ext_scheme_t  *s;
+    const p3x_scheme_t  *d;
 
-    for (s = pop3ext_schemes; s->name != NULL; s++) {
-        if (strlen(s->name) == len && strncasecmp(s->name, name, len) == 0) {
-            return s;
-        }
-    }
+    d = p3x_scheme_find(name, len, aliases);
 
-    return NULL;
+    return (d != NULL) ? &pop3ext_schemes[d->id] : NULL;
 }
 
 
@@ -127,17 +125,25 @@ void
 pop3ext_scheme_list(FILE *f, int makes, int col)
 {
     int                      n, first;
+    size_t                   i;
+    const char              *name, *dflt;
     const pop3ext_scheme_t  *s;
 
     first = 1;
 
-    for (s = pop3ext_schemes; s->name != NULL; s++) {
-        if ((s->make != NULL) != (makes != 0)) {
+    for (i = 0; i < P3X_SCHEME_N; i++) {
+        s = &pop3ext_schemes[i];
+
+        if (((pop3ext_scheme_flags(s) & P3X_SCHEME_MAKE) != 0)
+            != (makes != 0))
+        {
             continue;
         }
 
-        n = (int) strlen(s->name) + (first ? 0 : 2)
-            + (s == pop3ext_schemes ? (int) sizeof(" (default)") - 1 : 0);
+        name = pop3ext_scheme_name(s);
+        dflt = (s == pop3ext_schemes) ? " (default)" : "";
+
+        n = (int) (strlen(name) + strlen(dflt)) + (first ? 0 : 2);
 
         if (!first) {
             fputc(',', f);
@@ -152,7 +158,7 @@ pop3ext_scheme_list(FILE *f, int makes, int col)
             }
         }
 
-        fprintf(f, "%s%s", s->name, s == pop3ext_schemes ? " (default)" : "");
+        fprintf(f, "%s%s", name, dflt);
 
         col += n;
         first = 0;
@@ -168,10 +174,10 @@ pop3ext_secret(const pop3ext_scheme_t *s, const char *value, char *secret,
 {
     int  n;
 
-    n = snprintf(secret, size, "{%s}%s", s->name, value);
+    n = snprintf(secret, size, "{%s}%s", pop3ext_scheme_name(s), value);
 
     if (n < 0 || (size_t) n >= size) {
-        pop3ext_error("the %s secret is too long", s->name);
+        pop3ext_error("the %s secret is too long", pop3ext_scheme_name(s));
         return EX_DATAERR;
     }
 
@@ -185,7 +191,7 @@ pop3ext_hash(const pop3ext_scheme_t *s, const char *pass, size_t len,
 {
     if (s->max != 0 && len > s->max) {
         pop3ext_error("%s uses only the first %zu octets of a password, "
-                      "this one has %zu", s->name, s->max, len);
+                      "this one has %zu", pop3ext_scheme_name(s), s->max, len);
         return EX_DATAERR;
     }
 
@@ -208,7 +214,8 @@ pop3ext_make_crypt(const pop3ext_scheme_t *s, const char *pass, size_t len,
         == NULL)
     {
         err = errno;
-        pop3ext_error("cannot make a %s salt: %s", s->name, strerror(err));
+        pop3ext_error("cannot make a %s salt: %s",
+                      pop3ext_scheme_name(s), strerror(err));
         return (err == EINVAL || err == ENOSYS) ? EX_UNAVAILABLE
                                                 : EX_SOFTWARE;
     }
@@ -224,7 +231,8 @@ pop3ext_make_crypt(const pop3ext_scheme_t *s, const char *pass, size_t len,
     hash = crypt_r(pass, salt, data);
 
     if (hash == NULL || hash[0] == '*') {
-        pop3ext_error("cannot hash the password with %s", s->name);
+        pop3ext_error("cannot hash the password with %s",
+                      pop3ext_scheme_name(s));
         rc = EX_UNAVAILABLE;
 
     } else {
@@ -269,7 +277,8 @@ pop3ext_make_argon2id(const pop3ext_scheme_t *s, const char *pass,
                                 sizeof(encoded));
 
     if (err != ARGON2_OK) {
-        pop3ext_error("cannot hash the password with %s: %s", s->name,
+        pop3ext_error("cannot hash the password with %s: %s",
+                      pop3ext_scheme_name(s),
                       argon2_error_message(err));
         return (err == ARGON2_MEMORY_ALLOCATION_ERROR) ? EX_TEMPFAIL
                                                        : EX_SOFTWARE;
@@ -314,7 +323,8 @@ pop3ext_make_pbkdf2(const pop3ext_scheme_t *s, const char *pass,
                           EVP_sha1(), sizeof(out), out)
         != 1)
     {
-        pop3ext_error("cannot hash the password with %s", s->name);
+        pop3ext_error("cannot hash the password with %s",
+                      pop3ext_scheme_name(s));
         return EX_SOFTWARE;
     }
 
@@ -368,7 +378,8 @@ pop3ext_make_ssha(const pop3ext_scheme_t *s, const char *pass, size_t len,
         || EVP_DigestFinal_ex(ctx, raw, &dlen) != 1
         || dlen != mdlen)
     {
-        pop3ext_error("cannot hash the password with %s", s->name);
+        pop3ext_error("cannot hash the password with %s",
+                      pop3ext_scheme_name(s));
         rc = EX_SOFTWARE;
 
     } else {
@@ -408,7 +419,8 @@ pop3ext_make_cram_md5(const pop3ext_scheme_t *s, const char *pass,
 
     if (len > sizeof(key)) {
         if (EVP_Digest(pass, len, key, NULL, EVP_md5(), NULL) != 1) {
-            pop3ext_error("cannot hash the password with %s", s->name);
+            pop3ext_error("cannot hash the password with %s",
+                          pop3ext_scheme_name(s));
             return EX_SOFTWARE;
         }
 
@@ -791,19 +803,7 @@ pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
     hash = line;
 
     if (line[0] == '{' && (p = strchr(line, '}')) != NULL) {
-        t = pop3ext_scheme(line + 1, p - line - 1);
-
-        /* Dovecot's other names of two of them */
-
-        for (i = 0; t == NULL && pop3ext_aliases[i][0] != NULL; i++) {
-            if (strlen(pop3ext_aliases[i][0]) == (size_t) (p - line - 1)
-                && strncasecmp(pop3ext_aliases[i][0], line + 1,
-                               p - line - 1) == 0)
-            {
-                t = pop3ext_scheme(pop3ext_aliases[i][1],
-                                   strlen(pop3ext_aliases[i][1]));
-            }
-        }
+        t = pop3ext_scheme(line + 1, p - line - 1, 1);
 
         if (t == NULL) {
             pop3ext_error("the module does not verify the scheme %.*s",
@@ -812,7 +812,8 @@ pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
         }
 
         if (given && t != s) {
-            pop3ext_error("the hash is {%s}, not {%s}", t->name, s->name);
+            pop3ext_error("the hash is {%s}, not {%s}",
+                          pop3ext_scheme_name(t), pop3ext_scheme_name(s));
             return EX_DATAERR;
         }
 
@@ -820,13 +821,17 @@ pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
         hash = p + 1;
 
     } else if (!given) {
-        for (t = pop3ext_schemes; t->name != NULL; t++) {
-            if (t->detect && t->valid(t, hash)) {
+        for (i = 0; i < P3X_SCHEME_N; i++) {
+            t = &pop3ext_schemes[i];
+
+            if ((pop3ext_scheme_flags(t) & P3X_SCHEME_DETECT)
+                && t->valid(t, hash))
+            {
                 break;
             }
         }
 
-        if (t->name == NULL) {
+        if (i == P3X_SCHEME_N) {
             pop3ext_error("cannot tell the scheme of this hash: give it as "
                           "{SCHEME}HASH or with --scheme");
             return EX_DATAERR;
@@ -841,7 +846,7 @@ pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
     }
 
     if (!s->valid(s, hash)) {
-        pop3ext_error("this is not a valid %s hash", s->name);
+        pop3ext_error("this is not a valid %s hash", pop3ext_scheme_name(s));
         return EX_DATAERR;
     }
 

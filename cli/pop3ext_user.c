@@ -249,13 +249,14 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
             break;
         }
 
-        s = pop3ext_scheme(name, strlen(name));
+        s = pop3ext_scheme(name, strlen(name), 0);
 
         if (s == NULL) {
             fprintf(stderr, "pop3ext: unknown scheme \"%s\"; known:", name);
 
-            for (s = pop3ext_schemes; s->name != NULL; s++) {
-                fprintf(stderr, " %s", s->name);
+            for (k = 0; k < P3X_SCHEME_N; k++) {
+                fprintf(stderr, " %s",
+                        pop3ext_scheme_name(&pop3ext_schemes[k]));
             }
 
             fputc('\n', stderr);
@@ -290,9 +291,10 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
 
     /* found before stdin is read */
 
-    if (!hash && s->make == NULL) {
+    if (!hash && !(pop3ext_scheme_flags(s) & P3X_SCHEME_MAKE)) {
         pop3ext_error("%s is too weak to make new hashes; it is accepted "
-                      "with --hash only, to import old ones", s->name);
+                      "with --hash only, to import old ones",
+                      pop3ext_scheme_name(s));
         return EX_USAGE;
     }
 
@@ -409,8 +411,9 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
     const char              *user, *p, *scheme, *note, *methods;
     redisReply              *r, *e;
     const pop3ext_scheme_t  *s;
+    unsigned                 flags;
     char                     mbox[P3X_NAME_MAX + 1];
-    char                     name[64];
+    char                     name[64], mlist[64];
 
     rc = pop3ext_user_name(argc, argv, "user show", &user);
     if (rc != EX_OK) {
@@ -447,17 +450,17 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
         methods = "none";
 
     } else {
-        s = pop3ext_scheme(e->str + 1, p - e->str - 1);
+        s = pop3ext_scheme(e->str + 1, p - e->str - 1, 0);
 
         if (s != NULL) {
-            scheme = s->name;
+            scheme = pop3ext_scheme_name(s);
+            flags = pop3ext_scheme_flags(s);
 
-            if (strcmp(s->name, "PLAIN") == 0) {
-                methods = "password, APOP, CRAM-MD5";
-
-            } else if (strcmp(s->name, "CRAM-MD5") == 0) {
-                methods = "password, CRAM-MD5";
-            }
+            snprintf(mlist, sizeof(mlist), "%s%s%s",
+                     (flags & P3X_METHOD_PASSWORD) ? "password" : "none",
+                     (flags & P3X_METHOD_APOP) ? ", APOP" : "",
+                     (flags & P3X_METHOD_CRAM_MD5) ? ", CRAM-MD5" : "");
+            methods = mlist;
 
         } else {
             /* printable, for the terminal's sake */
