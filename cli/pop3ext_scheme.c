@@ -8,6 +8,8 @@
 
 #include "pop3ext.h"
 
+#include <openssl/md5.h>
+
 
 static int pop3ext_secret(const pop3ext_scheme_t *s, const char *value,
     char *secret, size_t size);
@@ -21,7 +23,6 @@ static int pop3ext_make_ssha(const pop3ext_scheme_t *s, const char *pass,
     size_t len, char *secret, size_t size);
 static int pop3ext_make_cram_md5(const pop3ext_scheme_t *s,
     const char *pass, size_t len, char *secret, size_t size);
-static void pop3ext_md5_block(uint32_t st[4], const u_char block[64]);
 static int pop3ext_make_plain(const pop3ext_scheme_t *s, const char *pass,
     size_t len, char *secret, size_t size);
 static int pop3ext_valid_crypt(const pop3ext_scheme_t *s, const char *v);
@@ -397,8 +398,16 @@ pop3ext_make_ssha(const pop3ext_scheme_t *s, const char *pass, size_t len,
 /*
  * Dovecot's {CRAM-MD5}: the HMAC-MD5 key in the form the HMAC resumes
  * from, the MD5 state after the opad block, then after the ipad block,
- * each as four little-endian words in hex.  No MD5 API exposes its state,
- * hence the block function below; a key longer than a block is its MD5.
+ * each as four little-endian words in hex; a key longer than a block is
+ * its MD5.
+ *
+ * OpenSSL 3.0 has no supported way to read a digest's intermediate state:
+ * EVP_MD_CTX is opaque, EVP_MD_CTX_get0_md_data() gives nothing under
+ * providers, and a serialisation API comes only with OpenSSL 4.  The
+ * least bad choice is the low-level MD5_CTX, deprecated in 3.0 but
+ * present in every 3.x: its A..D words are the state after each whole
+ * block.  Better than a compression function of our own; the warning is
+ * silenced for these calls only.
  */
 
 static int
@@ -409,11 +418,8 @@ pop3ext_make_cram_md5(const pop3ext_scheme_t *s, const char *pass,
     size_t     i, k;
     u_char     key[64], pad[64], out[32];
     char       value[2 * sizeof(out) + 1];
-    uint32_t   st[4];
-
-    static const uint32_t  init[4] = {
-        0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476
-    };
+    MD5_CTX    md5;
+    MD5_LONG   st[4];
 
     memset(key, 0, sizeof(key));
 
@@ -428,17 +434,36 @@ pop3ext_make_cram_md5(const pop3ext_scheme_t *s, const char *pass,
         memcpy(key, pass, len);
     }
 
+    rc = EX_OK;
+
     for (k = 0; k < 2; k++) {
         for (i = 0; i < sizeof(pad); i++) {
             pad[i] = key[i] ^ (k == 0 ? 0x5c : 0x36);
         }
 
-        memcpy(st, init, sizeof(st));
-        pop3ext_md5_block(st, pad);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+        if (MD5_Init(&md5) != 1 || MD5_Update(&md5, pad, sizeof(pad)) != 1) {
+            rc = EX_SOFTWARE;
+        }
+
+#pragma GCC diagnostic pop
+
+        st[0] = md5.A;
+        st[1] = md5.B;
+        st[2] = md5.C;
+        st[3] = md5.D;
 
         for (i = 0; i < 16; i++) {
             out[16 * k + i] = (u_char) (st[i / 4] >> (8 * (i % 4)));
         }
+    }
+
+    if (rc != EX_OK) {
+        pop3ext_error("cannot hash the password with %s",
+                      pop3ext_scheme_name(s));
+        goto done;
     }
 
     for (i = 0; i < sizeof(out); i++) {
@@ -447,9 +472,12 @@ pop3ext_make_cram_md5(const pop3ext_scheme_t *s, const char *pass,
 
     rc = pop3ext_secret(s, value, secret, size);
 
+done:
+
     explicit_bzero(key, sizeof(key));
     explicit_bzero(pad, sizeof(pad));
     explicit_bzero(out, sizeof(out));
+    explicit_bzero(&md5, sizeof(md5));
     explicit_bzero(st, sizeof(st));
     explicit_bzero(value, sizeof(value));
 
@@ -457,94 +485,7 @@ pop3ext_make_cram_md5(const pop3ext_scheme_t *s, const char *pass,
 }
 
 
-/* the MD5 compression function (RFC 1321, 3.4) on one 64-octet block */
-
-#define POP3EXT_ROTL(x, n)  (((x) << (n)) | ((x) >> (32 - (n))))
-
-static void
-pop3ext_md5_block(uint32_t st[4], const u_char block[64])
-{
-    int        i, g;
-    uint32_t   a, b, c, d, f, t, m[16];
-
-    static const uint32_t  k[64] = {
-        0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee,
-        0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
-        0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
-        0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
-        0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa,
-        0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
-        0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed,
-        0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
-        0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
-        0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
-        0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05,
-        0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
-        0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039,
-        0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
-        0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
-        0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391
-    };
-
-    static const u_char  r[4][4] = {
-        { 7, 12, 17, 22 }, { 5, 9, 14, 20 }, { 4, 11, 16, 23 },
-        { 6, 10, 15, 21 }
-    };
-
-    for (i = 0; i < 16; i++) {
-        m[i] = (uint32_t) block[4 * i]
-               | (uint32_t) block[4 * i + 1] << 8
-               | (uint32_t) block[4 * i + 2] << 16
-               | (uint32_t) block[4 * i + 3] << 24;
-    }
-
-    a = st[0];
-    b = st[1];
-    c = st[2];
-    d = st[3];
-
-    for (i = 0; i < 64; i++) {
-        switch (i / 16) {
-
-        case 0:
-            f = (b & c) | (~b & d);
-            g = i;
-            break;
-
-        case 1:
-            f = (d & b) | (~d & c);
-            g = (5 * i + 1) % 16;
-            break;
-
-        case 2:
-            f = b ^ c ^ d;
-            g = (3 * i + 5) % 16;
-            break;
-
-        default:
-            f = c ^ (b | ~d);
-            g = (7 * i) % 16;
-            break;
-        }
-
-        t = d;
-        d = c;
-        c = b;
-        f += a + k[i] + m[g];
-        b += POP3EXT_ROTL(f, r[i / 16][i % 4]);
-        a = t;
-    }
-
-    st[0] += a;
-    st[1] += b;
-    st[2] += c;
-    st[3] += d;
-
-    explicit_bzero(m, sizeof(m));
-}
-
-
-static int
+int
 pop3ext_make_plain(const pop3ext_scheme_t *s, const char *pass, size_t len,
     char *secret, size_t size)
 {
