@@ -6,6 +6,7 @@
 #                   127.0.0.1:1110 with a local Redis (Ctrl-C stops both)
 #   make test       install what is missing, build, run the t/ suite
 #   make test-asan  the suite against a module built with ASan and UBSan
+#   make unit       the C unit test of the Redis specification parser
 #   make install    module into nginx's modules dir, pop3ext into PREFIX/bin
 
 PREFIX      ?= /usr/local
@@ -37,6 +38,14 @@ build/pop3ext: $(CLI_DEPS)
 build-asan/$(MOD).so: $(SRCS) util/build.sh
 	NGX_CC_OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined" \
 	NGX_LD_OPT="-fsanitize=address,undefined" util/build.sh build-asan
+
+# the unit test of the Redis specification parser (t/015-spec.t runs it too)
+build/spec-test: util/spec_test.c $(MOD)/ngx_mail_pop3_ext_spec.h
+	@mkdir -p build
+	$(CC) $(CFLAGS) -I$(MOD) -o $@ util/spec_test.c
+
+unit: build/spec-test
+	build/spec-test
 
 deps:
 	util/deps.sh build run
