@@ -12,31 +12,68 @@
 
 
 static int pop3ext_usage(void);
+static const char *pop3ext_option(int argc, char **argv, int *i,
+    const char *name);
 
 
 int
 main(int argc, char **argv)
 {
-    int             i, rc;
-    const char     *cmd;
+    int             i, k, rc;
+    const char     *cmd, *spec, *v, **opt[4];
     pop3ext_ctx_t   cx;
+
+    static const char  *names[4] = {
+        "--tls-ca", "--tls-cert", "--tls-key", "--tls-name"
+    };
 
     memset(&cx, 0, sizeof(pop3ext_ctx_t));
 
-    cx.address = getenv("POP3EXT_REDIS");
-    if (cx.address == NULL || cx.address[0] == '\0') {
-        cx.address = POP3EXT_DEFAULT_REDIS;
+    /* a Redis that closes a TLS connection must not kill us by SIGPIPE */
+    signal(SIGPIPE, SIG_IGN);
+
+    spec = getenv("POP3EXT_REDIS");
+    if (spec == NULL || spec[0] == '\0') {
+        spec = POP3EXT_DEFAULT_REDIS;
     }
 
-    i = 1;
+    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
 
-    if (i < argc && strcmp(argv[i], "-r") == 0) {
-        if (i + 1 >= argc) {
-            return pop3ext_usage_error("option -r needs an ADDRESS");
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            break;
         }
 
-        cx.address = argv[i + 1];
-        i += 2;
+        if (strcmp(argv[i], "-r") == 0) {
+            if (++i == argc) {
+                return pop3ext_usage_error("option -r needs a SPEC");
+            }
+
+            spec = argv[i];
+            continue;
+        }
+
+        opt[0] = &cx.tls_ca;
+        opt[1] = &cx.tls_cert;
+        opt[2] = &cx.tls_key;
+        opt[3] = &cx.tls_name;
+
+        for (k = 0; k < 4; k++) {
+            v = pop3ext_option(argc, argv, &i, names[k]);
+
+            if (v != NULL) {
+                *opt[k] = v;
+                break;
+            }
+
+            if (i == argc) {
+                return pop3ext_usage_error("option %s needs a value",
+                                           names[k]);
+            }
+        }
+
+        if (k == 4) {
+            return pop3ext_usage_error("unknown option \"%s\"", argv[i]);
+        }
     }
 
     if (i >= argc) {
@@ -53,10 +90,11 @@ main(int argc, char **argv)
         return pop3ext_usage();
     }
 
-    /* a bad address is a usage error, found before stdin is consumed */
+    /* a bad specification is a usage error, found before stdin is read */
 
-    rc = pop3ext_parse_address(&cx);
+    rc = pop3ext_redis_init(&cx, spec);
     if (rc != EX_OK) {
+        pop3ext_disconnect(&cx);
         return rc;
     }
 
@@ -97,11 +135,48 @@ main(int argc, char **argv)
         return pop3ext_usage_error("unknown command \"%s\"", cmd);
     }
 
-    if (cx.redis != NULL) {
-        redisFree(cx.redis);
+    /* wait=N: what was written is on N replicas, or this is a failure */
+
+    if (rc == EX_OK) {
+        rc = pop3ext_sync(&cx);
     }
 
+    pop3ext_disconnect(&cx);
+
     return rc;
+}
+
+
+/*
+ * "--name VALUE" or "--name=VALUE" at argv[*i]: the value, with *i at its
+ * last word; NULL if argv[*i] is another option, or, with *i == argc, if
+ * the value is missing.
+ */
+
+static const char *
+pop3ext_option(int argc, char **argv, int *i, const char *name)
+{
+    size_t  len;
+
+    len = strlen(name);
+
+    if (strncmp(argv[*i], name, len) != 0) {
+        return NULL;
+    }
+
+    if (argv[*i][len] == '=') {
+        return argv[*i] + len + 1;
+    }
+
+    if (argv[*i][len] != '\0') {
+        return NULL;
+    }
+
+    if (++*i == argc) {
+        return NULL;
+    }
+
+    return argv[*i];
 }
 
 

@@ -21,6 +21,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,14 +36,19 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 
 #include "ngx_mail_pop3_ext_model.h"
 #include "ngx_mail_pop3_ext_scheme.h"
+#include "ngx_mail_pop3_ext_spec.h"
 
 
 #define POP3EXT_DEFAULT_REDIS     "127.0.0.1:6379"
-#define POP3EXT_CONNECT_TIMEOUT   5
-#define POP3EXT_COMMAND_TIMEOUT   30
+/* a reply may take long (a big message); timeout= in the spec overrides */
+#define POP3EXT_REPLY_TIMEOUT     30000
+/* TRYAGAIN, CLUSTERDOWN, a failover: how long to try again, in ms */
+#define POP3EXT_RETRY_TIME        5000
+#define POP3EXT_REDIRECTS_MAX     16
 
 #define POP3EXT_DEFAULT_MAX_SIZE  (64 * 1024 * 1024)
 /* the largest string Redis accepts by default (proto-max-bulk-len) */
@@ -88,6 +94,20 @@
     "end\n"                                                                   \
     "return 1\n"
 
+/*
+ * user add: the secret, the mailbox (ARGV[2] "set" with ARGV[3], "del",
+ * or "keep"), and the end of "disabled", at once.
+ */
+#define POP3EXT_SCRIPT_USER_SET                                               \
+    "redis.call('HSET', KEYS[1], '" P3X_FIELD_SECRET "', ARGV[1])\n"          \
+    "if ARGV[2] == 'set' then\n"                                              \
+    "  redis.call('HSET', KEYS[1], '" P3X_FIELD_MAILBOX "', ARGV[3])\n"       \
+    "elseif ARGV[2] == 'del' then\n"                                          \
+    "  redis.call('HDEL', KEYS[1], '" P3X_FIELD_MAILBOX "')\n"                \
+    "end\n"                                                                   \
+    "redis.call('HDEL', KEYS[1], '" P3X_FIELD_DISABLED "')\n"                 \
+    "return 1\n"
+
 
 typedef struct pop3ext_scheme_s  pop3ext_scheme_t;
 
@@ -118,12 +138,51 @@ struct pop3ext_scheme_s {
 #define pop3ext_scheme_flags(s)  (p3x_scheme_table()[(s)->id].flags)
 
 
+/*
+ * A Redis server: a single one, a cluster node, the master a Sentinel
+ * named.  Connections are the tool's own sockets (TCP, unix, TLS);
+ * hiredis only encodes commands and decodes replies.
+ */
+
 typedef struct {
-    const char         *address;
-    const char         *path;
-    char                host[POP3EXT_HOST_MAX];
-    int                 port;
-    redisContext       *redis;
+    char                host[POP3EXT_HOST_MAX];  /* or a unix socket path */
+    unsigned            port;                    /* 0: unix socket */
+    char                name[POP3EXT_HOST_MAX + 16];  /* for messages */
+    int                 fd;                      /* -1: not connected */
+    SSL                *ssl;
+    redisReader        *reader;
+    unsigned            dirty:1;     /* wrote; WAIT has not confirmed it */
+    unsigned            master:1;    /* cluster: serves slots */
+} pop3ext_node_t;
+
+
+typedef struct {
+    const char         *text;        /* the Redis specification */
+    p3x_spec_t          spec;
+
+    /* AUTH, NUL-terminated; from the specification or the environment */
+    char               *user;
+    char               *password;
+
+    const char         *tls_ca;
+    const char         *tls_cert;
+    const char         *tls_key;
+    const char         *tls_name;    /* NULL: the host of each address */
+    SSL_CTX            *ssl_ctx;
+
+    unsigned long       connect_ms;
+    unsigned long       reply_ms;
+
+    pop3ext_node_t     *nodes;
+    unsigned            nnodes;
+    unsigned            nalloc;
+    unsigned            current;     /* single, sentinel: the node used */
+    unsigned short     *slots;       /* cluster: node index + 1, 0: none */
+
+    unsigned            connected:1;
+    unsigned            lost_dirty:1;  /* a written connection was lost */
+    unsigned            resent:1;    /* the last command may have run twice */
+    char                last[POP3EXT_HOST_MAX + 16];  /* its replier */
 } pop3ext_ctx_t;
 
 
@@ -140,11 +199,21 @@ int pop3ext_key(char *buf, const char *prefix, const char *name,
 int pop3ext_random(void *buf, size_t len);
 
 /* pop3ext_redis.c */
-int pop3ext_parse_address(pop3ext_ctx_t *cx);
+int pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text);
 int pop3ext_connect(pop3ext_ctx_t *cx);
+void pop3ext_disconnect(pop3ext_ctx_t *cx);
+int pop3ext_call(pop3ext_ctx_t *cx, const char *key, int write, int argc,
+    const char **argv, const size_t *lens, redisReply **rp);
+redisReply *pop3ext_read(pop3ext_ctx_t *cx, int *rc, const char *key,
+    const char *fmt, ...);
+redisReply *pop3ext_write(pop3ext_ctx_t *cx, int *rc, const char *key,
+    const char *fmt, ...);
+unsigned pop3ext_masters(pop3ext_ctx_t *cx);
+redisReply *pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
+    const char *fmt, ...);
 int pop3ext_check(pop3ext_ctx_t *cx, redisReply *r);
-redisReply *pop3ext_command(pop3ext_ctx_t *cx, int *rc, const char *fmt,
-    ...);
+int pop3ext_sync(pop3ext_ctx_t *cx);
+unsigned pop3ext_key_slot(const char *key, size_t len);
 
 /* pop3ext_scheme.c */
 const pop3ext_scheme_t *pop3ext_scheme(const char *name, size_t len,

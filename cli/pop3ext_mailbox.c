@@ -13,6 +13,8 @@
 static int pop3ext_entry(const char *p, size_t len, size_t *uid_len,
     unsigned long long *size);
 static int pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix);
+static int pop3ext_scan_master(pop3ext_ctx_t *cx, unsigned m,
+    const char *prefix, const char *pattern);
 
 
 /*
@@ -140,8 +142,8 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
     avlen[0] = sizeof("UNLINK") - 1;
 
     for (start = 0; /* void */; start += POP3EXT_DEL_BATCH) {
-        r = pop3ext_command(cx, &rc, "LRANGE %s %lld %lld", index, start,
-                            start + POP3EXT_DEL_BATCH - 1);
+        r = pop3ext_read(cx, &rc, index, "LRANGE %s %lld %lld", index,
+                         start, start + POP3EXT_DEL_BATCH - 1);
         if (r == NULL) {
             goto done;
         }
@@ -184,7 +186,10 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
         freeReplyObject(r);
 
         if (k > 1) {
-            r = redisCommandArgv(cx->redis, (int) k, av, avlen);
+            rc = pop3ext_call(cx, index, 1, (int) k, av, avlen, &r);
+            if (rc != EX_OK) {
+                goto done;
+            }
 
             rc = pop3ext_check(cx, r);
             if (rc != EX_OK) {
@@ -204,7 +209,8 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
      * leaves a whole mailbox, not a body without an index entry.
      */
 
-    r = pop3ext_command(cx, &rc, "DEL %s %s %s %s", index, meta, lock, dele);
+    r = pop3ext_write(cx, &rc, index, "DEL %s %s %s %s", index, meta, lock,
+                      dele);
     if (r == NULL) {
         goto done;
     }
@@ -225,19 +231,21 @@ done:
 }
 
 
-/* unlinks every key that starts with prefix, found by SCAN */
+/*
+ * Unlinks every key that starts with prefix, found by SCAN on every
+ * master: a key the index lost may be anywhere a slot migration left it.
+ * The prefix holds the mailbox's hash tag, so the keys found share one
+ * slot and one UNLINK takes each batch.
+ */
 
 static int
 pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
 {
-    int           rc;
-    size_t        i, k;
-    const char   *p;
-    redisReply   *r, *keys, *u;
-    const char  **av;
-    size_t       *avlen;
-    char          cursor[32];
-    char          pattern[2 * POP3EXT_KEY_MAX + 2];
+    int          rc;
+    size_t       k;
+    unsigned     m, masters;
+    const char  *p;
+    char         pattern[2 * POP3EXT_KEY_MAX + 2];
 
     /* names may hold glob characters; escape them, not just the name */
 
@@ -254,11 +262,35 @@ pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
     pattern[k++] = '*';
     pattern[k] = '\0';
 
+    masters = pop3ext_masters(cx);
+
+    for (m = 0; m < masters; m++) {
+        rc = pop3ext_scan_master(cx, m, prefix, pattern);
+        if (rc != EX_OK) {
+            return rc;
+        }
+    }
+
+    return EX_OK;
+}
+
+
+static int
+pop3ext_scan_master(pop3ext_ctx_t *cx, unsigned m, const char *prefix,
+    const char *pattern)
+{
+    int           rc;
+    size_t        i, k;
+    redisReply   *r, *keys, *u;
+    const char  **av;
+    size_t       *avlen;
+    char          cursor[32];
+
     memcpy(cursor, "0", 2);
 
     do {
-        r = pop3ext_command(cx, &rc, "SCAN %s MATCH %s COUNT %s", cursor,
-                            pattern, POP3EXT_SCAN_COUNT);
+        r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
+                                cursor, pattern, POP3EXT_SCAN_COUNT);
         if (r == NULL) {
             return rc;
         }
@@ -306,9 +338,12 @@ pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
             rc = EX_OK;
 
             if (k > 1) {
-                u = redisCommandArgv(cx->redis, (int) k, av, avlen);
+                rc = pop3ext_call(cx, prefix, 1, (int) k, av, avlen, &u);
 
-                rc = pop3ext_check(cx, u);
+                if (rc == EX_OK) {
+                    rc = pop3ext_check(cx, u);
+                }
+
                 if (rc == EX_OK) {
                     freeReplyObject(u);
                 }
@@ -367,8 +402,8 @@ pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv)
     octets = 0;
 
     for (start = 0; /* void */; start += POP3EXT_STAT_BATCH) {
-        r = pop3ext_command(cx, &rc, "LRANGE %s %lld %lld", index, start,
-                            start + POP3EXT_STAT_BATCH - 1);
+        r = pop3ext_read(cx, &rc, index, "LRANGE %s %lld %lld", index,
+                         start, start + POP3EXT_STAT_BATCH - 1);
         if (r == NULL) {
             return rc;
         }

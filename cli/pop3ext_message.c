@@ -209,10 +209,21 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
             break;
         }
 
-        if (strcmp(argv[0], "--id") == 0 && argc > 1 && argv[1][0]) {
+        if (strcmp(argv[0], "--id") == 0) {
+            if (argc < 2 || argv[1][0] == '\0') {
+                return pop3ext_usage_error("--id needs an ID");
+            }
+
             id = argv[1];
             argc -= 2;
             argv += 2;
+            continue;
+        }
+
+        if (strncmp(argv[0], "--id=", 5) == 0 && argv[0][5] != '\0') {
+            id = argv[0] + 5;
+            argc--;
+            argv++;
             continue;
         }
 
@@ -346,18 +357,38 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
                 avlen[5] = strlen(dlv);
             }
 
-            r = redisCommandArgv(cx->redis, 6 + nkeys, av, avlen);
-
-            /* a UID that is taken already: another one, a few times */
-
-            if (r && r->type == REDIS_REPLY_ERROR && tries < 3
-                && strncmp(r->str, "EXISTS", 6) == 0)
-            {
-                freeReplyObject(r);
-                continue;
+            rc = pop3ext_call(cx, index, 1, 6 + nkeys, av, avlen, &r);
+            if (rc != EX_OK) {
+                goto done;
             }
 
-            break;
+            if (r->type != REDIS_REPLY_ERROR
+                || strncmp(r->str, "EXISTS", 6) != 0)
+            {
+                break;
+            }
+
+            /*
+             * The UID is taken.  After a lost connection, by this very
+             * delivery, whose reply was lost: it is stored.  Otherwise
+             * another UID, a few times.
+             */
+
+            if (cx->resent) {
+                freeReplyObject(r);
+                r = NULL;
+                break;
+            }
+
+            if (tries == 3) {
+                break;
+            }
+
+            freeReplyObject(r);
+        }
+
+        if (r == NULL) {
+            continue;
         }
 
         rc = pop3ext_check(cx, r);

@@ -67,8 +67,8 @@ pop3ext_user_record(pop3ext_ctx_t *cx, const char *user, redisReply **rp)
         return EX_SOFTWARE;
     }
 
-    r = pop3ext_command(cx, &rc, "EVAL %s 2 %s %s", P3X_SCRIPT_AUTHINFO,
-                        key, fkey);
+    r = pop3ext_read(cx, &rc, key, "EVAL %s 2 %s %s", P3X_SCRIPT_AUTHINFO,
+                     key, fkey);
     if (r == NULL) {
         return rc;
     }
@@ -186,16 +186,15 @@ pop3ext_read_line(char *buf, size_t size, size_t *len)
 
 /*
  * The secret, the mailbox if given, and the end of "disabled" are written
- * in one transaction: a new password never leaves the old "disabled".
+ * in one script: a new password never leaves the old "disabled".
  */
 
 int
 pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int                      i, rc, hash, given, nhset, nhdel;
-    void                    *reply;
-    size_t                   len, k;
-    const char              *user, *name, *mbox, *hset[6], *hdel[4];
+    int                      i, rc, hash, given;
+    size_t                   len, k, avlen[7];
+    const char              *user, *name, *mbox, *av[7];
     redisReply              *r;
     const pop3ext_scheme_t  *s;
     char                     key[POP3EXT_KEY_MAX];
@@ -321,71 +320,34 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
         goto done;
     }
 
-    hset[0] = "HSET";
-    hset[1] = key;
-    hset[2] = P3X_FIELD_SECRET;
-    hset[3] = secret;
-    nhset = 4;
+    av[0] = "EVAL";
+    av[1] = POP3EXT_SCRIPT_USER_SET;
+    av[2] = "1";
+    av[3] = key;
+    av[4] = secret;
+    av[5] = (mbox == NULL) ? "keep" : (mbox[0] != '\0') ? "set" : "del";
+    av[6] = (mbox != NULL) ? mbox : "";
 
-    hdel[0] = "HDEL";
-    hdel[1] = key;
-    hdel[2] = P3X_FIELD_DISABLED;
-    nhdel = 3;
-
-    if (mbox != NULL && mbox[0] != '\0') {
-        hset[nhset++] = P3X_FIELD_MAILBOX;
-        hset[nhset++] = mbox;
-
-    } else if (mbox != NULL) {
-        hdel[nhdel++] = P3X_FIELD_MAILBOX;
+    for (i = 0; i < 7; i++) {
+        avlen[i] = strlen(av[i]);
     }
 
-    if (redisAppendCommand(cx->redis, "MULTI") != REDIS_OK
-        || redisAppendCommandArgv(cx->redis, nhset, hset, NULL) != REDIS_OK
-        || redisAppendCommandArgv(cx->redis, nhdel, hdel, NULL) != REDIS_OK
-        || redisAppendCommand(cx->redis, "EXEC") != REDIS_OK)
-    {
-        pop3ext_error("out of memory");
-        rc = EX_TEMPFAIL;
+    rc = pop3ext_call(cx, key, 1, 7, av, avlen, &r);
+    if (rc != EX_OK) {
         goto done;
     }
 
-    for (i = 0; i < 4; i++) {
-        reply = NULL;
-
-        if (redisGetReply(cx->redis, &reply) != REDIS_OK) {
-            reply = NULL;
-        }
-
-        r = reply;
-
-        rc = pop3ext_check(cx, r);
-        if (rc != EX_OK) {
-            goto done;
-        }
-
-        if (i == 3) {
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-                pop3ext_error("unexpected reply to EXEC");
-                rc = EX_SOFTWARE;
-            }
-
-            for (k = 0; rc == EX_OK && k < r->elements; k++) {
-                if (r->element[k]->type == REDIS_REPLY_ERROR) {
-                    pop3ext_error("redis at %s: %.*s", cx->address,
-                                  (int) r->element[k]->len,
-                                  r->element[k]->str);
-                    rc = EX_TEMPFAIL;
-                }
-            }
-        }
-
-        freeReplyObject(r);
-
-        if (rc != EX_OK) {
-            goto done;
-        }
+    rc = pop3ext_check(cx, r);
+    if (rc != EX_OK) {
+        goto done;
     }
+
+    if (r->type != REDIS_REPLY_INTEGER) {
+        pop3ext_error("unexpected reply to EVAL");
+        rc = EX_SOFTWARE;
+    }
+
+    freeReplyObject(r);
 
 done:
 
@@ -561,12 +523,12 @@ pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv, int disable)
     }
 
     if (disable) {
-        r = pop3ext_command(cx, &rc, "EVAL %s 1 %s %s 1",
-                            POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
+        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s 1",
+                          POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
 
     } else {
-        r = pop3ext_command(cx, &rc, "EVAL %s 1 %s %s",
-                            POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
+        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s",
+                          POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
     }
 
     if (r == NULL) {
@@ -622,7 +584,7 @@ pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    r = pop3ext_command(cx, &rc, "HGET %s %s", key, P3X_FIELD_MAILBOX);
+    r = pop3ext_read(cx, &rc, key, "HGET %s %s", key, P3X_FIELD_MAILBOX);
     if (r == NULL) {
         return rc;
     }
@@ -630,7 +592,7 @@ pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv)
     if (r->type == REDIS_REPLY_NIL) {
         freeReplyObject(r);
 
-        r = pop3ext_command(cx, &rc, "EXISTS %s", key);
+        r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
         if (r == NULL) {
             return rc;
         }
@@ -663,7 +625,7 @@ pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    r = pop3ext_command(cx, &rc, "DEL %s", key);
+    r = pop3ext_write(cx, &rc, key, "DEL %s", key);
     if (r == NULL) {
         return rc;
     }

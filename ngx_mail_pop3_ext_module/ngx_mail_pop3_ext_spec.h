@@ -102,6 +102,7 @@ typedef struct {
     unsigned long       wait_timeout_ms;
     unsigned long       timeout_ms;
     unsigned            connections;
+    unsigned            seen;           /* P3X_SPEC_SEEN_*: words given */
     unsigned            naddrs;
     p3x_spec_addr_t     addrs[P3X_SPEC_ADDRS_MAX];
 } p3x_spec_t;
@@ -299,6 +300,7 @@ p3x_spec_parse(p3x_spec_t *spec, int argc, const char *const *argv,
         return -1;
     }
 
+    spec->seen = seen;
     spec->mode = cluster ? P3X_SPEC_CLUSTER
                          : spec->sentinel ? P3X_SPEC_SENTINEL
                                           : P3X_SPEC_SINGLE;
