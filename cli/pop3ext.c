@@ -16,6 +16,11 @@ static const char *pop3ext_option(int argc, char **argv, int *i,
     const char *name);
 
 
+static int     pop3ext_deferring;
+static size_t  pop3ext_ndeferred;
+static char    pop3ext_deferred[8192];
+
+
 int
 main(int argc, char **argv)
 {
@@ -183,15 +188,99 @@ pop3ext_option(int argc, char **argv, int *i, const char *name)
 void
 pop3ext_error(const char *fmt, ...)
 {
-    va_list  args;
+    int       n;
+    char      line[512], *p, *nl;
+    va_list   args;
 
-    fputs("pop3ext: ", stderr);
+    if (!pop3ext_deferring) {
+        fputs("pop3ext: ", stderr);
+
+        va_start(args, fmt);
+        vfprintf(stderr, fmt, args);
+        va_end(args);
+
+        fputc('\n', stderr);
+
+        return;
+    }
 
     va_start(args, fmt);
-    vfprintf(stderr, fmt, args);
+    n = vsnprintf(line, sizeof(line), fmt, args);
     va_end(args);
 
-    fputc('\n', stderr);
+    if (n < 0) {
+        return;
+    }
+
+    if ((size_t) n >= sizeof(line)) {
+        n = sizeof(line) - 1;
+    }
+
+    /* the same failure, tried again: said once */
+
+    for (p = pop3ext_deferred;
+         p < pop3ext_deferred + pop3ext_ndeferred;
+         p = nl + 1)
+    {
+        nl = memchr(p, '\n', pop3ext_deferred + pop3ext_ndeferred - p);
+
+        if (nl - p == n && memcmp(p, line, n) == 0) {
+            return;
+        }
+    }
+
+    if (pop3ext_ndeferred + n + 1 > sizeof(pop3ext_deferred)) {
+        return;
+    }
+
+    memcpy(pop3ext_deferred + pop3ext_ndeferred, line, n);
+    pop3ext_ndeferred += n;
+    pop3ext_deferred[pop3ext_ndeferred++] = '\n';
+}
+
+
+/*
+ * While the Redis layer tries again (a failover, a cluster redirection),
+ * its messages are kept: printed if it fails in the end, dropped if it
+ * succeeds.  Returns 1 if this call started keeping them.
+ */
+
+int
+pop3ext_defer_begin(void)
+{
+    if (pop3ext_deferring) {
+        return 0;
+    }
+
+    pop3ext_deferring = 1;
+    pop3ext_ndeferred = 0;
+
+    return 1;
+}
+
+
+void
+pop3ext_defer_end(int started, int print)
+{
+    size_t  i, start;
+
+    if (!started) {
+        return;
+    }
+
+    pop3ext_deferring = 0;
+
+    if (print) {
+        for (i = 0, start = 0; i < pop3ext_ndeferred; i++) {
+            if (pop3ext_deferred[i] == '\n') {
+                fprintf(stderr, "pop3ext: %.*s\n", (int) (i - start),
+                        pop3ext_deferred + start);
+                start = i + 1;
+            }
+        }
+    }
+
+    pop3ext_ndeferred = 0;
 }
 
 

@@ -194,6 +194,8 @@ void pop3ext_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 int pop3ext_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+int pop3ext_defer_begin(void);
+void pop3ext_defer_end(int started, int print);
 int pop3ext_key(char *buf, const char *prefix, const char *name,
     const char *suffix);
 int pop3ext_random(void *buf, size_t len);

@@ -378,11 +378,13 @@ pop3ext_node_init(pop3ext_node_t *n, const char *host, size_t len,
 int
 pop3ext_connect(pop3ext_ctx_t *cx)
 {
-    int  rc;
+    int  rc, started;
 
     if (cx->connected) {
         return EX_OK;
     }
+
+    started = pop3ext_defer_begin();
 
     switch (cx->spec.mode) {
 
@@ -402,6 +404,8 @@ pop3ext_connect(pop3ext_ctx_t *cx)
     if (rc == EX_OK) {
         cx->connected = 1;
     }
+
+    pop3ext_defer_end(started, rc != EX_OK);
 
     return rc;
 }
@@ -1531,7 +1535,6 @@ pop3ext_route(pop3ext_ctx_t *cx, const char *key, int write,
 
             if (cx->spec.mode == P3X_SPEC_SENTINEL && !found) {
                 found = 1;
-                pop3ext_error("asking the Sentinels for the master again");
 
                 rc = pop3ext_sentinel(cx);
                 if (rc != EX_OK) {
@@ -1666,7 +1669,7 @@ int
 pop3ext_call(pop3ext_ctx_t *cx, const char *key, int write, int argc,
     const char **argv, const size_t *lens, redisReply **rp)
 {
-    int    len, rc;
+    int    len, rc, started;
     char  *cmd;
 
     len = redisFormatCommandArgv(&cmd, argc, argv, lens);
@@ -1676,8 +1679,14 @@ pop3ext_call(pop3ext_ctx_t *cx, const char *key, int write, int argc,
         return EX_TEMPFAIL;
     }
 
+    started = pop3ext_defer_begin();
+
     rc = pop3ext_route(cx, key, write, cmd, (size_t) len, rp);
 
+    pop3ext_defer_end(started, rc != EX_OK);
+
+    /* it may hold a password or a secret */
+    explicit_bzero(cmd, (size_t) len);
     redisFreeCommand(cmd);
 
     return rc;
@@ -1688,7 +1697,7 @@ static redisReply *
 pop3ext_vcommand(pop3ext_ctx_t *cx, int *rc, const char *key, int write,
     const char *fmt, va_list args)
 {
-    int          len;
+    int          len, started;
     char        *cmd;
     redisReply  *r;
 
@@ -1700,7 +1709,11 @@ pop3ext_vcommand(pop3ext_ctx_t *cx, int *rc, const char *key, int write,
         return NULL;
     }
 
+    started = pop3ext_defer_begin();
+
     *rc = pop3ext_route(cx, key, write, cmd, (size_t) len, &r);
+
+    pop3ext_defer_end(started, *rc != EX_OK);
 
     redisFreeCommand(cmd);
 
