@@ -41,6 +41,7 @@
 
 
 static int pop3ext_redis_tls(pop3ext_ctx_t *cx);
+static const char *pop3ext_ssl_reason(void);
 static char *pop3ext_strndup(const char *p, size_t len);
 static unsigned long long pop3ext_now(void);
 static void pop3ext_sleep(unsigned long ms);
@@ -204,7 +205,24 @@ pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text)
 static int
 pop3ext_redis_tls(pop3ext_ctx_t *cx)
 {
-    unsigned long  e;
+    size_t        i;
+    const char   *files[3];
+
+    /* a file that cannot be read says why better than OpenSSL does */
+
+    files[0] = cx->tls_ca;
+    files[1] = cx->tls_cert;
+    files[2] = cx->tls_key;
+
+    for (i = 0; i < 3; i++) {
+        if (files[i] != NULL && files[i][0] != '\0'
+            && access(files[i], R_OK) == -1)
+        {
+            pop3ext_error("cannot read \"%s\": %s", files[i],
+                          strerror(errno));
+            return EX_CONFIG;
+        }
+    }
 
     cx->ssl_ctx = SSL_CTX_new(TLS_client_method());
     if (cx->ssl_ctx == NULL) {
@@ -219,9 +237,8 @@ pop3ext_redis_tls(pop3ext_ctx_t *cx)
         if (SSL_CTX_load_verify_locations(cx->ssl_ctx, cx->tls_ca, NULL)
             != 1)
         {
-            e = ERR_get_error();
             pop3ext_error("cannot load the CA certificates \"%s\": %s",
-                          cx->tls_ca, ERR_reason_error_string(e));
+                          cx->tls_ca, pop3ext_ssl_reason());
             return EX_CONFIG;
         }
 
@@ -241,9 +258,8 @@ pop3ext_redis_tls(pop3ext_ctx_t *cx)
         if (SSL_CTX_use_certificate_chain_file(cx->ssl_ctx, cx->tls_cert)
             != 1)
         {
-            e = ERR_get_error();
             pop3ext_error("cannot load the certificate \"%s\": %s",
-                          cx->tls_cert, ERR_reason_error_string(e));
+                          cx->tls_cert, pop3ext_ssl_reason());
             return EX_CONFIG;
         }
 
@@ -252,9 +268,8 @@ pop3ext_redis_tls(pop3ext_ctx_t *cx)
             != 1
             || SSL_CTX_check_private_key(cx->ssl_ctx) != 1)
         {
-            e = ERR_get_error();
             pop3ext_error("cannot load the key \"%s\": %s",
-                          cx->tls_key, ERR_reason_error_string(e));
+                          cx->tls_key, pop3ext_ssl_reason());
             return EX_CONFIG;
         }
     }
@@ -262,6 +277,34 @@ pop3ext_redis_tls(pop3ext_ctx_t *cx)
     ERR_clear_error();
 
     return EX_OK;
+}
+
+
+/* OpenSSL's reason for the last failure, for a message */
+
+static const char *
+pop3ext_ssl_reason(void)
+{
+    unsigned long  e;
+    const char    *r;
+
+    static char    buf[256];
+
+    e = ERR_peek_last_error();
+
+    if (e == 0) {
+        return "connection closed";
+    }
+
+    r = ERR_reason_error_string(e);
+
+    if (r != NULL) {
+        return r;
+    }
+
+    ERR_error_string_n(e, buf, sizeof(buf));
+
+    return buf;
 }
 
 
@@ -678,9 +721,7 @@ pop3ext_node_handshake(pop3ext_ctx_t *cx, pop3ext_node_t *n,
 
     } else {
         pop3ext_error("TLS handshake with redis at %s failed: %s", n->name,
-                      ERR_peek_last_error()
-                      ? ERR_reason_error_string(ERR_peek_last_error())
-                      : "connection closed");
+                      pop3ext_ssl_reason());
     }
 
     return EX_TEMPFAIL;
@@ -809,8 +850,8 @@ pop3ext_node_send(pop3ext_ctx_t *cx, pop3ext_node_t *n, const char *buf,
                     ev = POLLIN;
 
                 } else if (err != SSL_ERROR_WANT_WRITE) {
-                    pop3ext_error("redis at %s: TLS write failed",
-                                  n->name);
+                    pop3ext_error("redis at %s: TLS write failed: %s",
+                                  n->name, pop3ext_ssl_reason());
                     return EX_TEMPFAIL;
                 }
 
@@ -893,8 +934,8 @@ pop3ext_node_reply(pop3ext_ctx_t *cx, pop3ext_node_t *n, redisReply **rp,
                     goto closed;
 
                 } else if (err != SSL_ERROR_WANT_READ) {
-                    pop3ext_error("redis at %s: TLS read failed",
-                                  n->name);
+                    pop3ext_error("redis at %s: TLS read failed: %s",
+                                  n->name, pop3ext_ssl_reason());
                     return EX_TEMPFAIL;
                 }
 
