@@ -264,6 +264,10 @@ pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
 
     masters = pop3ext_masters(cx);
 
+    if (masters == 0) {
+        return EX_TEMPFAIL;
+    }
+
     for (m = 0; m < masters; m++) {
         rc = pop3ext_scan_master(cx, m, prefix, pattern);
         if (rc != EX_OK) {
