@@ -109,7 +109,10 @@ pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text)
                                    err);
     }
 
-    /* a password in the spec shows in ps(1): the environment does not */
+    /*
+     * AUTH: user= and password= of the specification, else the
+     * environment's, which, unlike a command line, ps(1) does not show
+     */
 
     if (cx->spec.password != NULL) {
         cx->password = pop3ext_strndup(cx->spec.password,
