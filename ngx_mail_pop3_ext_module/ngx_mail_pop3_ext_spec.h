@@ -30,9 +30,10 @@
  *
  * More than one ADDRESS without cluster or sentinel= is an error: data is
  * never split by address.  A word with "=" is a parameter, "cluster" and
- * "tls" are keywords, anything else is an ADDRESS; a word may appear once.
- * TIME is nginx's: a number with a unit, ms, s, m, h or d, several of them
- * from the largest down ("1m30s"); a bare number is seconds.
+ * "tls" are keywords, anything else is an ADDRESS; a parameter or keyword
+ * may appear once.  TIME is nginx's: a number with a unit, ms, s, m, h or
+ * d, several of them from the largest down ("1m30s"); a bare number is
+ * seconds.
  *
  * pop3ext takes the whole SPEC as one word and splits it on spaces and
  * tabs with p3x_spec_split() first, so a password with a space can only
