@@ -6,6 +6,7 @@
 #                   127.0.0.1:1110 with a local Redis (Ctrl-C stops both)
 #   make test       install what is missing, build, run the t/ suite
 #   make test-asan  the suite against a module built with ASan and UBSan
+#   make unit       the C unit test of the Redis specification parser
 #   make install    module into nginx's modules dir, pop3ext into PREFIX/bin
 
 PREFIX      ?= /usr/local
@@ -25,14 +26,26 @@ all: build/$(MOD).so build/pop3ext
 build/$(MOD).so: $(SRCS) util/build.sh
 	util/build.sh build
 
-build/pop3ext: cli/pop3ext.c $(MOD)/ngx_mail_pop3_ext_model.h
+CLI_SRCS = $(wildcard cli/*.c)
+CLI_DEPS = $(CLI_SRCS) $(wildcard cli/*.h) $(wildcard $(MOD)/*.h)
+CLI_LIBS = -lhiredis -lssl -lcrypto -lcrypt -largon2
+
+build/pop3ext: $(CLI_DEPS)
 	@mkdir -p build
-	$(CC) $(CFLAGS) -I$(MOD) -o $@.tmp cli/pop3ext.c -lhiredis -lcrypt -lcrypto -largon2
+	$(CC) $(CFLAGS) -I$(MOD) -Icli -o $@.tmp $(CLI_SRCS) $(CLI_LIBS)
 	mv -f $@.tmp $@
 
 build-asan/$(MOD).so: $(SRCS) util/build.sh
 	NGX_CC_OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined" \
 	NGX_LD_OPT="-fsanitize=address,undefined" util/build.sh build-asan
+
+# the unit test of the Redis specification parser (t/015-spec.t runs it too)
+build/spec-test: util/spec_test.c $(MOD)/ngx_mail_pop3_ext_spec.h
+	@mkdir -p build
+	$(CC) $(CFLAGS) -I$(MOD) -o $@ util/spec_test.c
+
+unit: build/spec-test
+	build/spec-test
 
 deps:
 	util/deps.sh build run

@@ -33,6 +33,7 @@
 #endif
 
 #include "ngx_mail_pop3_ext_module.h"
+#include "ngx_mail_pop3_ext_scheme.h"
 
 
 /* KiB an Argon2 check may take: 256 MiB, four times Dovecot's default */
@@ -40,13 +41,6 @@
 
 
 typedef ngx_int_t (*ngx_p3x_verify_pt)(ngx_str_t *value, ngx_str_t *pw);
-
-
-typedef struct {
-    ngx_str_t           name;
-    ngx_str_t           prefix;     /* what a crypt(3) value starts with */
-    ngx_p3x_verify_pt   verify;
-} ngx_p3x_scheme_t;
 
 
 struct ngx_p3x_auth_task_s {
@@ -98,20 +92,23 @@ static ngx_uint_t   ngx_p3x_auth_running;
 static ngx_uint_t   ngx_p3x_auth_max = 1;
 
 
-static ngx_p3x_scheme_t  ngx_p3x_schemes[] = {
-    { ngx_string("SHA512-CRYPT"), ngx_string("$6$"), ngx_p3x_verify_crypt },
-    { ngx_string("SHA256-CRYPT"), ngx_string("$5$"), ngx_p3x_verify_crypt },
-    { ngx_string("BLF-CRYPT"), ngx_string("$2"), ngx_p3x_verify_crypt },
-    { ngx_string("MD5-CRYPT"), ngx_string("$1$"), ngx_p3x_verify_crypt },
-    { ngx_string("CRYPT"), ngx_null_string, ngx_p3x_verify_crypt },
-    { ngx_string("ARGON2ID"), ngx_string("$argon2id$"),
-      ngx_p3x_verify_argon2id },
-    { ngx_string("PBKDF2"), ngx_null_string, ngx_p3x_verify_pbkdf2 },
-    { ngx_string("SSHA512"), ngx_null_string, ngx_p3x_verify_ssha512 },
-    { ngx_string("SSHA256"), ngx_null_string, ngx_p3x_verify_ssha256 },
-    { ngx_string("CRAM-MD5"), ngx_null_string, ngx_p3x_verify_cram_secret },
-    { ngx_string("PLAIN"), ngx_null_string, ngx_p3x_verify_plain },
-    { ngx_null_string, ngx_null_string, NULL }
+/*
+ * How each scheme of the shared table (ngx_mail_pop3_ext_scheme.h: names,
+ * prefixes, methods) verifies a password.
+ */
+
+static ngx_p3x_verify_pt  ngx_p3x_verify[P3X_SCHEME_N] = {
+    [P3X_SCHEME_SHA512_CRYPT] = ngx_p3x_verify_crypt,
+    [P3X_SCHEME_SHA256_CRYPT] = ngx_p3x_verify_crypt,
+    [P3X_SCHEME_BLF_CRYPT] = ngx_p3x_verify_crypt,
+    [P3X_SCHEME_MD5_CRYPT] = ngx_p3x_verify_crypt,
+    [P3X_SCHEME_CRYPT] = ngx_p3x_verify_crypt,
+    [P3X_SCHEME_ARGON2ID] = ngx_p3x_verify_argon2id,
+    [P3X_SCHEME_PBKDF2] = ngx_p3x_verify_pbkdf2,
+    [P3X_SCHEME_SSHA512] = ngx_p3x_verify_ssha512,
+    [P3X_SCHEME_SSHA256] = ngx_p3x_verify_ssha256,
+    [P3X_SCHEME_CRAM_MD5] = ngx_p3x_verify_cram_secret,
+    [P3X_SCHEME_PLAIN] = ngx_p3x_verify_plain
 };
 
 
@@ -259,8 +256,8 @@ ngx_p3x_auth_thread(void *data, ngx_log_t *log)
 {
     ngx_p3x_auth_task_t  *t = data;
 
-    ngx_str_t          scheme, value;
-    ngx_p3x_scheme_t  *s;
+    ngx_str_t             scheme, value;
+    const p3x_scheme_t   *s;
 
 #if (NGX_LINUX)
     static __thread ngx_uint_t  niced;
@@ -290,27 +287,21 @@ ngx_p3x_auth_thread(void *data, ngx_log_t *log)
         break;
     }
 
-    for (s = ngx_p3x_schemes; s->name.len; s++) {
-        if (s->name.len == scheme.len
-            && ngx_strncasecmp(s->name.data, scheme.data, scheme.len) == 0)
-        {
-            break;
-        }
-    }
+    s = p3x_scheme_find((const char *) scheme.data, scheme.len, 0);
 
     /* a label must say what the crypt(3) string is: no silent downgrade */
 
-    if (s->name.len == 0
-        || (s->prefix.len
-            && (value.len < s->prefix.len
-                || ngx_strncmp(value.data, s->prefix.data, s->prefix.len)
-                   != 0)))
+    if (s == NULL
+        || !(s->flags & P3X_METHOD_PASSWORD)
+        || (s->prefix_len
+            && (value.len < s->prefix_len
+                || ngx_strncmp(value.data, s->prefix, s->prefix_len) != 0)))
     {
         t->result = NGX_ERROR;
         return;
     }
 
-    t->result = s->verify(&value, &t->response);
+    t->result = ngx_p3x_verify[s->id](&value, &t->response);
 }
 
 
@@ -619,12 +610,13 @@ static ngx_int_t
 ngx_p3x_verify_apop(ngx_p3x_auth_task_t *t, ngx_str_t *scheme,
     ngx_str_t *value)
 {
-    u_char     digest[16];
-    ngx_md5_t  md5;
+    u_char               digest[16];
+    ngx_md5_t            md5;
+    const p3x_scheme_t  *s;
 
-    if (scheme->len != 5 || ngx_strncasecmp(scheme->data, (u_char *) "PLAIN",
-                                            5) != 0)
-    {
+    s = p3x_scheme_find((const char *) scheme->data, scheme->len, 0);
+
+    if (s == NULL || !(s->flags & P3X_METHOD_APOP)) {
         return NGX_ERROR;
     }
 
@@ -649,20 +641,23 @@ static ngx_int_t
 ngx_p3x_verify_cram_md5(ngx_p3x_auth_task_t *t, ngx_str_t *scheme,
     ngx_str_t *value)
 {
-    u_char      contexts[32], inner[16], digest[16], *p;
-    ngx_int_t   i, k;
-    ngx_md5_t   md5;
+    u_char               contexts[32], inner[16], digest[16], *p;
+    ngx_int_t            i, k;
+    ngx_md5_t            md5;
+    const p3x_scheme_t  *s;
 
-    if (scheme->len == 5
-        && ngx_strncasecmp(scheme->data, (u_char *) "PLAIN", 5) == 0)
-    {
+    s = p3x_scheme_find((const char *) scheme->data, scheme->len, 0);
+
+    if (s == NULL || !(s->flags & P3X_METHOD_CRAM_MD5)) {
+        return NGX_ERROR;
+    }
+
+    /* {PLAIN} holds the password, {CRAM-MD5} the contexts themselves */
+
+    if (s->id == P3X_SCHEME_PLAIN) {
         ngx_p3x_cram_contexts(value, contexts);
 
-    } else if (scheme->len == 8
-               && ngx_strncasecmp(scheme->data, (u_char *) "CRAM-MD5", 8)
-                  == 0
-               && value->len == 64)
-    {
+    } else if (s->id == P3X_SCHEME_CRAM_MD5 && value->len == 64) {
         for (i = 0; i < 32; i++) {
             k = ngx_hextoi(value->data + 2 * i, 2);
             if (k == NGX_ERROR) {

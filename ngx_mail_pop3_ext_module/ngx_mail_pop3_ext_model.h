@@ -174,7 +174,10 @@ p3x_uid_make(unsigned char *buf, unsigned long long ms,
  * The writer chooses the UID (p3x_uid_make()), so the body's key is known
  * before the script runs and can be one of its KEYS.  The body is written
  * with NX: a message is never overwritten.  Retrying a delivery whose
- * reply was lost, with the same id, stores nothing twice.  The body must
+ * reply was lost, with the same id, stores nothing twice.  Such a retry
+ * still writes (the id's lifetime starts again): WAIT counts replicas
+ * that have a connection's own writes, and this one puts the retry behind
+ * the first delivery, which a replica may still lack.  The body must
  * already obey the invariants (CRLF line ends, ending in CRLF, or empty):
  * one that does not is refused, not repaired.  The checks come first
  * because a script is not rolled back.
@@ -183,7 +186,10 @@ p3x_uid_make(unsigned char *buf, unsigned long long ms,
 #define P3X_SCRIPT_DELIVER                                                    \
     "if KEYS[3] then\n"                                                       \
     "  local u = redis.call('GET', KEYS[3])\n"                                \
-    "  if u then return { u, 0 } end\n"                                       \
+    "  if u then\n"                                                           \
+    "    redis.call('PEXPIRE', KEYS[3], ARGV[3])\n"                           \
+    "    return { u, 0 }\n"                                                   \
+    "  end\n"                                                                 \
     "end\n"                                                                   \
     "local t = redis.call('TYPE', KEYS[1])['ok']\n"                           \
     "if t ~= 'none' and t ~= 'list' then\n"                                   \

@@ -65,7 +65,7 @@ my @IMPORTS = (
 my @BARE = qw/ SHA512-CRYPT SHA256-CRYPT BLF-CRYPT ARGON2ID PBKDF2
     MD5-CRYPT /;
 
-$t->plan(39 + 25 + 3 * @SCHEMES + (2 * @SCHEMES + 2) + (2 * @SCHEMES + 5)
+$t->plan(40 + 25 + 3 * @SCHEMES + (2 * @SCHEMES + 2) + (2 * @SCHEMES + 5)
     + 3 * @IMPORTS + (@BARE + 2) + 19 + 9 + 6);
 
 ###############################################################################
@@ -88,8 +88,12 @@ is($rc, 64, 'user add without USER: 64');
 is($rc, 64, 'user add with two USERs: 64');
 ($rc) = $t->pop3ext('deliver', { stdin => "x\n" });
 is($rc, 64, 'deliver without USER: 64');
-($rc) = $t->pop3ext('stat', { redis => 'no-port-here' });
+($rc) = $t->pop3ext('stat', 'alice', { redis => 'localhost:no-port' });
 is($rc, 64, 'bad redis address: 64');
+($rc, undef, $err) = $t->pop3ext('stat', 'alice',
+    { redis => '127.0.0.1:6379 127.0.0.1:6380' });
+ok($rc == 64 && $err =~ /more than one address needs cluster or sentinel=/,
+    'two addresses without cluster or sentinel=: 64') or diag("$rc $err");
 ($rc) = $t->pop3ext('user', 'add', 'bad{name}', { stdin => "pw\n" });
 ok($rc == 64 || $rc == 65, 'user name with braces refused') or diag($rc);
 ($rc) = $t->pop3ext('user', 'add', 'x' x 256, { stdin => "pw\n" });

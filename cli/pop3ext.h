@@ -1,0 +1,250 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * pop3ext: manage the users of ngx_mail_pop3_ext_module and deliver mail
+ * into their mailboxes in Redis.  Key names, fields, name rules and the
+ * delivery script come from ngx_mail_pop3_ext_model.h, so that this tool
+ * and the module agree byte for byte.
+ *
+ * Exit codes follow sysexits(3); an MTA retries on EX_TEMPFAIL, so every
+ * Redis failure maps to it.
+ */
+
+
+#ifndef _POP3EXT_H_INCLUDED_
+#define _POP3EXT_H_INCLUDED_
+
+
+#include <sys/types.h>
+#include <sys/random.h>
+#include <sys/time.h>
+#include <time.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <argon2.h>
+#include <crypt.h>
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+
+#include "ngx_mail_pop3_ext_model.h"
+#include "ngx_mail_pop3_ext_scheme.h"
+#include "ngx_mail_pop3_ext_spec.h"
+
+
+#define POP3EXT_DEFAULT_REDIS     "127.0.0.1:6379"
+/* a reply may take long (a big message); timeout= in the spec overrides */
+#define POP3EXT_REPLY_TIMEOUT     30000
+/* TRYAGAIN, CLUSTERDOWN, a failover: how long to try again, in ms */
+#define POP3EXT_RETRY_TIME        5000
+#define POP3EXT_REDIRECTS_MAX     16
+
+#define POP3EXT_DEFAULT_MAX_SIZE  (64 * 1024 * 1024)
+/* the largest string Redis accepts by default (proto-max-bulk-len) */
+#define POP3EXT_MAX_MAX_SIZE      (512 * 1024 * 1024)
+#define POP3EXT_READ_CHUNK        65536
+
+/* what crypt_r() accepts, without the terminating NUL */
+#define POP3EXT_LINE_MAX          (CRYPT_MAX_PASSPHRASE_SIZE - 1)
+#define POP3EXT_SECRET_MAX        (POP3EXT_LINE_MAX + 64)
+
+/* "pop3:mbox:{" NAME "}:msg:" UID fits with room to spare */
+#define POP3EXT_KEY_MAX           512
+#define POP3EXT_HOST_MAX          1025
+
+#define POP3EXT_STAT_BATCH        10000
+#define POP3EXT_DEL_BATCH         1000
+#define POP3EXT_SCAN_COUNT        "1000"
+
+/* the parameters "doveadm pw" uses, so that hashes look like Dovecot's */
+#define POP3EXT_ARGON2_T          3
+#define POP3EXT_ARGON2_M          65536       /* KiB */
+#define POP3EXT_ARGON2_P          1
+#define POP3EXT_ARGON2_SALT       16
+#define POP3EXT_ARGON2_HASH       32
+#define POP3EXT_PBKDF2_ROUNDS     5000
+#define POP3EXT_PBKDF2_SALT       16
+#define POP3EXT_PBKDF2_HASH       20          /* SHA-1 */
+#define POP3EXT_PBKDF2_MAX_ROUNDS 10000000    /* what the module accepts */
+#define POP3EXT_SSHA_SALT         16
+/* the module decodes an SSHA value into 512 octets */
+#define POP3EXT_SSHA_MAX          512
+#define POP3EXT_CRAM_LEN          64          /* two MD5 states in hex */
+
+/* sets or deletes a field of an existing user record: 1, or 0 if none */
+#define POP3EXT_SCRIPT_FIELD                                                  \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"                            \
+    "  return 0\n"                                                            \
+    "end\n"                                                                   \
+    "if ARGV[2] then\n"                                                       \
+    "  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"                       \
+    "else\n"                                                                  \
+    "  redis.call('HDEL', KEYS[1], ARGV[1])\n"                                \
+    "end\n"                                                                   \
+    "return 1\n"
+
+/*
+ * user add: the secret, the mailbox (ARGV[2] "set" with ARGV[3], "del",
+ * or "keep"), and the end of "disabled", at once.
+ */
+#define POP3EXT_SCRIPT_USER_SET                                               \
+    "redis.call('HSET', KEYS[1], '" P3X_FIELD_SECRET "', ARGV[1])\n"          \
+    "if ARGV[2] == 'set' then\n"                                              \
+    "  redis.call('HSET', KEYS[1], '" P3X_FIELD_MAILBOX "', ARGV[3])\n"       \
+    "elseif ARGV[2] == 'del' then\n"                                          \
+    "  redis.call('HDEL', KEYS[1], '" P3X_FIELD_MAILBOX "')\n"                \
+    "end\n"                                                                   \
+    "redis.call('HDEL', KEYS[1], '" P3X_FIELD_DISABLED "')\n"                 \
+    "return 1\n"
+
+
+typedef struct pop3ext_scheme_s  pop3ext_scheme_t;
+
+/* writes "{NAME}value" for a password into secret */
+typedef int (*pop3ext_make_pt)(const pop3ext_scheme_t *s, const char *pass,
+    size_t len, char *secret, size_t size);
+
+/* is an imported value (after "{NAME}") one the module can verify? */
+typedef int (*pop3ext_valid_pt)(const pop3ext_scheme_t *s, const char *v);
+
+
+/* how pop3ext makes and checks one scheme of ngx_mail_pop3_ext_scheme.h */
+
+struct pop3ext_scheme_s {
+    p3x_scheme_id_e     id;         /* its entry in the shared table */
+    pop3ext_make_pt     make;       /* for P3X_SCHEME_MAKE schemes */
+    pop3ext_valid_pt    valid;
+    const char         *setting;    /* crypt_gensalt() prefix */
+    unsigned long       cost;       /* crypt_gensalt() count; 0: default */
+    size_t              max;        /* longest password used in full */
+    size_t              len;        /* crypt: length of the hash proper */
+    const EVP_MD     *(*md)(void);  /* SSHA: the digest */
+    const char         *ids[4];     /* crypt: the hash prefixes accepted */
+};
+
+
+#define pop3ext_scheme_name(s)   (p3x_scheme_table()[(s)->id].name)
+#define pop3ext_scheme_flags(s)  (p3x_scheme_table()[(s)->id].flags)
+
+
+/*
+ * A Redis server: a single one, a cluster node, the master a Sentinel
+ * named.  Connections are the tool's own sockets (TCP, unix, TLS);
+ * hiredis only encodes commands and decodes replies.
+ */
+
+typedef struct {
+    char                host[POP3EXT_HOST_MAX];  /* or a unix socket path */
+    unsigned            port;                    /* 0: unix socket */
+    char                name[POP3EXT_HOST_MAX + 16];  /* for messages */
+    int                 fd;                      /* -1: not connected */
+    SSL                *ssl;
+    redisReader        *reader;
+    unsigned            dirty:1;     /* wrote; WAIT has not confirmed it */
+    unsigned            master:1;    /* cluster: serves slots */
+} pop3ext_node_t;
+
+
+typedef struct {
+    const char         *text;        /* the Redis specification */
+    p3x_spec_t          spec;
+
+    /* AUTH, NUL-terminated; from the specification or the environment */
+    char               *user;
+    char               *password;
+
+    const char         *tls_ca;
+    const char         *tls_cert;
+    const char         *tls_key;
+    const char         *tls_name;    /* NULL: the host of each address */
+    SSL_CTX            *ssl_ctx;
+
+    unsigned long       connect_ms;
+    unsigned long       reply_ms;
+
+    pop3ext_node_t     *nodes;
+    unsigned            nnodes;
+    unsigned            nalloc;
+    unsigned            current;     /* single, sentinel: the node used */
+    unsigned short     *slots;       /* cluster: node index + 1, 0: none */
+
+    unsigned            connected:1;
+    unsigned            lost_dirty:1;  /* a written connection was lost */
+    unsigned            resent:1;    /* the last command may have run twice */
+    char                last[POP3EXT_HOST_MAX + 16];  /* its replier */
+} pop3ext_ctx_t;
+
+
+extern const pop3ext_scheme_t  pop3ext_schemes[];
+
+
+/* pop3ext.c */
+void pop3ext_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+int pop3ext_usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+int pop3ext_defer_begin(void);
+void pop3ext_defer_end(int started, int print);
+int pop3ext_key(char *buf, const char *prefix, const char *name,
+    const char *suffix);
+int pop3ext_random(void *buf, size_t len);
+
+/* pop3ext_redis.c */
+int pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text);
+int pop3ext_connect(pop3ext_ctx_t *cx);
+void pop3ext_disconnect(pop3ext_ctx_t *cx);
+int pop3ext_call(pop3ext_ctx_t *cx, const char *key, int write, int argc,
+    const char **argv, const size_t *lens, redisReply **rp);
+redisReply *pop3ext_read(pop3ext_ctx_t *cx, int *rc, const char *key,
+    const char *fmt, ...);
+redisReply *pop3ext_write(pop3ext_ctx_t *cx, int *rc, const char *key,
+    const char *fmt, ...);
+unsigned pop3ext_masters(pop3ext_ctx_t *cx);
+redisReply *pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
+    const char *fmt, ...);
+int pop3ext_check(pop3ext_ctx_t *cx, redisReply *r);
+int pop3ext_sync(pop3ext_ctx_t *cx);
+unsigned pop3ext_key_slot(const char *key, size_t len);
+
+/* pop3ext_scheme.c */
+const pop3ext_scheme_t *pop3ext_scheme(const char *name, size_t len,
+    int aliases);
+void pop3ext_scheme_list(FILE *f, int makes, int col);
+int pop3ext_hash(const pop3ext_scheme_t *s, const char *pass, size_t len,
+    char *secret, size_t size);
+int pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
+    char *secret, size_t size);
+
+/* pop3ext_user.c */
+int pop3ext_user_name(int argc, char **argv, const char *cmd,
+    const char **user);
+int pop3ext_valid_user(const char *name);
+int pop3ext_user_record(pop3ext_ctx_t *cx, const char *user,
+    redisReply **rp);
+int pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv,
+    int disable);
+
+/* pop3ext_mailbox.c */
+int pop3ext_mailbox(pop3ext_ctx_t *cx, const char *user, char *mbox);
+int pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan);
+int pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv);
+
+/* pop3ext_message.c */
+int pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv);
+
+
+#endif /* _POP3EXT_H_INCLUDED_ */

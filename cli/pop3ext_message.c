@@ -1,0 +1,418 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * pop3ext: reading a message and delivering it (deliver).
+ */
+
+
+#include "pop3ext.h"
+
+
+static int pop3ext_max_size(size_t *max);
+static int pop3ext_read_message(size_t max, u_char **msg, size_t *len);
+
+
+static int
+pop3ext_max_size(size_t *max)
+{
+    const char          *s, *p;
+    unsigned long long   v;
+
+    *max = POP3EXT_DEFAULT_MAX_SIZE;
+
+    s = getenv("POP3EXT_MAX_SIZE");
+
+    if (s == NULL || s[0] == '\0') {
+        return EX_OK;
+    }
+
+    v = 0;
+
+    for (p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9' || v > POP3EXT_MAX_MAX_SIZE) {
+            break;
+        }
+
+        v = v * 10 + (*p - '0');
+    }
+
+    if (*p != '\0' || v == 0 || v > POP3EXT_MAX_MAX_SIZE) {
+        return pop3ext_usage_error("POP3EXT_MAX_SIZE must be 1 to %d "
+                                   "octets", POP3EXT_MAX_MAX_SIZE);
+    }
+
+    *max = (size_t) v;
+
+    return EX_OK;
+}
+
+
+/*
+ * Reads the message on stdin and gives every bare LF a CR; a CR alone is
+ * kept; a message must end with CRLF.  No more than max + 1 octets are
+ * read: normalisation only adds octets, so more cannot fit.
+ */
+
+static int
+pop3ext_read_message(size_t max, u_char **msg, size_t *len)
+{
+    int       crlf;
+    u_char   *buf, *p;
+    size_t    size, n, i, j, extra;
+    ssize_t   got;
+
+    buf = NULL;
+    size = 0;
+    n = 0;
+
+    for ( ;; ) {
+        if (n == size) {
+            if (size == max + 1) {
+                goto too_large;
+            }
+
+            size = (size == 0) ? POP3EXT_READ_CHUNK : size * 2;
+
+            if (size > max + 1) {
+                size = max + 1;
+            }
+
+            p = realloc(buf, size);
+            if (p == NULL) {
+                goto no_memory;
+            }
+
+            buf = p;
+        }
+
+        got = read(STDIN_FILENO, buf + n, size - n);
+
+        if (got == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+
+            pop3ext_error("cannot read the message: %s", strerror(errno));
+            free(buf);
+            return EX_IOERR;
+        }
+
+        if (got == 0) {
+            break;
+        }
+
+        n += got;
+    }
+
+    if (n == 0) {
+        pop3ext_error("empty message");
+        free(buf);
+        return EX_DATAERR;
+    }
+
+    extra = 0;
+
+    for (i = 0; i < n; i++) {
+        if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r')) {
+            extra++;
+        }
+    }
+
+    crlf = (buf[n - 1] == '\n');
+
+    if (!crlf) {
+        extra += 2;
+    }
+
+    /* n <= max <= 512 MiB, so this cannot overflow */
+
+    if (n + extra > max) {
+        goto too_large;
+    }
+
+    if (n + extra != size) {
+        p = realloc(buf, n + extra);
+        if (p == NULL) {
+            goto no_memory;
+        }
+
+        buf = p;
+    }
+
+    /* back to front, in place: the write position never passes the read */
+
+    j = n + extra;
+
+    if (!crlf) {
+        buf[--j] = '\n';
+        buf[--j] = '\r';
+    }
+
+    for (i = n; i-- > 0; /* void */) {
+        buf[--j] = buf[i];
+
+        if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r')) {
+            buf[--j] = '\r';
+        }
+    }
+
+    *msg = buf;
+    *len = n + extra;
+
+    return EX_OK;
+
+too_large:
+
+    pop3ext_error("message too large: the limit is %zu octets", max);
+    free(buf);
+    return EX_DATAERR;
+
+no_memory:
+
+    /* the size is bounded, so this is transient: let the MTA retry */
+    pop3ext_error("out of memory");
+    free(buf);
+    return EX_TEMPFAIL;
+}
+
+
+/*
+ * All recipients are resolved before anything is stored, so an unknown
+ * user fails the delivery for everyone.  Recipients that share a mailbox
+ * get one copy.
+ */
+
+int
+pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
+{
+    int                 i, j, n, rc, tries, nkeys;
+    char              (*mbox)[P3X_NAME_MAX + 1];
+    u_char             *msg, rnd[6], digest[32];
+    char                uid[P3X_UID_NEW_LEN + 1], ttl[32];
+    size_t              len, max;
+    redisReply         *r;
+    struct timespec     ts;
+    const char         *av[10], *id;
+    size_t              avlen[10];
+    unsigned long long  ms;
+    char                index[POP3EXT_KEY_MAX], body[POP3EXT_KEY_MAX];
+    char                dlv[POP3EXT_KEY_MAX], hex[2 * 32 + 1];
+
+    id = NULL;
+
+    while (argc > 0 && argv[0][0] == '-') {
+
+        if (strcmp(argv[0], "--") == 0) {
+            argc--;
+            argv++;
+            break;
+        }
+
+        if (strcmp(argv[0], "--id") == 0) {
+            if (argc < 2 || argv[1][0] == '\0') {
+                return pop3ext_usage_error("--id needs an ID");
+            }
+
+            id = argv[1];
+            argc -= 2;
+            argv += 2;
+            continue;
+        }
+
+        if (strncmp(argv[0], "--id=", 5) == 0 && argv[0][5] != '\0') {
+            id = argv[0] + 5;
+            argc--;
+            argv++;
+            continue;
+        }
+
+        return pop3ext_usage_error("deliver: unknown option \"%s\"",
+                                   argv[0]);
+    }
+
+    if (argc == 0) {
+        return pop3ext_usage_error("deliver needs at least one USER");
+    }
+
+    for (i = 0; i < argc; i++) {
+        rc = pop3ext_valid_user(argv[i]);
+        if (rc != EX_OK) {
+            return rc;
+        }
+    }
+
+    rc = pop3ext_max_size(&max);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_read_message(max, &msg, &len);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    mbox = calloc(argc, sizeof(*mbox));
+    if (mbox == NULL) {
+        pop3ext_error("out of memory");
+        free(msg);
+        return EX_TEMPFAIL;
+    }
+
+    /* the delivery id names a key of each mailbox by its SHA-256 */
+
+    if (id) {
+        SHA256((const u_char *) id, strlen(id), digest);
+
+        for (i = 0; i < 32; i++) {
+            sprintf(hex + 2 * i, "%02x", digest[i]);
+        }
+    }
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        goto done;
+    }
+
+    n = 0;
+
+    for (i = 0; i < argc; i++) {
+        rc = pop3ext_mailbox(cx, argv[i], mbox[n]);
+        if (rc != EX_OK) {
+            goto done;
+        }
+
+        for (j = 0; j < n; j++) {
+            if (strcmp(mbox[j], mbox[n]) == 0) {
+                break;
+            }
+        }
+
+        if (j == n) {
+            n++;
+        }
+    }
+
+    nkeys = id ? 3 : 2;
+    snprintf(ttl, sizeof(ttl), "%d", P3X_DELIVERY_TTL);
+
+    av[0] = "EVAL";
+    avlen[0] = sizeof("EVAL") - 1;
+    av[1] = P3X_SCRIPT_DELIVER;
+    avlen[1] = sizeof(P3X_SCRIPT_DELIVER) - 1;
+    av[2] = id ? "3" : "2";
+    avlen[2] = 1;
+    av[3] = index;
+    av[4] = body;
+
+    if (id) {
+        av[5] = dlv;
+    }
+
+    av[3 + nkeys] = (const char *) msg;
+    avlen[3 + nkeys] = len;
+    av[4 + nkeys] = uid;
+    avlen[4 + nkeys] = P3X_UID_NEW_LEN;
+    av[5 + nkeys] = ttl;
+    avlen[5 + nkeys] = strlen(ttl);
+
+    for (j = 0; j < n; j++) {
+
+        for (tries = 0; /* void */; tries++) {
+
+            if (pop3ext_random(rnd, sizeof(rnd)) != EX_OK) {
+                rc = EX_UNAVAILABLE;
+                goto done;
+            }
+
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ms = (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+
+            p3x_uid_make((u_char *) uid, ms, rnd);
+            uid[P3X_UID_NEW_LEN] = '\0';
+
+            if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox[j],
+                            P3X_INDEX_SUFFIX) != EX_OK
+                || pop3ext_key(body, P3X_MBOX_PREFIX, mbox[j],
+                               P3X_MSG_SUFFIX) != EX_OK
+                || (id && pop3ext_key(dlv, P3X_MBOX_PREFIX, mbox[j],
+                                      P3X_DLV_SUFFIX) != EX_OK)
+                || strlen(body) + P3X_UID_NEW_LEN >= POP3EXT_KEY_MAX
+                || (id && strlen(dlv) + 2 * 32 >= POP3EXT_KEY_MAX))
+            {
+                rc = EX_SOFTWARE;
+                goto done;
+            }
+
+            strcat(body, uid);
+
+            if (id) {
+                strcat(dlv, hex);
+            }
+
+            avlen[3] = strlen(index);
+            avlen[4] = strlen(body);
+
+            if (id) {
+                avlen[5] = strlen(dlv);
+            }
+
+            rc = pop3ext_call(cx, index, 1, 6 + nkeys, av, avlen, &r);
+            if (rc != EX_OK) {
+                goto done;
+            }
+
+            if (r->type != REDIS_REPLY_ERROR
+                || strncmp(r->str, "EXISTS", 6) != 0)
+            {
+                break;
+            }
+
+            /*
+             * The UID is taken.  After a lost connection, by this very
+             * delivery, whose reply was lost: it is stored.  Otherwise
+             * another UID, a few times.
+             */
+
+            if (cx->resent) {
+                freeReplyObject(r);
+                r = NULL;
+                break;
+            }
+
+            if (tries == 3) {
+                break;
+            }
+
+            freeReplyObject(r);
+        }
+
+        if (r == NULL) {
+            continue;
+        }
+
+        rc = pop3ext_check(cx, r);
+        if (rc != EX_OK) {
+            goto done;
+        }
+
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            pop3ext_error("unexpected reply to DELIVER for mailbox \"%s\"",
+                          mbox[j]);
+            rc = EX_SOFTWARE;
+        }
+
+        freeReplyObject(r);
+
+        if (rc != EX_OK) {
+            goto done;
+        }
+    }
+
+done:
+
+    free(mbox);
+    free(msg);
+
+    return rc;
+}
