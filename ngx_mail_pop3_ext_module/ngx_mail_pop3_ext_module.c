@@ -8,6 +8,7 @@
 
 
 #include "ngx_mail_pop3_ext_module.h"
+#include "ngx_mail_pop3_ext_spec.h"
 
 
 static void *ngx_mail_pop3_ext_create_main_conf(ngx_conf_t *cf);
@@ -745,9 +746,12 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_mail_pop3_ext_srv_conf_t  *pscf = conf;
 
-    ngx_int_t         n;
-    ngx_str_t        *value, s, *addrs;
-    ngx_uint_t        i, naddrs;
+    char              err[P3X_SPEC_ERR_LEN];
+    size_t            lens[P3X_SPEC_WORDS_MAX];
+    ngx_str_t        *value, *addrs;
+    ngx_uint_t        i, n;
+    const char       *words[P3X_SPEC_WORDS_MAX];
+    p3x_spec_t        spec;
     ngx_p3x_redis_t   want;
 
     if (pscf->redis) {
@@ -755,137 +759,56 @@ ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     value = cf->args->elts;
+    n = cf->args->nelts - 1;
 
-    ngx_memzero(&want, sizeof(ngx_p3x_redis_t));
-    want.nconns = 2;
-    want.timeout = 5000;
-    want.wait_timeout = 1000;
+    if (n > P3X_SPEC_WORDS_MAX) {
+        return "has too many parameters";
+    }
 
-    addrs = ngx_palloc(cf->pool, cf->args->nelts * sizeof(ngx_str_t));
-    if (addrs == NULL) {
+    for (i = 0; i < n; i++) {
+        words[i] = (const char *) value[i + 1].data;
+        lens[i] = value[i + 1].len;
+    }
+
+    /* one grammar, shared with pop3ext (ngx_mail_pop3_ext_spec.h) */
+
+    if (p3x_spec_parse(&spec, (int) n, words, lens, err, sizeof(err)) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "pop3_ext_redis: %s", err);
         return NGX_CONF_ERROR;
     }
 
-    naddrs = 0;
+    ngx_memzero(&want, sizeof(ngx_p3x_redis_t));
 
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strcmp(value[i].data, "cluster") == 0) {
-            if (want.mode != NGX_P3X_REDIS_SINGLE) {
-                return "takes one of \"cluster\" and \"sentinel=\"";
-            }
-
-            want.mode = NGX_P3X_REDIS_CLUSTER;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0) {
-            if (want.mode != NGX_P3X_REDIS_SINGLE || value[i].len == 9) {
-                return "takes one of \"cluster\" and \"sentinel=NAME\"";
-            }
-
-            want.mode = NGX_P3X_REDIS_SENTINEL;
-            want.sentinel_name.data = value[i].data + 9;
-            want.sentinel_name.len = value[i].len - 9;
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "tls") == 0) {
-            want.tls = 1;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "connections=", 12) == 0) {
-            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
-
-            if (n == NGX_ERROR || n < 1 || n > 64) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\": 1 to 64", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            want.nconns = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "wait=", 5) == 0) {
-            n = ngx_atoi(value[i].data + 5, value[i].len - 5);
-
-            if (n == NGX_ERROR || n > 16) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\": 0 to 16", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            want.wait = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0
-            || ngx_strncmp(value[i].data, "wait_timeout=", 13) == 0)
-        {
-            n = (value[i].data[0] == 't') ? 8 : 13;
-
-            s.data = value[i].data + n;
-            s.len = value[i].len - n;
-
-            n = ngx_parse_time(&s, 0);
-
-            if (n == NGX_ERROR || n == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (value[i].data[0] == 't') {
-                want.timeout = n;
-
-            } else {
-                want.wait_timeout = n;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
-            want.user.data = value[i].data + 5;
-            want.user.len = value[i].len - 5;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            want.password.data = value[i].data + 9;
-            want.password.len = value[i].len - 9;
-            continue;
-        }
-
-        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        addrs[naddrs++] = value[i];
-    }
-
-    if (naddrs == 0) {
-        return "needs an address";
-    }
-
-    if (naddrs > 1 && want.mode == NGX_P3X_REDIS_SINGLE) {
-        return "takes more than one address only with \"cluster\" or "
-               "\"sentinel=NAME\": data is never split by address";
-    }
-
-    if (want.user.len && want.password.len == 0) {
-        return "has a user= without a password=";
-    }
+    want.mode = (spec.mode == P3X_SPEC_CLUSTER) ? NGX_P3X_REDIS_CLUSTER
+                : (spec.mode == P3X_SPEC_SENTINEL) ? NGX_P3X_REDIS_SENTINEL
+                : NGX_P3X_REDIS_SINGLE;
+    want.sentinel_name.data = (u_char *) spec.sentinel;
+    want.sentinel_name.len = spec.sentinel_len;
+    want.tls = spec.tls ? 1 : 0;
+    want.user.data = (u_char *) spec.user;
+    want.user.len = spec.user_len;
+    want.password.data = (u_char *) spec.password;
+    want.password.len = spec.password_len;
+    want.wait = spec.wait;
+    want.wait_timeout = spec.wait_timeout_ms;
+    want.timeout = spec.timeout_ms;
+    want.nconns = spec.connections;
 
     if (want.wait && want.wait_timeout >= want.timeout) {
         return "needs wait_timeout= shorter than timeout=";
     }
 
-    pscf->redis = ngx_mail_pop3_ext_add_redis(cf, &want, addrs, naddrs);
+    addrs = ngx_palloc(cf->pool, spec.naddrs * sizeof(ngx_str_t));
+    if (addrs == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < spec.naddrs; i++) {
+        addrs[i].data = (u_char *) spec.addrs[i].text;
+        addrs[i].len = spec.addrs[i].text_len;
+    }
+
+    pscf->redis = ngx_mail_pop3_ext_add_redis(cf, &want, addrs, spec.naddrs);
     if (pscf->redis == NULL) {
         return NGX_CONF_ERROR;
     }
