@@ -356,6 +356,7 @@ struct ngx_p3x_ctx_s {
     unsigned                  body_pending:1; /* a chunk is requested */
     unsigned                  body_bare_lf:1; /* logged once */
     unsigned                  quit:1;
+    unsigned                  committed:1;    /* the commit's count came */
     unsigned                  user_ok:1;      /* USER given */
     unsigned                  user_known:1;
     unsigned                  login_failed:1; /* a store error at login */

@@ -55,7 +55,6 @@ static void ngx_p3x_redis_unlink(ngx_p3x_rreq_t *req);
 static ngx_int_t ngx_p3x_redis_wire(ngx_p3x_rreq_t *req);
 static void ngx_p3x_redis_node_connect(ngx_p3x_rnode_t *node);
 static void ngx_p3x_redis_node_fail_waiting(ngx_p3x_rnode_t *node);
-static void ngx_p3x_redis_node_drain(ngx_p3x_rnode_t *node);
 static ngx_p3x_rconn_t *ngx_p3x_redis_node_conn(ngx_p3x_rnode_t *node,
     ngx_p3x_rreq_t *req);
 static void ngx_p3x_redis_reconnect_handler(ngx_event_t *ev);
@@ -985,9 +984,12 @@ ngx_p3x_redis_node_fail_waiting(ngx_p3x_rnode_t *node)
 }
 
 
-/* what waited for this node goes to its connections that are ready */
+/*
+ * What waited for this node goes where it belongs now: to a ready
+ * connection of the node, or, after the topology changed, elsewhere.
+ */
 
-static void
+void
 ngx_p3x_redis_node_drain(ngx_p3x_rnode_t *node)
 {
     ngx_queue_t      waiting, *q;
@@ -1099,6 +1101,15 @@ ngx_p3x_redis_reconnect_handler(ngx_event_t *ev)
     }
 
     if (rc->node->retired || rc->state != ngx_p3x_rconn_down) {
+        return;
+    }
+
+    /* a cluster node that owns no slot any more is left alone */
+
+    if (rc->node->redis->mode == NGX_P3X_REDIS_CLUSTER
+        && rc->node->redis->worker->mapped
+        && rc->node->nslots == 0 && rc->node->nwaiting == 0)
+    {
         return;
     }
 
@@ -1600,6 +1611,12 @@ ngx_p3x_redis_read_handler(ngx_event_t *rev)
 
     c = rev->data;
     rc = c->data;
+
+    if (rc->state == ngx_p3x_rconn_connecting) {
+        /* a refused connect may show as readable before writable */
+        ngx_p3x_redis_write_handler(c->write);
+        return;
+    }
 
     if (rev->timedout) {
         rev->timedout = 0;

@@ -129,6 +129,7 @@ struct ngx_p3x_rnode_s {
 
     ngx_msec_t                 backoff;
     ngx_uint_t                 failures;    /* connects failed in a row */
+    ngx_uint_t                 nslots;      /* cluster: slots it owns */
 
     unsigned                   retired:1;   /* no longer used */
 };
@@ -171,6 +172,7 @@ void ngx_p3x_redis_again(ngx_p3x_rreq_t *req, ngx_p3x_rnode_t *ask,
     ngx_uint_t later);
 void ngx_p3x_redis_conn_fail(ngx_p3x_rconn_t *rc, const char *why);
 void ngx_p3x_redis_node_retire(ngx_p3x_rnode_t *node);
+void ngx_p3x_redis_node_drain(ngx_p3x_rnode_t *node);
 ngx_p3x_rreq_t *ngx_p3x_redis_internal(ngx_p3x_redis_t *r, int argc,
     const char **argv, const size_t *argvlen,
     ngx_p3x_redis_handler_pt handler, void *data);

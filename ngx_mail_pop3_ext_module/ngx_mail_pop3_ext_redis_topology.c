@@ -27,6 +27,7 @@
 
 
 #define NGX_P3X_TOPOLOGY_DEBOUNCE   100
+#define NGX_P3X_TOPOLOGY_FAILOVER   250
 
 
 static void ngx_p3x_redis_refresh_handler(ngx_event_t *ev);
@@ -268,7 +269,15 @@ ngx_p3x_redis_topology_redirect(ngx_p3x_rreq_t *req, redisReply *reply)
             return NGX_OK;
         }
 
-        r->worker->slots[slot] = node;
+        if (r->worker->slots[slot] != node) {
+            if (r->worker->slots[slot]) {
+                r->worker->slots[slot]->nslots--;
+            }
+
+            r->worker->slots[slot] = node;
+            node->nslots++;
+        }
+
         ngx_p3x_redis_topology_changed(r, "MOVED");
         ngx_p3x_redis_again(req, NULL, 0);
 
@@ -382,6 +391,8 @@ ngx_p3x_redis_cluster_slots(void *data, redisReply *reply,
     ngx_p3x_rnode_t *asked = data;
 
     u_char                  *host;
+    ngx_uint_t               again;
+    ngx_p3x_rnode_t        **np;
     size_t                   host_len;
     ngx_int_t                start, end, slot, port;
     ngx_uint_t               i, covered;
@@ -407,6 +418,12 @@ ngx_p3x_redis_cluster_slots(void *data, redisReply *reply,
     }
 
     covered = 0;
+
+    np = w->nodes.elts;
+
+    for (i = 0; i < w->nodes.nelts; i++) {
+        np[i]->nslots = 0;
+    }
 
     for (i = 0; i < reply->elements; i++) {
         range = reply->element[i];
@@ -450,6 +467,7 @@ ngx_p3x_redis_cluster_slots(void *data, redisReply *reply,
             w->slots[slot] = node;
         }
 
+        node->nslots += end - start + 1;
         covered += end - start + 1;
     }
 
@@ -470,7 +488,30 @@ ngx_p3x_redis_cluster_slots(void *data, redisReply *reply,
 
     w->mapped = 1;
 
+    /* what waited for a node that no longer owns its slot moves on */
+
+    np = w->nodes.elts;
+    again = 0;
+
+    for (i = 0; i < w->nodes.nelts; i++) {
+        ngx_p3x_redis_node_drain(np[i]);
+
+        if (np[i]->nwaiting && np[i]->failures) {
+            again = 1;
+        }
+    }
+
     ngx_p3x_redis_unpark(r);
+
+    /*
+     * Requests still wait for a master that cannot be reached: its
+     * replica takes over within the cluster's node timeout, so the map
+     * is asked for again soon, not only when a reconnect fails.
+     */
+
+    if (again && !w->refresh.timer_set) {
+        ngx_add_timer(&w->refresh, NGX_P3X_TOPOLOGY_FAILOVER);
+    }
 }
 
 

@@ -906,22 +906,25 @@ ngx_p3x_cleanup(void *data)
 }
 
 
+/*
+ * What the session did.  "dele" counts what the commit removed, as Redis
+ * counted it; without a commit, nothing, and the reason.
+ */
+
 static void
 ngx_p3x_log_end(ngx_p3x_ctx_t *ctx)
 {
-    ngx_uint_t  update;
-
-    update = (ctx->state == ngx_p3x_state_update);
-
     ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
                   "pop3_ext: session end, user=\"%V\" mailbox=\"%V\" "
-                  "retr=%ui/%O dele=%ui/%O left=%ui%s",
+                  "retr=%ui/%O dele=%ui/%O left=%ui%s%s%s",
                   &ctx->user, &ctx->mailbox,
                   ctx->retrieved, ctx->retrieved_octets,
-                  update ? ctx->removed : 0,
-                  update ? ctx->deleted_octets : 0,
-                  ctx->nmsgs - (update ? ctx->removed : 0),
-                  update ? "" : " (no QUIT)");
+                  ctx->committed ? ctx->removed : 0,
+                  ctx->committed ? ctx->deleted_octets : 0,
+                  ctx->nmsgs - (ctx->committed ? ctx->removed : 0),
+                  ctx->state == ngx_p3x_state_update ? "" : " (no QUIT)",
+                  ctx->end_reason && !ctx->committed ? ", " : "",
+                  ctx->end_reason && !ctx->committed ? ctx->end_reason : "");
 }
 
 

@@ -746,6 +746,7 @@ ngx_p3x_committed(void *data, redisReply *reply, ngx_uint_t status)
 
     if (status == NGX_P3X_REDIS_OK && reply->type == REDIS_REPLY_INTEGER) {
         ctx->locked = 0;
+        ctx->committed = 1;
         ctx->removed = (ngx_uint_t) reply->integer;
 
         if (ctx->removed != ctx->ndeleted) {
