@@ -60,6 +60,11 @@ static ngx_p3x_rconn_t *ngx_p3x_redis_node_conn(ngx_p3x_rnode_t *node,
 static void ngx_p3x_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_p3x_redis_connected(ngx_p3x_rconn_t *rc);
 static void ngx_p3x_redis_handshake(ngx_connection_t *c);
+#if (NGX_SSL)
+static ngx_uint_t ngx_p3x_redis_is_ip(ngx_str_t *name);
+static ngx_int_t ngx_p3x_redis_check_name(ngx_connection_t *c,
+    ngx_str_t *name);
+#endif
 static void ngx_p3x_redis_prepare(ngx_p3x_rconn_t *rc);
 static void ngx_p3x_redis_prepared(void *data, redisReply *reply,
     ngx_uint_t status);
@@ -465,6 +470,9 @@ ngx_p3x_redis_wire(ngx_p3x_rreq_t *req)
     req->buf.last = req->wire + len;
     req->buf.end = req->wire + len;
     req->buf.memory = 1;
+
+    /* TLS with NGX_SSL_BUFFER holds back what is not marked for flushing */
+    req->buf.flush = 1;
 
     req->chain.buf = &req->buf;
     req->chain.next = NULL;
@@ -1122,6 +1130,10 @@ ngx_p3x_redis_connected(ngx_p3x_rconn_t *rc)
 {
     ngx_connection_t  *c;
     ngx_p3x_redis_t   *r;
+#if (NGX_SSL)
+    u_char            *sni;
+    ngx_str_t         *name;
+#endif
 
     c = rc->peer.connection;
     r = rc->node->redis;
@@ -1133,6 +1145,17 @@ ngx_p3x_redis_connected(ngx_p3x_rconn_t *rc)
 #if (NGX_SSL)
 
     if (r->tls && r->ssl) {
+
+        /* OpenSSL's state hangs off a pool: one per TLS connection */
+
+        rc->pool = ngx_create_pool(512, rc->log);
+        if (rc->pool == NULL) {
+            ngx_p3x_redis_conn_fail(rc, "out of memory");
+            return;
+        }
+
+        c->pool = rc->pool;
+
         if (ngx_ssl_create_connection(r->ssl, c,
                                       NGX_SSL_BUFFER|NGX_SSL_CLIENT)
             != NGX_OK)
@@ -1141,23 +1164,20 @@ ngx_p3x_redis_connected(ngx_p3x_rconn_t *rc)
             return;
         }
 
-        if (r->ssl_server_name) {
-            u_char  *name;
+        name = r->ssl_name.len ? &r->ssl_name : &rc->node->host;
 
-            name = ngx_pnalloc(rc->node->redis->worker->pool,
-                               rc->node->host.len + 1);
-            if (name == NULL) {
+        /* SNI names a host, never an address (RFC 6066, 3) */
+
+        if (r->ssl_server_name && !ngx_p3x_redis_is_ip(name)) {
+            sni = ngx_pnalloc(rc->pool, name->len + 1);
+            if (sni == NULL) {
                 ngx_p3x_redis_conn_fail(rc, "out of memory");
                 return;
             }
 
-            *ngx_cpymem(name, rc->node->host.data, rc->node->host.len) = 0;
+            *ngx_cpymem(sni, name->data, name->len) = '\0';
 
-            if (r->ssl_name.len) {
-                name = r->ssl_name.data;
-            }
-
-            if (SSL_set_tlsext_host_name(c->ssl->connection, (char *) name)
+            if (SSL_set_tlsext_host_name(c->ssl->connection, (char *) sni)
                 == 0)
             {
                 ngx_p3x_redis_conn_fail(rc, "cannot set TLS server name");
@@ -1185,6 +1205,62 @@ ngx_p3x_redis_connected(ngx_p3x_rconn_t *rc)
 
 
 #if (NGX_SSL)
+
+static ngx_uint_t
+ngx_p3x_redis_is_ip(ngx_str_t *name)
+{
+    u_char  buf[16];
+
+    if (ngx_inet_addr(name->data, name->len) != INADDR_NONE) {
+        return 1;
+    }
+
+#if (NGX_HAVE_INET6)
+    if (ngx_inet6_addr(name->data, name->len, buf) == NGX_OK) {
+        return 1;
+    }
+#endif
+
+    (void) buf;
+
+    return 0;
+}
+
+
+/*
+ * The certificate must name the server: a host name as nginx checks it,
+ * an address against the certificate's IP addresses.
+ */
+
+static ngx_int_t
+ngx_p3x_redis_check_name(ngx_connection_t *c, ngx_str_t *name)
+{
+    int     rc;
+    X509   *cert;
+    u_char  text[NGX_SOCKADDR_STRLEN + 1];
+
+    if (!ngx_p3x_redis_is_ip(name)) {
+        return ngx_ssl_check_host(c, name);
+    }
+
+    if (name->len >= sizeof(text)) {
+        return NGX_ERROR;
+    }
+
+    *ngx_cpymem(text, name->data, name->len) = '\0';
+
+    cert = SSL_get_peer_certificate(c->ssl->connection);
+    if (cert == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = X509_check_ip_asc(cert, (char *) text, 0);
+
+    X509_free(cert);
+
+    return rc == 1 ? NGX_OK : NGX_ERROR;
+}
+
 
 static void
 ngx_p3x_redis_handshake(ngx_connection_t *c)
@@ -1220,7 +1296,7 @@ ngx_p3x_redis_handshake(ngx_connection_t *c)
 
         name = r->ssl_name.len ? &r->ssl_name : &rc->node->host;
 
-        if (ngx_ssl_check_host(c, name) != NGX_OK) {
+        if (ngx_p3x_redis_check_name(c, name) != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "pop3_ext: redis %V: certificate does not match "
                           "\"%V\"", &rc->node->name, name);
@@ -1972,6 +2048,11 @@ ngx_p3x_redis_conn_close(ngx_p3x_rconn_t *rc)
 #endif
         ngx_close_connection(c);
         rc->peer.connection = NULL;
+    }
+
+    if (rc->pool) {
+        ngx_destroy_pool(rc->pool);
+        rc->pool = NULL;
     }
 
     if (rc->reader) {

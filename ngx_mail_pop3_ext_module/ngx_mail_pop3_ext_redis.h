@@ -94,6 +94,7 @@ struct ngx_p3x_rconn_s {
     ngx_p3x_rnode_t           *node;
     ngx_uint_t                 index;
     ngx_peer_connection_t      peer;
+    ngx_pool_t                *pool;        /* for TLS state only */
     redisReader               *reader;
 
     ngx_queue_t                sendq;
