@@ -33,10 +33,13 @@ rport=
 ok=0
 
 finish() {
-    [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null || true
-    [ -n "$nginx_pid" ] && wait "$nginx_pid" 2>/dev/null || true
-    [ -n "$rport" ] && redis-cli -p "$rport" shutdown nosave \
-        >/dev/null 2>&1 || true
+    if [ -n "$nginx_pid" ]; then
+        kill -QUIT "$nginx_pid" 2>/dev/null || true
+        wait "$nginx_pid" 2>/dev/null || true
+    fi
+    if [ -n "$rport" ]; then
+        redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
+    fi
     if [ "$ok" = 1 ]; then
         rm -rf "$d"
     else
@@ -120,7 +123,7 @@ until [ -s "$d/nginx.pid" ]; do
     sleep 0.1
 done
 
-export POP3EXT_REDIS=127.0.0.1:$rport
+export POP3EXT_REDIS="127.0.0.1:$rport"
 echo 'smoke-secret' | "$pop3ext" user add smoke
 printf 'From: smoke@localhost\nSubject: smoke\n\nline one\n.dot line\n' \
     > "$d/message"

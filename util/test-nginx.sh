@@ -36,8 +36,9 @@ usage() {
     exit 64
 }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || usage
-[ -n "$1" ] || usage
+if [ $# -lt 1 ] || [ $# -gt 2 ] || [ -z "$1" ]; then
+    usage
+fi
 src=$(cd "$1" && pwd) || exit 66
 type=${2:-static}
 case "$type" in static|dynamic) ;; *) usage ;; esac
@@ -134,7 +135,7 @@ make -C "$top" -s build/pop3ext
 # and fail every file: ask it what it writes first.
 
 if [ "$type" = static ] \
-   && TEST_NGINX_MODULE= TEST_NGINX_MAIL_MODULE= perl -I"$top/t/lib" \
+   && TEST_NGINX_MODULE='' TEST_NGINX_MAIL_MODULE='' perl -I"$top/t/lib" \
       -MTest::Nginx -e 'my $t = Test::Nginx->new();
                         print $t->expand($t->pop3_conf());' \
       | grep -q '^ *load_module'
