@@ -49,6 +49,7 @@ run:
 
 test:
 	util/deps.sh build run test
+	util/check-includes.sh
 	$(MAKE) all
 	prove -j$(PROVE_JOBS) -r t/
 
