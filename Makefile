@@ -7,6 +7,10 @@
 #   make test       install what is missing, build, run the t/ suite
 #   make test-asan  the suite against a module built with ASan and UBSan
 #   make unit       the C unit test of the Redis specification parser
+#   make test-nginx NGINX_SRC=/path/to/nginx [NGINX_MODULE_TYPE=dynamic]
+#                   build that nginx source tree with the module (static by
+#                   default) in build/nginx-VERSION-TYPE, smoke-test it and
+#                   run the suite against it (util/test-nginx.sh)
 #   make install    module into nginx's modules dir, pop3ext into PREFIX/bin
 
 PREFIX      ?= /usr/local
@@ -15,11 +19,12 @@ NGINX       ?= /usr/sbin/nginx
 CC          ?= cc
 CFLAGS      ?= -g -O2 -Wall -Wextra -Werror
 PROVE_JOBS  ?= 2
+NGINX_MODULE_TYPE ?= static
 
 MOD  = ngx_mail_pop3_ext_module
 SRCS = $(wildcard $(MOD)/*.c) $(wildcard $(MOD)/*.h) config
 
-.PHONY: all deps run test test-asan install clean fuzz bench unit
+.PHONY: all deps run test test-asan test-nginx install clean fuzz bench unit
 
 all: build/$(MOD).so build/pop3ext
 
@@ -57,6 +62,7 @@ run:
 
 test:
 	util/deps.sh build run test
+	util/check-includes.sh
 	$(MAKE) all
 	prove -j$(PROVE_JOBS) -r t/
 
@@ -65,6 +71,14 @@ test-asan:
 	$(MAKE) build/pop3ext build-asan/$(MOD).so
 	TEST_NGINX_MODULE=$(CURDIR)/build-asan/$(MOD).so \
 	TEST_NGINX_ASAN=1 prove -j$(PROVE_JOBS) -r t/
+
+test-nginx:
+	@test -n "$(NGINX_SRC)" || { echo "usage: make test-nginx" \
+	    "NGINX_SRC=/path/to/nginx [NGINX_MODULE_TYPE=static|dynamic]" >&2; \
+	    exit 64; }
+	util/deps.sh build run test nginx-src
+	$(MAKE) build/pop3ext
+	PROVE_JOBS=$(PROVE_JOBS) util/test-nginx.sh "$(NGINX_SRC)" $(NGINX_MODULE_TYPE)
 
 install: all
 	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(PREFIX)/bin
