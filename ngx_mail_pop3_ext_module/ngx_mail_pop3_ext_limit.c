@@ -249,7 +249,7 @@ static void
 ngx_p3x_limit_call(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
     ngx_int_t script, ngx_p3x_redis_handler_pt handler)
 {
-    ngx_p3x_store_call(ctx, call, script, handler);
+    ngx_p3x_call_init(ctx, call, script, handler);
 
     if (handler == NULL) {
         call->owner = NULL;

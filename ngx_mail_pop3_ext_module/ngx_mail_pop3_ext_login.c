@@ -64,6 +64,9 @@ static void ngx_p3x_sasl_plain_response(ngx_p3x_ctx_t *ctx, ngx_str_t *msg);
 static void ngx_p3x_sasl_external_response(ngx_p3x_ctx_t *ctx,
     ngx_str_t *msg);
 static void ngx_p3x_sasl_challenge(ngx_p3x_ctx_t *ctx, ngx_str_t *text);
+static void ngx_p3x_refresh_handler(ngx_event_t *ev);
+static void ngx_p3x_refreshed(void *data, redisReply *reply,
+    ngx_uint_t status);
 
 
 /* a valid SHA512-CRYPT hash of a random string: unknown users cost the
@@ -1296,4 +1299,53 @@ ngx_p3x_stls(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 
     /* the session loop sends this, then hands over to the handshake */
     ctx->starttls = 1;
+}
+
+
+/*
+ * What a login takes, the lock and the connection slots, lives while the
+ * session does: it is renewed every lock_ttl / 3.
+ */
+
+void
+ngx_p3x_refresh_start(ngx_p3x_ctx_t *ctx)
+{
+    if (ctx->refresh.handler == NULL) {
+        ctx->refresh.handler = ngx_p3x_refresh_handler;
+        ctx->refresh.data = ctx;
+        ctx->refresh.log = ctx->connection->log;
+        ctx->refresh.cancelable = 1;
+    }
+
+    if (!ctx->refresh.timer_set) {
+        ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
+    }
+}
+
+
+static void
+ngx_p3x_refresh_handler(ngx_event_t *ev)
+{
+    ngx_p3x_ctx_t  *ctx = ev->data;
+
+    if (ctx->locked && !ctx->lock_lost) {
+        (void) ngx_p3x_store_refresh(ctx, ngx_p3x_refreshed);
+    }
+
+    ngx_p3x_limit_conn_renew(ctx);
+
+    if (ctx->locked || ctx->conn_addr || ctx->conn_user) {
+        ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
+    }
+}
+
+
+static void
+ngx_p3x_refreshed(void *data, redisReply *reply, ngx_uint_t status)
+{
+    ngx_p3x_ctx_t *ctx = data;
+
+    if (ngx_p3x_store_error(reply, "LOCKLOST")) {
+        ctx->lock_lost = 1;
+    }
 }

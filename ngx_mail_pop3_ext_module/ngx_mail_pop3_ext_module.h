@@ -377,17 +377,46 @@ extern ngx_module_t        ngx_mail_pop3_ext_module;
 extern ngx_p3x_script_t    ngx_p3x_scripts[];
 
 
+/*
+ * What completions call (see _session.c): the session's loop runs later,
+ * from a posted event, with nothing of the session on the stack.
+ */
+
+static ngx_inline void
+ngx_p3x_wake(ngx_p3x_ctx_t *ctx)
+{
+    if (!ctx->wake.posted && ctx->state != ngx_p3x_state_closing) {
+        ngx_post_event(&ctx->wake, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * A Redis request of a session: owned by it (cancelled when it goes),
+ * on its connection (Redis runs its requests in order), to its handler.
+ */
+
+static ngx_inline void
+ngx_p3x_call_init(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
+    ngx_int_t script, ngx_p3x_redis_handler_pt handler)
+{
+    ngx_memzero(call, sizeof(ngx_p3x_rcall_t));
+
+    call->redis = ctx->conf->redis;
+    call->owner = &ctx->requests;
+    call->handler = handler;
+    call->data = ctx;
+    call->affinity = (uintptr_t) ctx;
+    call->script = script;
+}
+
+
 /* _session.c */
 void ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_p3x_init_protocol(ngx_event_t *rev);
 void ngx_p3x_auth_state(ngx_event_t *rev);
 ngx_int_t ngx_p3x_dummy_parse(ngx_mail_session_t *s);
-void ngx_p3x_wake(ngx_p3x_ctx_t *ctx);
-void ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text);
-void ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...);
-ngx_int_t ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 void ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
-void ngx_p3x_refresh_start(ngx_p3x_ctx_t *ctx);
 
 /* _login.c */
 ngx_int_t ngx_p3x_login_init(ngx_p3x_ctx_t *ctx);
@@ -400,6 +429,7 @@ void ngx_p3x_sasl_line(ngx_p3x_ctx_t *ctx, ngx_str_t *line);
 ngx_uint_t ngx_p3x_login_methods(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_login_forget_password(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_login_expired(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_refresh_start(ngx_p3x_ctx_t *ctx);
 
 /* _transaction.c */
 void ngx_p3x_noop(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
@@ -443,6 +473,9 @@ size_t ngx_p3x_out_room(ngx_p3x_ctx_t *ctx);
 void ngx_p3x_out_str(ngx_p3x_ctx_t *ctx, u_char *data, size_t len);
 size_t ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len);
 ngx_int_t ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx);
+void ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...);
+void ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text);
+ngx_int_t ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 
 #define ngx_p3x_out_literal(ctx, s)                                           \
     ngx_p3x_out_str(ctx, (u_char *) s, sizeof(s) - 1)
@@ -469,8 +502,6 @@ void ngx_p3x_redis_cancel(ngx_queue_t *owner, ngx_uint_t tag);
 ngx_int_t ngx_p3x_scripts_init(void);
 
 /* _store.c */
-void ngx_p3x_store_call(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
-    ngx_int_t script, ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx,
     ngx_p3x_redis_handler_pt handler);
 ngx_int_t ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx,

@@ -316,3 +316,65 @@ ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx)
 
     return NGX_OK;
 }
+
+
+/* a client error; nginx's max_errors ends a session that keeps erring */
+
+void
+ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text)
+{
+    ngx_mail_core_srv_conf_t  *cscf;
+
+    ngx_p3x_reply(ctx, "%s", text);
+
+    cscf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_core_module);
+
+    if (++ctx->session->errors >= cscf->max_errors) {
+        ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
+                      "client sent too many invalid commands");
+        ctx->end_reason = "too many errors";
+        ctx->quit = 1;
+    }
+}
+
+
+/* for commands that take no argument: true after the error reply */
+
+ngx_int_t
+ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
+{
+    u_char  text[64];
+
+    if (cmd->nargs == 0) {
+        return 0;
+    }
+
+    *ngx_snprintf(text, sizeof(text) - 1, "-ERR %V takes no arguments",
+                  &cmd->name) = '\0';
+
+    ngx_p3x_error(ctx, (const char *) text);
+
+    return 1;
+}
+
+
+/* one reply line; the room for it is checked before each command */
+
+void
+ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...)
+{
+    u_char   *p, *end;
+    va_list   args;
+
+    p = ctx->out->last;
+    end = p + ngx_min(ngx_p3x_out_room(ctx), NGX_P3X_REPLY_ROOM) - 2;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(p, end, fmt, args);
+    va_end(args);
+
+    *p++ = CR;
+    *p++ = LF;
+
+    ctx->out->last = p;
+}

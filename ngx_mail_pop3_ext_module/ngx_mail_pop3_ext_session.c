@@ -49,9 +49,6 @@ static void ngx_p3x_close(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_cleanup(void *data);
 static void ngx_p3x_log_end(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_login_timeout(ngx_event_t *ev);
-static void ngx_p3x_refresh_handler(ngx_event_t *ev);
-static void ngx_p3x_refreshed(void *data, redisReply *reply,
-    ngx_uint_t status);
 static void ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_utf8(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 
@@ -112,11 +109,6 @@ ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx->wake.handler = ngx_p3x_wake_handler;
     ctx->wake.data = ctx;
     ctx->wake.log = c->log;
-
-    ctx->refresh.handler = ngx_p3x_refresh_handler;
-    ctx->refresh.data = ctx;
-    ctx->refresh.log = c->log;
-    ctx->refresh.cancelable = 1;
 
     ctx->ev_login.handler = ngx_p3x_login_timeout;
     ctx->ev_login.data = ctx;
@@ -206,17 +198,6 @@ void
 ngx_p3x_auth_state(ngx_event_t *rev)
 {
     ngx_p3x_read_handler(rev);
-}
-
-
-/* what completions call: the loop runs from a posted event, later */
-
-void
-ngx_p3x_wake(ngx_p3x_ctx_t *ctx)
-{
-    if (!ctx->wake.posted && ctx->state != ngx_p3x_state_closing) {
-        ngx_post_event(&ctx->wake, &ngx_posted_events);
-    }
 }
 
 
@@ -757,68 +738,6 @@ ngx_p3x_starttls(ngx_p3x_ctx_t *ctx)
 }
 
 
-/* a client error; nginx's max_errors ends a session that keeps erring */
-
-void
-ngx_p3x_error(ngx_p3x_ctx_t *ctx, const char *text)
-{
-    ngx_mail_core_srv_conf_t  *cscf;
-
-    ngx_p3x_reply(ctx, "%s", text);
-
-    cscf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_core_module);
-
-    if (++ctx->session->errors >= cscf->max_errors) {
-        ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
-                      "client sent too many invalid commands");
-        ctx->end_reason = "too many errors";
-        ctx->quit = 1;
-    }
-}
-
-
-/* for commands that take no argument: true after the error reply */
-
-ngx_int_t
-ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
-{
-    u_char  text[64];
-
-    if (cmd->nargs == 0) {
-        return 0;
-    }
-
-    *ngx_snprintf(text, sizeof(text) - 1, "-ERR %V takes no arguments",
-                  &cmd->name) = '\0';
-
-    ngx_p3x_error(ctx, (const char *) text);
-
-    return 1;
-}
-
-
-/* one reply line; the room for it is checked before each command */
-
-void
-ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...)
-{
-    u_char   *p, *end;
-    va_list   args;
-
-    p = ctx->out->last;
-    end = p + ngx_min(ngx_p3x_out_room(ctx), NGX_P3X_REPLY_ROOM) - 2;
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(p, end, fmt, args);
-    va_end(args);
-
-    *p++ = CR;
-    *p++ = LF;
-
-    ctx->out->last = p;
-}
-
-
 static void
 ngx_p3x_close(ngx_p3x_ctx_t *ctx)
 {
@@ -952,48 +871,6 @@ ngx_p3x_login_timeout(ngx_event_t *ev)
 
     ctx->expired = 1;
     ngx_p3x_wake(ctx);
-}
-
-
-/*
- * The lock and the connection slots live while the session does: they
- * are renewed every lock_ttl / 3.
- */
-
-void
-ngx_p3x_refresh_start(ngx_p3x_ctx_t *ctx)
-{
-    if (!ctx->refresh.timer_set) {
-        ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
-    }
-}
-
-
-static void
-ngx_p3x_refresh_handler(ngx_event_t *ev)
-{
-    ngx_p3x_ctx_t  *ctx = ev->data;
-
-    if (ctx->locked && !ctx->lock_lost) {
-        (void) ngx_p3x_store_refresh(ctx, ngx_p3x_refreshed);
-    }
-
-    ngx_p3x_limit_conn_renew(ctx);
-
-    if (ctx->locked || ctx->conn_addr || ctx->conn_user) {
-        ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
-    }
-}
-
-
-static void
-ngx_p3x_refreshed(void *data, redisReply *reply, ngx_uint_t status)
-{
-    ngx_p3x_ctx_t *ctx = data;
-
-    if (ngx_p3x_store_error(reply, "LOCKLOST")) {
-        ctx->lock_lost = 1;
-    }
 }
 
 

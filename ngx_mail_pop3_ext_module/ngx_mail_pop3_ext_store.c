@@ -29,23 +29,6 @@ static ngx_int_t ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx,
 static size_t ngx_p3x_store_entry(u_char *buf, ngx_p3x_msg_t *msg);
 
 
-/* a request of this session: its owner, its connection, its handler */
-
-void
-ngx_p3x_store_call(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
-    ngx_int_t script, ngx_p3x_redis_handler_pt handler)
-{
-    ngx_memzero(call, sizeof(ngx_p3x_rcall_t));
-
-    call->redis = ctx->conf->redis;
-    call->owner = &ctx->requests;
-    call->handler = handler;
-    call->data = ctx;
-    call->affinity = (uintptr_t) ctx;
-    call->script = script;
-}
-
-
 ngx_int_t
 ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
@@ -74,7 +57,7 @@ ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     args[2] = (const char *) chunk;
     argslen[2] = ngx_sprintf(chunk, "%d", NGX_P3X_INDEX_CHUNK) - chunk;
 
-    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_LOCK, handler);
+    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_LOCK, handler);
     call.tag = ctx->login_id;
 
     return ngx_p3x_store_eval(ctx, &call, 4, keys, 3, args, argslen);
@@ -98,7 +81,7 @@ ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     args[1] = (const char *) ttl;
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
 
-    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_REFRESH, handler);
+    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_REFRESH, handler);
     call.idempotent = 1;
 
     return ngx_p3x_store_eval(ctx, &call, 1, keys, 2, args, argslen);
@@ -128,7 +111,7 @@ ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
 
     /* marking twice, or clearing twice, is the same as once */
 
-    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_MARK, handler);
+    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_MARK, handler);
     call.idempotent = 1;
 
     if (msg == NULL) {
@@ -161,7 +144,7 @@ ngx_p3x_store_marks(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     args[0] = (const char *) ctx->token;
     argslen[0] = P3X_TOKEN_LEN;
 
-    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_MARKS, handler);
+    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_MARKS, handler);
     call.idempotent = 1;
 
     return ngx_p3x_store_eval(ctx, &call, 2, keys, 1, args, argslen);
@@ -361,7 +344,7 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 
     lens[3 + n] = P3X_TOKEN_LEN;
 
-    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_COMMIT, handler);
+    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_COMMIT, handler);
     call.ack = 1;
 
     rc = ngx_p3x_redis_eval(&call, nkeys, keys, lens, k, args,
@@ -401,7 +384,7 @@ ngx_p3x_store_release(ngx_p3x_ctx_t *ctx)
     args[1] = (const char *) ttl;
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
 
-    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_RELEASE, NULL);
+    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_RELEASE, NULL);
     call.owner = NULL;
     call.data = NULL;
     call.idempotent = 1;
@@ -452,7 +435,7 @@ ngx_p3x_store_authinfo(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     args[0] = (const char *) ttl;
     argslen[0] = ngx_sprintf(ttl, "%M", ctx->conf->auth_block_time) - ttl;
 
-    ngx_p3x_store_call(ctx, &call, NGX_P3X_SCRIPT_AUTHINFO, handler);
+    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_AUTHINFO, handler);
     call.tag = ctx->login_id;
 
     return ngx_p3x_redis_eval(&call, 2, keys, keyslen, 1, args, argslen);
@@ -481,7 +464,7 @@ ngx_p3x_store_fetch(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg, off_t offset,
     argv[3] = (const char *) to;
     argvlen[3] = ngx_sprintf(to, "%O", offset + (off_t) len - 1) - to;
 
-    ngx_p3x_store_call(ctx, &call, -1, handler);
+    ngx_p3x_call_init(ctx, &call, -1, handler);
     call.idempotent = 1;
     call.key = 1;
 
@@ -550,7 +533,7 @@ ngx_p3x_store_index_fetch(ngx_p3x_ctx_t *ctx,
     argv[2] = (const char *) from;
     argv[3] = (const char *) to;
 
-    ngx_p3x_store_call(ctx, &call, -1, handler);
+    ngx_p3x_call_init(ctx, &call, -1, handler);
     call.tag = ctx->login_id;
     call.idempotent = 1;
     call.key = 1;
