@@ -22,6 +22,7 @@ use warnings;
 
 use File::Copy qw/ copy /;
 use File::Path qw/ make_path rmtree /;
+use IO::Select;
 use IO::Socket::INET;
 use Scalar::Util qw/ weaken /;
 use Time::HiRes qw/ time sleep /;
@@ -99,6 +100,8 @@ sub _argv {
         '--appendonly', $self->{aof} ? 'yes' : 'no',
         '--appendfsync', 'everysec');
     push @a, '--save', '' unless $self->{save};
+    # Redis 7 refuses DEBUG unless told (debug_sleep needs it)
+    push @a, '--enable-debug-command', 'local' if $self->server_major >= 7;
 
     if (my $tls = $self->{tls}) {
         push @a, '--port', 0, '--tls-port', $self->{port},
@@ -123,6 +126,18 @@ sub _argv {
     push @a, @{$self->{args} || []};
 
     return @a;
+}
+
+# the major version of redis-server
+
+my $MAJOR;
+
+sub server_major {
+    my ($self) = @_;
+    return $MAJOR if defined $MAJOR;
+    my $bin = $self->{ext}->find_prog($SERVER) // $SERVER;
+    my $v = `$bin --version 2>/dev/null` // '';
+    return $MAJOR = $v =~ /\bv=(\d+)\./ ? $1 : 0;
 }
 
 # start (again: the same port, the same directory and data); waits until
@@ -315,19 +330,37 @@ sub _cli_cmd {
 # ---- faults ---------------------------------------------------------------
 
 # DEBUG SLEEP $seconds on a connection of its own, without waiting for the
-# reply: Redis is busy that long (the connection is closed at stop)
+# reply: Redis is busy that long.  Returns once Redis has stopped
+# answering (a PING on another connection unanswered for 0.2 s), so that
+# the next command waits for the sleep; the connections are closed at
+# stop.
 
 sub debug_sleep {
     my ($self, $seconds) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => $self->addr,
-        Timeout => $CONNECT_TIMEOUT)
-        or die "$self->{name}: can't connect: $!\n";
-    my $out = '';
-    $out .= _resp('AUTH', $self->{password}) if defined $self->{password};
-    $out .= _resp('DEBUG', 'SLEEP', $seconds);
+
+    my $conn = sub {
+        my $s = IO::Socket::INET->new(PeerAddr => $self->addr,
+            Timeout => $CONNECT_TIMEOUT)
+            or die "$self->{name}: can't connect: $!\n";
+        push @{$self->{raw}}, $s;
+        my $auth = defined $self->{password}
+            ? _resp('AUTH', $self->{password}) : '';
+        return ($s, $auth);
+    };
+
+    my ($s, $auth) = $conn->();
+    my $out = $auth . _resp('DEBUG', 'SLEEP', $seconds);
     syswrite($s, $out) == length $out
         or die "$self->{name}: can't send DEBUG SLEEP: $!\n";
-    push @{$self->{raw}}, $s;
+
+    my ($probe) = $conn->();
+    my $deadline = time() + 5;
+    while (time() < $deadline) {
+        syswrite($probe, _resp('PING'));
+        return $self unless IO::Select->new($probe)->can_read(0.2);
+        sysread($probe, my $buf, 4096) or last;
+    }
+
     return $self;
 }
 
@@ -357,8 +390,10 @@ sub save_snapshot {
     return $copy;
 }
 
-# kill -9, put snapshot NAME back as dump.rdb (the AOF, if any, is removed:
-# Redis would load it instead), start: the data as it was at the snapshot
+# kill -9, put snapshot NAME back as dump.rdb, start: the data as it was
+# at the snapshot.  With AOF on, the AOF is removed (Redis would load it
+# instead), Redis starts from the RDB with AOF off, and AOF is turned on
+# again (a rewrite from the restored data, waited for).
 
 sub restore_snapshot {
     my ($self, $name) = @_;
@@ -369,7 +404,28 @@ sub restore_snapshot {
     unlink "$self->{dir}/appendonly.aof";
     copy($copy, "$self->{dir}/dump.rdb")
         or die "$self->{name}: can't restore $copy: $!\n";
-    return $self->start();
+
+    return $self->start() unless $self->{aof};
+
+    {
+        local $self->{aof} = 0;
+        $self->start();
+    }
+
+    my $r = $self->cmd('CONFIG', 'SET', 'appendonly', 'yes');
+    die "$self->{name}: CONFIG SET appendonly yes failed: $r\n" unless $r;
+
+    my $deadline = time() + 30;
+    while (1) {
+        my $i = $self->info('persistence');
+        last if ($i->{aof_enabled} // 0) == 1
+            && !$i->{aof_rewrite_in_progress} && !$i->{aof_rewrite_scheduled};
+        die "$self->{name}: AOF rewrite after the restore did not finish\n"
+            if time() > $deadline;
+        sleep(0.05);
+    }
+
+    return $self;
 }
 
 # "role" of ROLE: master, slave or sentinel
