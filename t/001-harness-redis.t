@@ -129,7 +129,7 @@ $m->cmd('WAIT', 1, 5000);
 $c->kill_master($m);
 my $new = $c->wait_failover($m);
 ok($new && $new != $m, 'cluster: failover to another node')
-    or diag($c->state_report);
+    or diag($c->state_report(1));
 is($new && $new->cmd('LLEN', $key), 2, 'cluster: data on the new master');
 
 # a reshard moves slots between two masters

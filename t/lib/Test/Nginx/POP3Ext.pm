@@ -88,6 +88,7 @@ sub new {
     my ($class, $t) = @_;
 
     my $self = bless {
+        pid => $$,
         t => $t,
         nginx => [ $t ],
         procs => [],
@@ -936,6 +937,8 @@ sub doveadm_pw {
 sub finish {
     my ($self) = @_;
 
+    # not in a child of fork() (run_daemon's code ends with exit)
+    return if $self->{pid} != $$;
     return if $self->{finished}++;
 
     Test::Nginx::POP3Ext::Client::close_all();

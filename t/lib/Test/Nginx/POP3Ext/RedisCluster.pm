@@ -133,14 +133,25 @@ sub wait_ok {
     return $self->wait_for(sub { $self->is_ok }, $timeout);
 }
 
+# one line per node (state, slots, role), and with $logs the last lines of
+# each node's log: for diag() when something did not happen
+
 sub state_report {
-    my ($self) = @_;
+    my ($self, $logs) = @_;
     return join("\n", map {
         my $n = $_;
-        my $i = eval { $self->cluster_info($n) } || {};
-        $n->name . ': ' . ($n->running ? 'running' : 'down')
+        my $i = eval { $n->running ? $self->cluster_info($n) : {} } || {};
+        my $role = eval { $n->running ? $n->role : undef };
+        my $l = $n->name . ': ' . ($n->running ? 'running' : 'down')
             . ' state=' . ($i->{cluster_state} // '?')
             . ' slots_ok=' . ($i->{cluster_slots_ok} // '?')
+            . ' role=' . ($role // '?');
+        if ($logs) {
+            my @log = split /\n/, $n->log;
+            @log = @log[-8 .. -1] if @log > 8;
+            $l .= join('', map { "\n    $_" } @log);
+        }
+        $l;
     } @{$self->{nodes}});
 }
 
