@@ -1,7 +1,9 @@
-#!/bin/sh
+#!/bin/bash
 # Build and run the libFuzzer targets for a fixed time each (make fuzz).
 #   FUZZ_SECONDS=60 fuzz/run.sh [parse|sasl]...
-set -eu
+# Exits non-zero when a fuzzer finds a crash, a leak or a timeout; what it
+# found is kept in build-fuzz/artifacts_TARGET/ (never in the source tree).
+set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=$top/build-fuzz
@@ -31,9 +33,20 @@ for t in "$@"; do
     clang $cflags $inc -o "$out/fuzz_$t" "$top/fuzz/fuzz_$t.c" \
         "$top/ngx_mail_pop3_ext_module/$srcs"
 
-    mkdir -p "$out/corpus_$t"
+    mkdir -p "$out/corpus_$t" "$out/artifacts_$t"
     echo "fuzzing $t for ${seconds}s"
+    # the whole log is kept; its end is shown, and libFuzzer's status is
+    # the script's (a crash must fail make fuzz and CI)
+    status=0
     "$out/fuzz_$t" -max_total_time="$seconds" -max_len=4096 \
-        -print_final_stats=1 "$out/corpus_$t" "$top/fuzz/corpus/$t" \
-        2>&1 | tail -n 12
+        -print_final_stats=1 -artifact_prefix="$out/artifacts_$t/" \
+        "$out/corpus_$t" "$top/fuzz/corpus/$t" \
+        > "$out/fuzz_$t.log" 2>&1 || status=$?
+    tail -n 12 "$out/fuzz_$t.log"
+    if [ "$status" -ne 0 ]; then
+        echo "fuzz/run.sh: $t failed (status $status); log:" \
+             "$out/fuzz_$t.log; inputs:" >&2
+        ls -l "$out/artifacts_$t/" >&2
+        exit 1
+    fi
 done

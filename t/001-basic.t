@@ -11,13 +11,19 @@ use Test::More;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
+include pop3ext_modules.conf;    # the module, unless compiled in (POP3Ext)
+
+daemon off;
 
 events {
 }
@@ -41,19 +47,19 @@ mail {
 }
 EOF
 
-$t->run();
-$t->add_user('alice', 'secret');
-$t->deliver('alice', "Subject: hello\n\nhello\n");
+$x->run();    # the test's Redis, then $t->run()
+$x->add_user('alice', 'secret');
+$x->deliver('alice', "Subject: hello\n\nhello\n");
 
 $t->plan(47);
 
-my $port = $t->port(8110);
+my $port = port(8110);
 
 ###############################################################################
 
 # greeting
 
-my $s = Test::Nginx::POP3->new(port => $port);
+my $s = $x->client(port => $port);
 like($s->greeting // '', qr/^\+OK /, 'greeting');
 like($s->{last_line_raw} // '', qr/\r\n\z/, 'greeting ends with CRLF');
 ok(length($s->{last_line_raw} // '') <= 512, 'greeting at most 512 octets');
@@ -76,23 +82,23 @@ ok(!grep({ length > 255 } split /\r\n/, $capa // ''),
 
 # commands of the TRANSACTION state are refused before login
 
-$s->err('STAT');
-$s->err('LIST');
-$s->err('RETR 1');
-$s->err('DELE 1');
-$s->err('UIDL');
-$s->err('TOP 1 0');
-$s->err('RSET');
-$s->err('LAST');
+$s->cmd_err('STAT');
+$s->cmd_err('LIST');
+$s->cmd_err('RETR 1');
+$s->cmd_err('DELE 1');
+$s->cmd_err('UIDL');
+$s->cmd_err('TOP 1 0');
+$s->cmd_err('RSET');
+$s->cmd_err('LAST');
 
 # unknown commands and bad lines
 
-$s->err('XYZZY', 'unknown command');
-$s->err('', 'empty line');
-$s->err("CAPA\0", 'NUL byte after a command');
-$s->err("US\0ER alice", 'NUL byte inside a command');
-$s->err("\xff\xfe\x80", '8-bit garbage');
-$s->err('PASS secret', 'PASS without USER');
+$s->cmd_err('XYZZY', 'unknown command');
+$s->cmd_err('', 'empty line');
+$s->cmd_err("CAPA\0", 'NUL byte after a command');
+$s->cmd_err("US\0ER alice", 'NUL byte inside a command');
+$s->cmd_err("\xff\xfe\x80", '8-bit garbage');
+$s->cmd_err('PASS secret', 'PASS without USER');
 
 # a line over the limit is refused as one line, and then either the
 # session goes on or it is closed cleanly
@@ -110,15 +116,15 @@ if (defined $r) {
 
 # lower-case commands, and QUIT in AUTHORIZATION
 
-$s = Test::Nginx::POP3->new(port => $port);
+$s = $x->client(port => $port);
 ($st) = $s->cmd_multi('capa');
 like($st // '', qr/^\+OK/, 'commands are case-insensitive');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 ok($s->closed(), 'QUIT closes the connection');
 
 # CAPA after login: no USER, the rest still there
 
-$s = Test::Nginx::POP3->session($port, 'alice', 'secret');
+$s = $x->session($port, 'alice', 'secret');
 ($st, $capa) = $s ? $s->cmd_multi('CAPA') : ();
 like($st // '', qr/^\+OK/, 'CAPA after login');
 %capa = capa($capa);
@@ -126,14 +132,14 @@ ok(!$capa{USER}, 'no USER after login');
 ok($capa{TOP} && $capa{UIDL} && $capa{PIPELINING} && $capa{'RESP-CODES'},
     'TOP UIDL PIPELINING RESP-CODES after login');
 is($capa{EXPIRE} // '', 'EXPIRE NEVER', 'EXPIRE NEVER after login');
-$s->ok('QUIT') if $s;
+$s->cmd_ok('QUIT') if $s;
 undef $s;
 
 # max_errors 3: the third invalid command closes the connection
 
-$s = Test::Nginx::POP3->new(port => $t->port(8111));
-$s->err('XYZZY', 'max_errors: first invalid command');
-$s->err('XYZZY', 'max_errors: second invalid command');
+$s = $x->client(port => port(8111));
+$s->cmd_err('XYZZY', 'max_errors: first invalid command');
+$s->cmd_err('XYZZY', 'max_errors: second invalid command');
 $s->send('XYZZY');
 $r = $s->reply();
 ok(!defined $r || $r =~ /^-ERR/, 'max_errors: third invalid command')
@@ -142,22 +148,22 @@ ok($s->closed(), 'max_errors: connection closed');
 
 # below the limit, a session goes on
 
-$s = Test::Nginx::POP3->new(port => $t->port(8111));
-$s->err('XYZZY');
-$s->err('XYZZY');
+$s = $x->client(port => port(8111));
+$s->cmd_err('XYZZY');
+$s->cmd_err('XYZZY');
 my $l = $s->login('alice', 'secret');
 like($l // '', qr/^\+OK/, 'login after two errors');
-$s->ok('STAT');
-$s->ok('QUIT');
+$s->cmd_ok('STAT');
+$s->cmd_ok('QUIT');
 
 # a client that closes at once, or mid-line, does not disturb the server
 
 for (1 .. 3) {
-    my $c = Test::Nginx::POP3->new(port => $port, greeting => 0);
-    $c->send_raw('US');
+    my $c = $x->client(port => $port, greeting => 0);
+    $c->print('US');
     $c->close();
 }
-$s = Test::Nginx::POP3->new(port => $port);
+$s = $x->client(port => $port);
 like($s->greeting // '', qr/^\+OK/, 'server still serves');
 
 ###############################################################################

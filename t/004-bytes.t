@@ -11,19 +11,22 @@ use Test::More;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 
 # two more servers read bodies from Redis in small chunks, so that chunk
 # boundaries fall everywhere: on every 1024th octet, and at 1500 octets
 # (not a power of two)
 
-$t->run_pop3(mail => $t->pop3_server(8111, 'pop3_ext_chunk_size 1k;')
-    . $t->pop3_server(8112, 'pop3_ext_chunk_size 1500;'));
+$x->run_pop3(mail => $x->server(8111, 'pop3_ext_chunk_size 1k;')
+    . $x->server(8112, 'pop3_ext_chunk_size 1500;'));
 
-$t->add_user('alice', 'secret');
+$x->add_user('alice', 'secret');
 
 # [ name, as delivered (stdin of pop3ext deliver), as a client must see it ]
 
@@ -86,19 +89,19 @@ while (length($big) < 5 * 1024 * 1024) {
 }
 msg('5 MB message', $big, $big);
 
-$t->deliver('alice', $_->[1]) for @cases;
+$x->deliver('alice', $_->[1]) for @cases;
 
 $t->plan(4 * @cases + 6 + 2 * (@cases + 1));
 
 ###############################################################################
 
-my $s = Test::Nginx::POP3->session($t->pop3_port, 'alice', 'secret');
+my $s = $x->session(port(8110), 'alice', 'secret');
 die "cannot log in\n" unless $s;
 $s->timeout(20);
 
 my ($st, $list) = $s->cmd_multi('LIST');
 my %size = map { $_->[0] => $_->[1] }
-    @{Test::Nginx::POP3::listing($list) || []};
+    @{$x->listing($list) || []};
 
 my $n = 0;
 my $sum = 0;
@@ -111,11 +114,11 @@ for my $c (@cases) {
 
     my ($r, $raw) = $s->cmd_multi_raw("RETR $n");
     like($r // '', qr/^\+OK/, "$name: RETR");
-    ok(defined $raw && $raw eq Test::Nginx::POP3::stuff($want) . ".\r\n",
+    ok(defined $raw && $raw eq $x->stuff($want) . ".\r\n",
         "$name: dot-stuffed on the wire")
-        or diag(first_difference($raw, Test::Nginx::POP3::stuff($want)
+        or diag(first_difference($raw, $x->stuff($want)
             . ".\r\n"));
-    ok(defined $raw && Test::Nginx::POP3::unstuff($raw) eq $want,
+    ok(defined $raw && $x->unstuff($raw) eq $want,
         "$name: byte-exact");
 }
 
@@ -139,12 +142,12 @@ my $b = $s->read_multi();
 ok(defined $b && $b eq $big, 'big RETR in a pipeline byte-exact');
 like($s->reply() // '', qr/^\+OK/, 'NOOP after the big RETR');
 
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
 # the same with small chunks
 
 for my $p (8111, 8112) {
-    my $c = Test::Nginx::POP3->session($t->port($p), 'alice', 'secret');
+    my $c = $x->session(port($p), 'alice', 'secret');
     die "cannot log in\n" unless $c;
     $c->timeout(20);
     my $k = 0;
@@ -152,9 +155,9 @@ for my $p (8111, 8112) {
         my ($name, undef, $want) = @$case;
         $k++;
         my (undef, $w) = $c->cmd_multi_raw("RETR $k");
-        ok(defined $w && $w eq Test::Nginx::POP3::stuff($want) . ".\r\n",
+        ok(defined $w && $w eq $x->stuff($want) . ".\r\n",
             "$name: exact with small chunks (PORT_$p)")
-            or diag(first_difference($w, Test::Nginx::POP3::stuff($want)
+            or diag(first_difference($w, $x->stuff($want)
                 . ".\r\n"));
     }
     like($c->cmd('QUIT') // '', qr/^\+OK/, "QUIT (PORT_$p)");

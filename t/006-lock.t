@@ -13,24 +13,27 @@ use Time::HiRes qw/ time sleep /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 
 # a second server with the shortest lock TTL, to see the lock refreshed
 # while a session outlives it
 
-$t->run_pop3(mail => $t->pop3_server(8111, 'pop3_ext_lock_ttl 3s;'));
+$x->run_pop3(mail => $x->server(8111, 'pop3_ext_lock_ttl 3s;'));
 
-$t->add_user('alice', 'secret');
-$t->add_user('bob', 'bobpw');
-$t->deliver('alice', "Subject: a\n\na\n");
-$t->deliver('bob', "Subject: b\n\nb\n");
+$x->add_user('alice', 'secret');
+$x->add_user('bob', 'bobpw');
+$x->deliver('alice', "Subject: a\n\na\n");
+$x->deliver('bob', "Subject: b\n\nb\n");
 
 $t->plan(30);
 
-my $port = $t->pop3_port;
+my $port = port(8110);
 
 # a failed PASS may be answered late (a brute-force delay)
 
@@ -38,7 +41,7 @@ my $FAIL_WAIT = 15;
 
 sub try_login {
     my ($user, $pass) = @_;
-    my $c = Test::Nginx::POP3->new(port => $port);
+    my $c = $x->client(port => $port);
     $c->cmd("USER $user");
     my $r = $c->cmd("PASS $pass", $FAIL_WAIT);
     return wantarray ? ($r, $c) : $r;
@@ -60,12 +63,12 @@ sub login_within {
 
 ###############################################################################
 
-my $first = Test::Nginx::POP3->session($port, 'alice', 'secret');
+my $first = $x->session($port, 'alice', 'secret');
 ok($first, 'first session logged in');
 
 my ($r, $second) = try_login('alice', 'secret');
 like($r // '', qr/^-ERR \[IN-USE\]/, 'second session: -ERR [IN-USE]');
-$second->ok('QUIT', 'QUIT after [IN-USE]');
+$second->cmd_ok('QUIT', 'QUIT after [IN-USE]');
 
 like(try_login('alice', 'wrong') // '', qr/^-ERR \[AUTH\]/,
     'wrong password while locked: [AUTH], not [IN-USE]');
@@ -79,15 +82,15 @@ is($body, "Subject: a\r\n\r\na\r\n", 'first session RETR');
 
 # QUIT releases at once
 
-$first->ok('QUIT');
+$first->cmd_ok('QUIT');
 ($r, $second) = try_login('alice', 'secret');
 like($r // '', qr/^\+OK/, 'login right after QUIT');
 
 # USER alone does not lock
 
-my $c = Test::Nginx::POP3->new(port => $port);
-$c->ok('USER alice', 'USER in another connection');
-$second->ok('QUIT');
+my $c = $x->client(port => $port);
+$c->cmd_ok('USER alice', 'USER in another connection');
+$second->cmd_ok('QUIT');
 ($r, $second) = try_login('alice', 'secret');
 like($r // '', qr/^\+OK/, 'USER alone takes no lock');
 
@@ -100,15 +103,15 @@ ok($waited < 3, 'released at once, not by TTL') or diag("waited $waited s");
 
 # the session that merely said USER can still log in now that d quits
 
-$d->ok('QUIT');
+$d->cmd_ok('QUIT');
 like($c->cmd('PASS secret', $FAIL_WAIT) // '', qr/^\+OK/,
     'PASS in the waiting connection');
-$c->ok('QUIT');
+$c->cmd_ok('QUIT');
 
 # a lock left in Redis by a server that died: [IN-USE] until its TTL ends
 
-my $lock = $t->mbox_key($t->mailbox_of('alice'), 'LOCK');
-is($t->redis_cmd('SET', $lock, 'stale-token', 'PX', 2000), 'OK',
+my $lock = $x->mbox_key($x->mailbox_of('alice'), 'LOCK');
+is($x->redis_cmd('SET', $lock, 'stale-token', 'PX', 2000), 'OK',
     'stale lock planted');
 like(try_login('alice', 'secret') // '', qr/^-ERR \[IN-USE\]/,
     'stale lock: [IN-USE]');
@@ -118,20 +121,20 @@ ok($waited >= 1, 'not before the TTL') or diag("waited $waited s");
 
 # the session owns the lock in Redis while it lives, and gives it back
 
-my $token = $t->redis_cmd('GET', $lock);
+my $token = $x->redis_cmd('GET', $lock);
 ok(defined $token && !ref $token && $token ne 'stale-token',
     'session holds a lock of its own');
-my $ttl = $t->redis_cmd('PTTL', $lock);
+my $ttl = $x->redis_cmd('PTTL', $lock);
 ok(!ref $ttl && $ttl > 0, 'the lock has a TTL') or diag("PTTL $ttl");
-$d->ok('QUIT');
-is($t->redis_cmd('EXISTS', $lock), 0, 'QUIT deleted the lock');
+$d->cmd_ok('QUIT');
+is($x->redis_cmd('EXISTS', $lock), 0, 'QUIT deleted the lock');
 
 # a session that lives longer than the lock TTL keeps its lock: it is
 # refreshed; the session can still commit at the end
 
-my $long = Test::Nginx::POP3->session($t->port(8111), 'alice', 'secret');
+my $long = $x->session(port(8111), 'alice', 'secret');
 ok($long, 'session with a 3 s lock TTL');
-$long->ok('DELE 1', 'DELE in it');
+$long->cmd_ok('DELE 1', 'DELE in it');
 my $end = time() + 4.5;
 while (time() < $end) {
     sleep(0.5);    # time passing is what is tested here
@@ -139,6 +142,6 @@ while (time() < $end) {
 like(try_login('alice', 'secret') // '', qr/^-ERR \[IN-USE\]/,
     'still locked after more than the TTL');
 like($long->cmd('QUIT') // '', qr/^\+OK/, 'QUIT commits after the TTL');
-is(($t->mailbox_stat('alice'))[0], 0, 'the deletion was committed');
+is(($x->mailbox_stat('alice'))[0], 0, 'the deletion was committed');
 
 ###############################################################################

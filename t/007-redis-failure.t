@@ -14,27 +14,30 @@ use Time::HiRes qw/ time sleep /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 
 # a short Redis timeout, for a Redis that hangs instead of going away
 
-$t->run_pop3(redis => '127.0.0.1:%%PORT_8379%% timeout=1s');
+$x->run_pop3(redis => '127.0.0.1:%%PORT_8379%% timeout=1s');
 
-$t->add_user('alice', 'secret');
-$t->deliver('alice', "Subject: one\n\none\n");
-$t->deliver('alice', "Subject: two\n\ntwo\n");
+$x->add_user('alice', 'secret');
+$x->deliver('alice', "Subject: one\n\none\n");
+$x->deliver('alice', "Subject: two\n\ntwo\n");
 
 # Redis runs without persistence; a snapshot taken now (no lock, no
 # deletion marks) is what it loads when it starts again
 
 $t->plan(24);
 
-is($t->redis_cmd('SAVE'), 'OK', 'snapshot');
+is($x->redis_cmd('SAVE'), 'OK', 'snapshot');
 
-my $port = $t->pop3_port;
+my $port = port(8110);
 my $WAIT = 15;
 
 # PASS until it is +OK or the time is up; the session and the last reply
@@ -45,7 +48,7 @@ sub login_until {
     my $deadline = time() + $limit;
     my $r;
     while (time() < $deadline) {
-        my $c = eval { Test::Nginx::POP3->new(port => $p) } or last;
+        my $c = eval { $x->client(port => $p) } or last;
         $r = $c->login('alice', 'secret');
         return ($c, $r) if defined $r && $r =~ /^\+OK/;
         sleep(0.2);
@@ -55,12 +58,12 @@ sub login_until {
 
 ###############################################################################
 
-my $first = Test::Nginx::POP3->session($port, 'alice', 'secret');
+my $first = $x->session($port, 'alice', 'secret');
 die "cannot log in\n" unless $first;
 like($first->cmd('STAT') // '', qr/^\+OK 2 /, 'STAT');
-$first->ok('DELE 1');
+$first->cmd_ok('DELE 1');
 
-$t->stop_redis();
+$x->stop_redis();
 
 # the session needs Redis for the body: a temporary failure, not a crash
 
@@ -72,17 +75,17 @@ like($first->cmd('NOOP', $WAIT) // '(no reply)', qr/^[+-]/,
 
 # new connections: a greeting, and [SYS/TEMP] at PASS
 
-my $other = Test::Nginx::POP3->new(port => $port);
+my $other = $x->client(port => $port);
 like($other->greeting // '', qr/^\+OK/, 'greeting with Redis down');
-$other->ok('USER alice');
+$other->cmd_ok('USER alice');
 like($other->cmd('PASS secret', $WAIT) // '(no reply)',
     qr/^-ERR \[SYS\/TEMP\]/, 'PASS with Redis down');
-$other->ok('QUIT', 'QUIT with Redis down');
-ok($t->nginx_running, 'nginx still runs');
+$other->cmd_ok('QUIT', 'QUIT with Redis down');
+ok($x->nginx_running, 'nginx still runs');
 
 # Redis comes back on the same port: logins work again
 
-$t->start_redis();
+$x->start_redis();
 my ($c, $last) = login_until(10);
 ok($c, 'login after Redis came back') or diag("last reply: " . ($last // ''));
 
@@ -95,43 +98,43 @@ like($c ? $c->cmd('STAT') // '' : '', qr/^\+OK 2 /,
 my $q = $first->cmd('QUIT', $WAIT);
 like($q // '(no reply)', qr/^-ERR/, 'QUIT of a session that lost its lock');
 
-$c->ok('QUIT') if $c;
+$c->cmd_ok('QUIT') if $c;
 ($c) = login_until(5);
 like($c ? $c->cmd('STAT') // '' : '', qr/^\+OK 2 /,
     'a lost lock commits nothing');
 my $body = $c ? $c->cmd_multi('RETR 1') : undef;
 is($body, "Subject: one\r\n\r\none\r\n", 'message 1 intact');
-$c->ok('QUIT') if $c;
+$c->cmd_ok('QUIT') if $c;
 
 # and once more: Redis down while nobody is logged in, back again
 
-$t->stop_redis();
-$other = Test::Nginx::POP3->new(port => $port);
+$x->stop_redis();
+$other = $x->client(port => $port);
 $other->cmd('USER alice');
 like($other->cmd('PASS secret', $WAIT) // '', qr/^-ERR \[SYS\/TEMP\]/,
     'second outage: [SYS/TEMP]');
-$t->start_redis();
+$x->start_redis();
 ($c, $last) = login_until(10);
 ok($c, 'second recovery') or diag("last reply: " . ($last // ''));
-$c->ok('QUIT') if $c;
+$c->cmd_ok('QUIT') if $c;
 
 # Redis hangs (SIGSTOP): the Redis timeout answers [SYS/TEMP] instead of
 # leaving the client waiting; when it wakes up, logins work again
 
-kill 'STOP', $t->redis_pid;
-my $hung = Test::Nginx::POP3->new(port => $port);
+kill 'STOP', $x->redis_pid;
+my $hung = $x->client(port => $port);
 $hung->cmd('USER alice');
 my $start = time();
 $r = $hung->cmd('PASS secret', $WAIT);
 my $took = time() - $start;
-kill 'CONT', $t->redis_pid;
+kill 'CONT', $x->redis_pid;
 like($r // '(no reply)', qr/^-ERR \[SYS\/TEMP\]/, 'PASS with Redis hung');
 ok($took < 6, 'answered by the Redis timeout') or diag("took $took s");
 like($hung->cmd('QUIT') // '', qr/^\+OK/, 'QUIT after it');
 
 ($c, $last) = login_until(10, $port);
 ok($c, 'login after Redis woke up') or diag("last reply: " . ($last // '')
-    . '; lock PTTL ' . $t->redis_cmd('PTTL',
-        $t->mbox_key($t->mailbox_of('alice'), 'LOCK')) . ' ms');
+    . '; lock PTTL ' . $x->redis_cmd('PTTL',
+        $x->mbox_key($x->mailbox_of('alice'), 'LOCK')) . ' ms');
 
 ###############################################################################

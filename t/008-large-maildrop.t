@@ -13,18 +13,21 @@ use Time::HiRes qw/ time /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
 my $N = 20000;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->run_pop3();
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->run_pop3();
 
-$t->add_user('alice', 'secret');
-$t->deliver('alice', "Subject: 1\n\nbody 1\n");
+$x->add_user('alice', 'secret');
+$x->deliver('alice', "Subject: 1\n\nbody 1\n");
 my @fast = map { "Subject: $_\r\n\r\nbody $_\r\n" . ('x' x ($_ % 50)) . "\r\n" }
     2 .. $N;
-my @uids = $t->deliver_fast('alice', @fast);
+my @uids = $x->deliver_fast('alice', @fast);
 
 my $total = length("Subject: 1\r\n\r\nbody 1\r\n");
 $total += length for @fast;
@@ -32,15 +35,15 @@ undef @fast;
 
 $t->plan(16);
 
-my $port = $t->pop3_port;
+my $port = port(8110);
 
 ###############################################################################
 
-is($t->redis_cmd('LLEN', $t->mbox_key($t->mailbox_of('alice'), 'INDEX')),
+is($x->redis_cmd('LLEN', $x->mbox_key($x->mailbox_of('alice'), 'INDEX')),
     $N, "$N messages stored");
 
 my $start = time();
-my $s = Test::Nginx::POP3->session($port, 'alice', 'secret');
+my $s = $x->session($port, 'alice', 'secret');
 ok($s, 'login');
 my $login = time() - $start;
 ok($login < 5, 'login within 5 s') or diag("login took $login s");
@@ -49,7 +52,7 @@ $s->timeout(20);
 is($s->cmd('STAT'), "+OK $N $total", 'STAT');
 
 my ($st, $body) = $s->cmd_multi('LIST');
-my $list = Test::Nginx::POP3::listing($body) || [];
+my $list = $x->listing($body) || [];
 is(scalar @$list, $N, 'LIST count');
 my $sum = 0;
 $sum += $_->[1] for @$list;
@@ -57,7 +60,7 @@ is($sum, $total, 'LIST sizes add up to STAT');
 is($list->[-1][0], $N, 'LIST numbers up to the last');
 
 ($st, $body) = $s->cmd_multi('UIDL');
-my $uidl = Test::Nginx::POP3::listing($body) || [];
+my $uidl = $x->listing($body) || [];
 is(scalar @$uidl, $N, 'UIDL count');
 my %seen;
 is(scalar(grep { !$seen{$_->[1]}++ } @$uidl), $N, 'UIDs unique');
@@ -77,14 +80,14 @@ my $ok = grep { ($s->reply() // '') =~ /^\+OK/ } @dele;
 is($ok, scalar @dele, scalar(@dele) . ' DELE');
 like($s->cmd('QUIT', 30) // '', qr/^\+OK/, 'QUIT commits');
 
-$s = Test::Nginx::POP3->session($port, 'alice', 'secret');
+$s = $x->session($port, 'alice', 'secret');
 $s->timeout(20);
 ($st, $body) = $s->cmd_multi('UIDL');
-my @left = map { $_->[1] } @{Test::Nginx::POP3::listing($body) || []};
+my @left = map { $_->[1] } @{$x->listing($body) || []};
 my @want = map { $_->[1] } grep { $_->[0] % 10 } @$uidl;
 ok(@left == @want && join(' ', @left) eq join(' ', @want),
     'the right ones left, in order')
     or diag(scalar(@left) . ' left, ' . scalar(@want) . ' expected');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
 ###############################################################################

@@ -21,17 +21,23 @@ use MIME::Base64 qw/ encode_base64 decode_base64 /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli;
-$t->run_redis();
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
+$x->run_redis();
 
 # the logins need nginx and the module; the rest runs without them
 
-my $have_nginx = -x $Test::Nginx::NGINX && -f $Test::Nginx::MODULE
-    && -f $Test::Nginx::MAIL_MODULE;
-my $doveadm = Test::Nginx::find_prog('doveadm');
+my $have_nginx = $x->module_found;
+
+# (the end checks read nginx's error log: an empty one when it never ran)
+
+$t->write_file('error.log', '') unless $have_nginx;
+my $doveadm = Test::Nginx::POP3Ext::find_prog('doveadm');
 
 my @SCHEMES = qw/ SHA512-CRYPT SHA256-CRYPT BLF-CRYPT ARGON2ID PBKDF2
     SSHA512 SSHA256 CRAM-MD5 PLAIN /;
@@ -74,147 +80,147 @@ my ($rc, $out, $err);
 
 # usage
 
-($rc, $out) = $t->pop3ext('--help', { redis => undef });
+($rc, $out) = $x->pop3ext('--help', { redis => undef });
 is($rc, 0, '--help exits 0');
 like($out, qr/usage: pop3ext/, '--help prints usage');
 
-($rc, undef, $err) = $t->pop3ext({ redis => undef });
+($rc, undef, $err) = $x->pop3ext({ redis => undef });
 is($rc, 64, 'no command: 64');
-($rc) = $t->pop3ext('frobnicate');
+($rc) = $x->pop3ext('frobnicate');
 is($rc, 64, 'unknown command: 64');
-($rc) = $t->pop3ext('user', 'add', { stdin => "pw\n" });
+($rc) = $x->pop3ext('user', 'add', { stdin => "pw\n" });
 is($rc, 64, 'user add without USER: 64');
-($rc) = $t->pop3ext('user', 'add', 'a', 'b', { stdin => "pw\n" });
+($rc) = $x->pop3ext('user', 'add', 'a', 'b', { stdin => "pw\n" });
 is($rc, 64, 'user add with two USERs: 64');
-($rc) = $t->pop3ext('deliver', { stdin => "x\n" });
+($rc) = $x->pop3ext('deliver', { stdin => "x\n" });
 is($rc, 64, 'deliver without USER: 64');
-($rc) = $t->pop3ext('stat', 'alice', { redis => 'localhost:no-port' });
+($rc) = $x->pop3ext('stat', 'alice', { redis => 'localhost:no-port' });
 is($rc, 64, 'bad redis address: 64');
-($rc, undef, $err) = $t->pop3ext('stat', 'alice',
+($rc, undef, $err) = $x->pop3ext('stat', 'alice',
     { redis => '127.0.0.1:6379 127.0.0.1:6380' });
 ok($rc == 64 && $err =~ /more than one address needs cluster or sentinel=/,
     'two addresses without cluster or sentinel=: 64') or diag("$rc $err");
-($rc) = $t->pop3ext('user', 'add', 'bad{name}', { stdin => "pw\n" });
+($rc) = $x->pop3ext('user', 'add', 'bad{name}', { stdin => "pw\n" });
 ok($rc == 64 || $rc == 65, 'user name with braces refused') or diag($rc);
-($rc) = $t->pop3ext('user', 'add', 'x' x 256, { stdin => "pw\n" });
+($rc) = $x->pop3ext('user', 'add', 'x' x 256, { stdin => "pw\n" });
 ok($rc == 64 || $rc == 65, 'user name of 256 octets refused') or diag($rc);
 
 # user add: stored hashed
 
-($rc, $out, $err) = $t->pop3ext('user', 'add', 'alice',
+($rc, $out, $err) = $x->pop3ext('user', 'add', 'alice',
     { stdin => "s3cret\n" });
 is($rc, 0, 'user add') or diag($err);
-my $secret = $t->redis_cmd('HGET', $t->user_key('alice'),
-    $t->model('P3X_FIELD_SECRET'));
+my $secret = $x->redis_cmd('HGET', $x->user_key('alice'),
+    $x->model('P3X_FIELD_SECRET'));
 ok(defined $secret && !ref $secret && $secret !~ /s3cret/,
     'password not stored in clear') or diag($secret);
 like($secret // '', qr/\$6\$/, 'SHA512-CRYPT by default');
 
-($rc) = $t->pop3ext('user', 'add', '--scheme', 'BLF-CRYPT', 'bob',
+($rc) = $x->pop3ext('user', 'add', '--scheme', 'BLF-CRYPT', 'bob',
     { stdin => "pw\n" });
 is($rc, 0, 'user add --scheme BLF-CRYPT');
-like($t->redis_cmd('HGET', $t->user_key('bob'), 'secret') // '',
+like($x->redis_cmd('HGET', $x->user_key('bob'), 'secret') // '',
     qr/\$2[aby]\$/, 'bcrypt hash stored');
-($rc) = $t->pop3ext('user', 'add', '--scheme', 'NOSUCH', 'carol',
+($rc) = $x->pop3ext('user', 'add', '--scheme', 'NOSUCH', 'carol',
     { stdin => "pw\n" });
 ok($rc == 64 || $rc == 65, 'unknown scheme refused') or diag($rc);
 
 # deliver and stat
 
-($rc, $out, $err) = $t->pop3ext('deliver', 'alice',
+($rc, $out, $err) = $x->pop3ext('deliver', 'alice',
     { stdin => "Subject: a\n\nhello\n" });
 is($rc, 0, 'deliver') or diag($err);
-($rc, $out) = $t->pop3ext('stat', 'alice');
+($rc, $out) = $x->pop3ext('stat', 'alice');
 is($rc, 0, 'stat');
 is($out, "1 " . length("Subject: a\r\n\r\nhello\r\n") . "\n",
     'stat prints COUNT OCTETS of the CRLF message');
 
-($rc) = $t->pop3ext('deliver', 'alice', 'bob', { stdin => "Subject: b\n\nb\n" });
+($rc) = $x->pop3ext('deliver', 'alice', 'bob', { stdin => "Subject: b\n\nb\n" });
 is($rc, 0, 'deliver to two users');
-is(($t->pop3ext('stat', 'alice'))[1], "2 "
+is(($x->pop3ext('stat', 'alice'))[1], "2 "
     . (length("Subject: a\r\n\r\nhello\r\n") + length("Subject: b\r\n\r\nb\r\n"))
     . "\n", 'first recipient got it');
-like(($t->pop3ext('stat', 'bob'))[1], qr/^1 /, 'second recipient got it');
+like(($x->pop3ext('stat', 'bob'))[1], qr/^1 /, 'second recipient got it');
 
-($rc) = $t->pop3ext('deliver', 'bob', 'bob', { stdin => "Subject: c\n\nc\n" });
+($rc) = $x->pop3ext('deliver', 'bob', 'bob', { stdin => "Subject: c\n\nc\n" });
 is($rc, 0, 'deliver to the same user twice');
-like(($t->pop3ext('stat', 'bob'))[1], qr/^2 /, 'stored once');
+like(($x->pop3ext('stat', 'bob'))[1], qr/^2 /, 'stored once');
 
 # the index entries are "UID SIZE"
 
-my $index = $t->redis_cmd('LRANGE',
-    $t->mbox_key($t->mailbox_of('alice'), 'INDEX'), 0, -1);
+my $index = $x->redis_cmd('LRANGE',
+    $x->mbox_key($x->mailbox_of('alice'), 'INDEX'), 0, -1);
 is(scalar(grep { /^[\x21-\x7e]{1,70} \d+\z/ } @$index), 2,
     'index entries are UID SIZE');
 
 # unknown users: 67, and nothing stored for anyone
 
-($rc, undef, $err) = $t->pop3ext('deliver', 'nobody',
+($rc, undef, $err) = $x->pop3ext('deliver', 'nobody',
     { stdin => "Subject: x\n\nx\n" });
 is($rc, 67, 'deliver to an unknown user: 67');
-($rc) = $t->pop3ext('deliver', 'alice', 'nobody', 'bob',
+($rc) = $x->pop3ext('deliver', 'alice', 'nobody', 'bob',
     { stdin => "Subject: x\n\nx\n" });
 is($rc, 67, 'an unknown user among several: 67');
-like(($t->pop3ext('stat', 'alice'))[1], qr/^2 /, 'nothing stored for alice');
-like(($t->pop3ext('stat', 'bob'))[1], qr/^2 /, 'nothing stored for bob');
-($rc) = $t->pop3ext('stat', 'nobody');
+like(($x->pop3ext('stat', 'alice'))[1], qr/^2 /, 'nothing stored for alice');
+like(($x->pop3ext('stat', 'bob'))[1], qr/^2 /, 'nothing stored for bob');
+($rc) = $x->pop3ext('stat', 'nobody');
 is($rc, 67, 'stat of an unknown user: 67');
 
 # bad input: 65
 
-($rc) = $t->pop3ext('deliver', 'alice', { stdin => '' });
+($rc) = $x->pop3ext('deliver', 'alice', { stdin => '' });
 is($rc, 65, 'empty message: 65');
-($rc) = $t->pop3ext('deliver', 'alice',
+($rc) = $x->pop3ext('deliver', 'alice',
     { stdin => "Subject: big\n\n" . ('y' x 100) . "\n",
       env => { POP3EXT_MAX_SIZE => 50 } });
 is($rc, 65, 'message over POP3EXT_MAX_SIZE: 65');
-like(($t->pop3ext('stat', 'alice'))[1], qr/^2 /, 'nothing stored');
+like(($x->pop3ext('stat', 'alice'))[1], qr/^2 /, 'nothing stored');
 
 # user del removes the user and the mailbox
 
-($rc) = $t->pop3ext('user', 'del', 'bob');
+($rc) = $x->pop3ext('user', 'del', 'bob');
 is($rc, 0, 'user del');
-is($t->redis_cmd('EXISTS', $t->user_key('bob')), 0, 'user gone');
-my $keys = $t->redis_cmd('KEYS', $t->model('P3X_MBOX_PREFIX') . 'bob}*');
+is($x->redis_cmd('EXISTS', $x->user_key('bob')), 0, 'user gone');
+my $keys = $x->redis_cmd('KEYS', $x->model('P3X_MBOX_PREFIX') . 'bob}*');
 is(scalar @$keys, 0, 'mailbox keys gone') or diag("@$keys");
 
 ###############################################################################
 
 # the new commands and options: usage errors, unknown users
 
-($rc, $out) = $t->pop3ext('--help', { redis => undef });
+($rc, $out) = $x->pop3ext('--help', { redis => undef });
 like($out, qr/user show USER.*user disable USER.*user enable USER/s,
     '--help: show, disable, enable');
 like($out, qr/--mailbox MBOX/, '--help: --mailbox');
 is(join(' ', grep { $out !~ /\b\Q$_\E\b/ } @SCHEMES, 'MD5-CRYPT', 'CRYPT'),
     '', '--help names every scheme');
 
-($rc) = $t->pop3ext('user', 'frob', 'alice');
+($rc) = $x->pop3ext('user', 'frob', 'alice');
 is($rc, 64, 'unknown user subcommand: 64');
-($rc) = $t->pop3ext('user', 'show');
+($rc) = $x->pop3ext('user', 'show');
 is($rc, 64, 'user show without USER: 64');
-($rc) = $t->pop3ext('user', 'disable', 'alice', 'bob');
+($rc) = $x->pop3ext('user', 'disable', 'alice', 'bob');
 is($rc, 64, 'user disable with two USERs: 64');
-($rc) = $t->pop3ext('user', 'add', '--mailbox', { stdin => "pw\n" });
+($rc) = $x->pop3ext('user', 'add', '--mailbox', { stdin => "pw\n" });
 is($rc, 64, '--mailbox without MBOX: 64');
-($rc) = $t->pop3ext('user', 'add', '--mailbox', 'bad{box}', 'carol',
+($rc) = $x->pop3ext('user', 'add', '--mailbox', 'bad{box}', 'carol',
     { stdin => "pw\n" });
 is($rc, 64, 'invalid mailbox name: 64');
-($rc, undef, $err) = $t->pop3ext('user', 'add', '--scheme', 'MD5-CRYPT',
+($rc, undef, $err) = $x->pop3ext('user', 'add', '--scheme', 'MD5-CRYPT',
     'carol', { stdin => "pw\n" });
 is($rc, 64, 'MD5-CRYPT makes no new hashes: 64') or diag($err);
-($rc) = $t->pop3ext('user', 'add', '--scheme', 'CRYPT', 'carol',
+($rc) = $x->pop3ext('user', 'add', '--scheme', 'CRYPT', 'carol',
     { stdin => "pw\n" });
 is($rc, 64, 'CRYPT makes no new hashes: 64');
-is($t->redis_cmd('EXISTS', $t->user_key('carol')), 0, 'carol not created');
+is($x->redis_cmd('EXISTS', $x->user_key('carol')), 0, 'carol not created');
 
-($rc) = $t->pop3ext('user', 'show', 'nobody');
+($rc) = $x->pop3ext('user', 'show', 'nobody');
 is($rc, 67, 'user show of an unknown user: 67');
-($rc) = $t->pop3ext('user', 'disable', 'nobody');
+($rc) = $x->pop3ext('user', 'disable', 'nobody');
 is($rc, 67, 'user disable of an unknown user: 67');
-($rc) = $t->pop3ext('user', 'enable', 'nobody');
+($rc) = $x->pop3ext('user', 'enable', 'nobody');
 is($rc, 67, 'user enable of an unknown user: 67');
-is($t->redis_cmd('EXISTS', $t->user_key('nobody')), 0,
+is($x->redis_cmd('EXISTS', $x->user_key('nobody')), 0,
     'no record made for an unknown user');
 
 # --hash refuses what the module could not verify: 65
@@ -225,15 +231,15 @@ for my $bad ('secret', '{FOO}x', '{SHA512-CRYPT}$6$salt$short',
     '{ARGON2ID}$argon2id$v=19$m=65536$c2FsdHNhbHQ$aGFzaGhhc2g',
     '{BLF-CRYPT}$2b$1$' . ('a' x 53))
 {
-    ($rc, undef, $err) = $t->pop3ext('user', 'add', '--hash', 'carol',
+    ($rc, undef, $err) = $x->pop3ext('user', 'add', '--hash', 'carol',
         { stdin => "$bad\n" });
     is($rc, 65, "--hash refuses '$bad': 65") or diag($err);
 }
 
-($rc) = $t->pop3ext('user', 'add', '--hash', '--scheme', 'PLAIN', 'carol',
+($rc) = $x->pop3ext('user', 'add', '--hash', '--scheme', 'PLAIN', 'carol',
     { stdin => '{SHA512-CRYPT}$6$abcdefgh$' . ('a' x 86) . "\n" });
 is($rc, 65, '--hash with another --scheme: 65');
-is($t->redis_cmd('EXISTS', $t->user_key('carol')), 0, 'carol not created');
+is($x->redis_cmd('EXISTS', $x->user_key('carol')), 0, 'carol not created');
 
 ###############################################################################
 
@@ -241,7 +247,7 @@ is($t->redis_cmd('EXISTS', $t->user_key('carol')), 0, 'carol not created');
 
 for my $sc (@SCHEMES) {
     my $user = lc "u-$sc";
-    ($rc, undef, $err) = $t->pop3ext('user', 'add', '--scheme', $sc, $user,
+    ($rc, undef, $err) = $x->pop3ext('user', 'add', '--scheme', $sc, $user,
         { stdin => pw($sc) . "\n" });
     is($rc, 0, "user add --scheme $sc") or diag($err);
     my $secret = secret($user);
@@ -269,7 +275,7 @@ SKIP: {
     # key longer than a block (hashed first)
 
     for my $pw ('short', 'k' x 65) {
-        $t->pop3ext('user', 'add', '--scheme', 'CRAM-MD5', 'cram',
+        $x->pop3ext('user', 'add', '--scheme', 'CRAM-MD5', 'cram',
             { stdin => "$pw\n" });
         my ($rc, $out) = doveadm('pw', '-s', 'CRAM-MD5', '-p', $pw);
         $out =~ s/\s+\z//;
@@ -283,13 +289,13 @@ SKIP: {
 # and the module takes them: a real login through nginx
 
 if ($have_nginx) {
-    $t->run_pop3(server =>
+    $x->run_pop3(server =>
           "        pop3_ext_auth user plain login cram-md5 apop;\n"
         . "        pop3_ext_auth_fail_delay 0;\n"
         . "        pop3_ext_auth_block_addr 0;\n");
 }
 
-my $port = $have_nginx ? $t->pop3_port : 0;
+my $port = $have_nginx ? port(8110) : 0;
 my $AUTHFAIL = qr/^-ERR \[AUTH\]/;
 
 SKIP: {
@@ -331,7 +337,7 @@ for my $imp (@IMPORTS) {
         $hash =~ s/\s+\z//;
         skip "doveadm pw -s $dsc failed", 3 unless $rc == 0 && $hash =~ /^\{/;
 
-        ($rc, undef, $err) = $t->pop3ext('user', 'add', '--hash', $user,
+        ($rc, undef, $err) = $x->pop3ext('user', 'add', '--hash', $user,
             { stdin => "$hash\n" });
         is($rc, 0, "--hash {$dsc} from doveadm") or diag($err);
         (my $value = $hash) =~ s/^\{[^}]*\}//;
@@ -350,14 +356,14 @@ for my $sc (@BARE) {
         my ($rc, $hash) = doveadm('pw', '-s', $sc, '-p', 'bare pw');
         $hash =~ s/\s+\z//;
         $hash =~ s/^\{[^}]*\}//;
-        ($rc, undef, $err) = $t->pop3ext('user', 'add', '--hash', 'bare',
+        ($rc, undef, $err) = $x->pop3ext('user', 'add', '--hash', 'bare',
             { stdin => "$hash\n" });
         ok($rc == 0 && secret('bare') eq "{$sc}$hash",
             "bare $sc hash: {$sc}") or diag("$rc $err");
     }
 }
 
-($rc, undef, $err) = $t->pop3ext('user', 'add', '--hash', '--scheme',
+($rc, undef, $err) = $x->pop3ext('user', 'add', '--hash', '--scheme',
     'ssha256', 'bare', { stdin => "{ssha256}" . ('A' x 64) . "\n" });
 is($rc, 0, 'scheme names are case-insensitive') or diag($err);
 is(secret('bare'), '{SSHA256}' . ('A' x 64), 'stored with the canonical name');
@@ -366,34 +372,34 @@ is(secret('bare'), '{SSHA256}' . ('A' x 64), 'stored with the canonical name');
 
 # --mailbox: users sharing one mailbox
 
-$t->add_user('team', 'team pw');
-($rc, undef, $err) = $t->pop3ext('user', 'add', '--mailbox', 'team', 'ann',
+$x->add_user('team', 'team pw');
+($rc, undef, $err) = $x->pop3ext('user', 'add', '--mailbox', 'team', 'ann',
     { stdin => "ann pw\n" });
 is($rc, 0, 'user add --mailbox') or diag($err);
-($rc) = $t->pop3ext('user', 'add', '--mailbox=team', 'ben',
+($rc) = $x->pop3ext('user', 'add', '--mailbox=team', 'ben',
     { stdin => "ben pw\n" });
 is($rc, 0, 'user add --mailbox=MBOX');
-is($t->redis_cmd('HGET', $t->user_key('ann'),
-    $t->model('P3X_FIELD_MAILBOX')), 'team', 'mailbox field set');
+is($x->redis_cmd('HGET', $x->user_key('ann'),
+    $x->model('P3X_FIELD_MAILBOX')), 'team', 'mailbox field set');
 
-($rc) = $t->pop3ext('deliver', 'ann',
+($rc) = $x->pop3ext('deliver', 'ann',
     { stdin => "Subject: shared\n\nfor the team\n" });
 is($rc, 0, 'deliver to a user of a shared mailbox');
-$keys = $t->redis_cmd('KEYS', $t->model('P3X_MBOX_PREFIX') . 'ann}*');
+$keys = $x->redis_cmd('KEYS', $x->model('P3X_MBOX_PREFIX') . 'ann}*');
 is(scalar @$keys, 0, 'no mailbox named after that user') or diag("@$keys");
-like(($t->pop3ext('stat', 'team'))[1], qr/^1 /, 'in the shared mailbox');
-($rc) = $t->pop3ext('deliver', 'team', 'ann', 'ben',
+like(($x->pop3ext('stat', 'team'))[1], qr/^1 /, 'in the shared mailbox');
+($rc) = $x->pop3ext('deliver', 'team', 'ann', 'ben',
     { stdin => "Subject: all\n\nto all three\n" });
 is($rc, 0, 'deliver to three users of one mailbox');
-like(($t->pop3ext('stat', 'team'))[1], qr/^2 /, 'stored once');
-is(($t->pop3ext('stat', 'ann'))[1], ($t->pop3ext('stat', 'team'))[1],
+like(($x->pop3ext('stat', 'team'))[1], qr/^2 /, 'stored once');
+is(($x->pop3ext('stat', 'ann'))[1], ($x->pop3ext('stat', 'team'))[1],
     'stat of a sharing user is the shared mailbox');
 
 SKIP: {
     skip 'nginx or the module not found', 4 unless $have_nginx;
 
     for my $u ([ 'team', 'team pw' ], [ 'ann', 'ann pw' ]) {
-        my $s = Test::Nginx::POP3->session($port, @$u);
+        my $s = $x->session($port, @$u);
         my ($st, $body) = $s ? $s->cmd_multi('RETR 1') : ();
         like($s ? $s->cmd('STAT') // '' : '', qr/^\+OK 2 /,
             "$u->[0] sees both messages");
@@ -402,32 +408,32 @@ SKIP: {
     }
 }
 
-like(join('', ($t->pop3ext('user', 'show', 'ann'))[1]), qr/^mailbox: team$/m,
+like(join('', ($x->pop3ext('user', 'show', 'ann'))[1]), qr/^mailbox: team$/m,
     'user show: the shared mailbox');
 
 # a user who leaves: the shared mailbox stays
 
-($rc, undef, $err) = $t->pop3ext('user', 'del', 'ben');
+($rc, undef, $err) = $x->pop3ext('user', 'del', 'ben');
 is($rc, 0, 'user del of a sharing user');
 like($err, qr/mailbox "team" .*kept/, 'says the shared mailbox is kept');
-like(($t->pop3ext('stat', 'team'))[1], qr/^2 /, 'shared mailbox kept');
+like(($x->pop3ext('stat', 'team'))[1], qr/^2 /, 'shared mailbox kept');
 
 # an empty MBOX gives the user its own mailbox back
 
-($rc) = $t->pop3ext('user', 'add', '--mailbox', '', 'ann',
+($rc) = $x->pop3ext('user', 'add', '--mailbox', '', 'ann',
     { stdin => "ann pw\n" });
 is($rc, 0, 'user add --mailbox ""');
-like(join('', ($t->pop3ext('user', 'show', 'ann'))[1]), qr/^mailbox: ann$/m,
+like(join('', ($x->pop3ext('user', 'show', 'ann'))[1]), qr/^mailbox: ann$/m,
     'own mailbox again');
 
 ###############################################################################
 
 # disable and enable: logins refused, mail still accepted
 
-$t->add_user('dora', 'dora pw');
-($rc) = $t->pop3ext('user', 'disable', 'dora');
+$x->add_user('dora', 'dora pw');
+($rc) = $x->pop3ext('user', 'disable', 'dora');
 is($rc, 0, 'user disable');
-like(join('', ($t->pop3ext('user', 'show', 'dora'))[1]),
+like(join('', ($x->pop3ext('user', 'show', 'dora'))[1]),
     qr/^disabled: yes$/m, 'user show: disabled');
 
 SKIP: {
@@ -435,30 +441,30 @@ SKIP: {
     like(pass_login('dora', 'dora pw'), $AUTHFAIL, 'disabled: login [AUTH]');
 }
 
-($rc) = $t->pop3ext('deliver', 'dora', { stdin => "Subject: d\n\nd\n" });
+($rc) = $x->pop3ext('deliver', 'dora', { stdin => "Subject: d\n\nd\n" });
 is($rc, 0, 'deliver to a disabled user');
-like(($t->pop3ext('stat', 'dora'))[1], qr/^1 /, 'mail kept for a disabled user');
+like(($x->pop3ext('stat', 'dora'))[1], qr/^1 /, 'mail kept for a disabled user');
 
-($rc) = $t->pop3ext('user', 'enable', 'dora');
+($rc) = $x->pop3ext('user', 'enable', 'dora');
 is($rc, 0, 'user enable');
-is($t->redis_cmd('HEXISTS', $t->user_key('dora'),
-    $t->model('P3X_FIELD_DISABLED')), 0, 'disabled field gone');
+is($x->redis_cmd('HEXISTS', $x->user_key('dora'),
+    $x->model('P3X_FIELD_DISABLED')), 0, 'disabled field gone');
 
 SKIP: {
     skip 'nginx or the module not found', 1 unless $have_nginx;
     like(pass_login('dora', 'dora pw'), qr/^\+OK/, 'enabled: login');
 }
 
-$t->pop3ext('user', 'disable', 'dora');
-$t->add_user('dora', 'new dora pw');
-like(join('', ($t->pop3ext('user', 'show', 'dora'))[1]),
+$x->pop3ext('user', 'disable', 'dora');
+$x->add_user('dora', 'new dora pw');
+like(join('', ($x->pop3ext('user', 'show', 'dora'))[1]),
     qr/^disabled: no$/m, 'user add enables the user');
 
 ###############################################################################
 
 # user show: what a login reads, never the secret
 
-($rc, $out) = $t->pop3ext('user', 'show', 'u-plain');
+($rc, $out) = $x->pop3ext('user', 'show', 'u-plain');
 is($rc, 0, 'user show');
 like($out, qr/\Auser: u-plain\nscheme: PLAIN\nmethods: password, APOP, CRAM-MD5\n(?#
     )mailbox: u-plain\ndisabled: no\nfailures: \d+\n\z/, 'user show: the fields');
@@ -466,20 +472,20 @@ ok(index($out, pw('PLAIN')) < 0, 'user show: no PLAIN password');
 
 my $sha = secret('u-sha512-crypt');
 (my $salt = $sha) =~ s/^.*\$6\$([^\$]+)\$.*\z/$1/s;
-($rc, $out) = $t->pop3ext('user', 'show', 'u-sha512-crypt');
+($rc, $out) = $x->pop3ext('user', 'show', 'u-sha512-crypt');
 ok($out =~ /^scheme: SHA512-CRYPT$/m && index($out, $salt) < 0
     && index($out, substr($sha, -20)) < 0, 'user show: no hash, no salt')
     or diag($out);
 
-$t->redis_cmd('HSET', $t->user_key('odd'), 'secret', '{FOO}x');
-like(join('', ($t->pop3ext('user', 'show', 'odd'))[1]),
+$x->redis_cmd('HSET', $x->user_key('odd'), 'secret', '{FOO}x');
+like(join('', ($x->pop3ext('user', 'show', 'odd'))[1]),
     qr/^scheme: FOO \(not verified/m, 'user show: an unknown scheme');
 
 SKIP: {
     skip 'nginx or the module not found', 1 unless $have_nginx;
-    $t->add_user('fay', 'fay pw');
+    $x->add_user('fay', 'fay pw');
     pass_login('fay', 'wrong') for 1 .. 2;
-    like(join('', ($t->pop3ext('user', 'show', 'fay'))[1]),
+    like(join('', ($x->pop3ext('user', 'show', 'fay'))[1]),
         qr/^failures: 2$/m, 'user show: failed logins counted');
 }
 
@@ -487,12 +493,12 @@ SKIP: {
 
 # Redis down: 75, the code an MTA retries on
 
-$t->stop_redis();
-($rc) = $t->pop3ext('deliver', 'alice', { stdin => "Subject: x\n\nx\n" });
+$x->stop_redis();
+($rc) = $x->pop3ext('deliver', 'alice', { stdin => "Subject: x\n\nx\n" });
 is($rc, 75, 'deliver with Redis down: 75');
-($rc) = $t->pop3ext('stat', 'alice');
+($rc) = $x->pop3ext('stat', 'alice');
 is($rc, 75, 'stat with Redis down: 75');
-($rc) = $t->pop3ext('user', 'add', 'carol', { stdin => "pw\n" });
+($rc) = $x->pop3ext('user', 'add', 'carol', { stdin => "pw\n" });
 is($rc, 75, 'user add with Redis down: 75');
 
 ###############################################################################
@@ -503,13 +509,13 @@ sub pw { "pw $_[0] !x" }
 
 sub secret {
     my ($user) = @_;
-    my $v = $t->redis_cmd('HGET', $t->user_key($user),
-        $t->model('P3X_FIELD_SECRET'));
+    my $v = $x->redis_cmd('HGET', $x->user_key($user),
+        $x->model('P3X_FIELD_SECRET'));
     return defined $v && !ref $v ? $v : '';
 }
 
 sub doveadm {
-    return $t->run_cmd([ $doveadm, '-o', 'base_dir=' . $t->testdir, @_ ],
+    return $x->run_cmd([ $doveadm, '-o', 'base_dir=' . $x->testdir, @_ ],
         { timeout => 60 });
 }
 
@@ -517,7 +523,7 @@ sub doveadm {
 
 sub pass_login {
     my ($user, $pass) = @_;
-    my $c = Test::Nginx::POP3->new(port => $port);
+    my $c = $x->client(port => $port);
     my $r = $c->login($user, $pass) // '(no reply)';
     $c->cmd('QUIT') if $r =~ /^\+OK/;
     $c->close();
@@ -526,7 +532,7 @@ sub pass_login {
 
 sub cram_login {
     my ($user, $pass) = @_;
-    my $c = Test::Nginx::POP3->new(port => $port);
+    my $c = $x->client(port => $port);
     my $ch = $c->cmd('AUTH CRAM-MD5') // '';
     return "no challenge: $ch" unless $ch =~ /^\+ (\S+)$/;
     my $key = length $pass > 64 ? md5($pass) : $pass;
@@ -541,7 +547,7 @@ sub cram_login {
 
 sub apop_login {
     my ($user, $pass) = @_;
-    my $c = Test::Nginx::POP3->new(port => $port);
+    my $c = $x->client(port => $port);
     my ($ts) = ($c->greeting // '') =~ /(<[^>]+>)/;
     return 'no timestamp' unless $ts;
     my $r = $c->cmd("APOP $user " . md5_hex($ts . $pass), 15)

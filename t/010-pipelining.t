@@ -12,26 +12,29 @@ use Test::More;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->run_pop3();
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->run_pop3();
 
-$t->add_user('alice', 'secret');
+$x->add_user('alice', 'secret');
 my @m = map { "Subject: $_\r\n\r\nbody $_\r\n" } 1 .. 3;
-$t->deliver('alice', $_) for @m;
+$x->deliver('alice', $_) for @m;
 my $total = 0;
 $total += length for @m;
 
 $t->plan(25);
 
-my $port = $t->pop3_port;
+my $port = port(8110);
 
 ###############################################################################
 
 # login and the first commands in one write
 
-my $s = Test::Nginx::POP3->new(port => $port);
+my $s = $x->client(port => $port);
 $s->send('USER alice', 'PASS secret', 'STAT', 'LIST 2', 'NOOP');
 like($s->reply() // '', qr/^\+OK/, 'pipelined USER');
 like($s->reply(15) // '', qr/^\+OK/, 'pipelined PASS');
@@ -72,7 +75,7 @@ is($n, 300, '300 pipelined NOOPs answered');
 
 # a command in one-octet writes, then QUIT behind a command
 
-$s->send_raw($_) for split //, "STAT\r\n";
+$s->print($_) for split //, "STAT\r\n";
 is($s->reply(), "+OK 3 $total", 'command sent octet by octet');
 
 $s->send('NOOP', 'QUIT');

@@ -14,28 +14,31 @@ use Time::HiRes qw/ time sleep /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
 my $PW = 'p3x-secret';
 
-my $t = Test::Nginx->new()->has_redis_password($PW)->has_redis->has_cli
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis_password($PW)->has_redis->has_cli
     ->run_pop3(redis => "127.0.0.1:%%PORT_8379%% password=$PW");
 
-$t->add_user('alice', 'secret');
-$t->deliver('alice', "Subject: a\r\n\r\nbody\r\n");
+$x->add_user('alice', 'secret');
+$x->deliver('alice', "Subject: a\r\n\r\nbody\r\n");
 
 $t->plan(8);
 
-my $port = $t->pop3_port;
+my $port = port(8110);
 
 sub login_ok {
-    my $s = Test::Nginx::POP3->session($port, 'alice', 'secret');
+    my $s = $x->session($port, 'alice', 'secret');
     return defined $s;
 }
 
 sub login_reply {
-    my $c = Test::Nginx::POP3->new(port => $port);
+    my $c = $x->client(port => $port);
     $c->cmd('USER alice');
     my $r = $c->cmd('PASS secret', 15) // '';
     $c->close();
@@ -46,25 +49,24 @@ sub login_reply {
 
 # the configured password opens the way
 
-my $s = Test::Nginx::POP3->session($port, 'alice', 'secret');
+my $s = $x->session($port, 'alice', 'secret');
 ok($s, 'login through an authenticated connection');
 is($s->cmd_multi('RETR 1'), "Subject: a\r\n\r\nbody\r\n", 'RETR');
 $s->cmd('QUIT');
 
 # pop3ext without the password is refused by Redis: a temporary failure
 
-my ($rc, $out, $err) = $t->pop3ext('stat', 'alice',
+my ($rc, $out, $err) = $x->pop3ext('stat', 'alice',
     { env => { POP3EXT_REDIS_PASSWORD => '' } });
 is($rc, 75, 'pop3ext without POP3EXT_REDIS_PASSWORD: exit 75');
 
 # the password changes on Redis: nginx's connections are dropped, its AUTH
 # is refused on reconnect, logins answer [SYS/TEMP]
 
-$t->redis_cmd('CONFIG', 'SET', 'requirepass', 'other');
-$t->{redis_password} = 'other';
-$t->_redis_close();
-$t->redis_cmd('CLIENT', 'KILL', 'TYPE', 'normal');
-$t->_redis_close();
+$x->redis_cmd('CONFIG', 'SET', 'requirepass', 'other');
+$x->set_redis_password('other');
+$x->redis_cmd('CLIENT', 'KILL', 'TYPE', 'normal');
+$x->redis_reconnect();
 
 my $r = '';
 my $deadline = time() + 10;
@@ -74,13 +76,12 @@ while (time() < $deadline) {
     sleep(0.2);
 }
 like($r, qr/^-ERR \[SYS\/TEMP\]/, 'wrong password on Redis: [SYS/TEMP]');
-ok($t->wait_for_log(qr/refused AUTH/), 'the refused AUTH is logged');
+ok($x->wait_for_log(qr/refused AUTH/), 'the refused AUTH is logged');
 
 # the password is set back: the connections come back by themselves
 
-$t->redis_cmd('CONFIG', 'SET', 'requirepass', $PW);
-$t->{redis_password} = $PW;
-$t->_redis_close();
+$x->redis_cmd('CONFIG', 'SET', 'requirepass', $PW);
+$x->set_redis_password($PW);
 
 my $ok = 0;
 $deadline = time() + 15;
@@ -90,12 +91,12 @@ while (time() < $deadline) {
 }
 ok($ok, 'logins work again once the password is right');
 
-($rc) = $t->pop3ext('stat', 'alice');
+($rc) = $x->pop3ext('stat', 'alice');
 is($rc, 0, 'pop3ext with POP3EXT_REDIS_PASSWORD');
 
 # nothing was lost on the way
 
-my ($count) = $t->mailbox_stat('alice');
+my ($count) = $x->mailbox_stat('alice');
 is($count, 1, 'the message is still there');
 
 ###############################################################################

@@ -12,21 +12,24 @@ use Time::HiRes qw/ time sleep /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->run_pop3();
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->run_pop3();
 
-$t->add_user('alice', 'secret');
+$x->add_user('alice', 'secret');
 
 my $line = ('x' x 998) . "\r\n";
 my $msg = "Subject: big\r\n\r\n" . ($line x 20000);      # 20 MB
-$t->deliver_fast('alice', $msg);
+$x->deliver_fast('alice', $msg);
 
 $t->plan(5);
 
 sub worker_rss_kb {
-    my $out = `pgrep -P ${\ $t->nginx_pid}`;
+    my $out = `pgrep -P ${\ $x->nginx_pid}`;
     my ($pid) = split /\s+/, $out;
     open my $fh, '<', "/proc/$pid/status" or return 0;
     while (<$fh>) {
@@ -37,7 +40,7 @@ sub worker_rss_kb {
 
 ###############################################################################
 
-my $s = Test::Nginx::POP3->session($t->pop3_port, 'alice', 'secret');
+my $s = $x->session(port(8110), 'alice', 'secret');
 ok($s, 'login');
 
 my $before = worker_rss_kb();

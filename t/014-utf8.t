@@ -11,25 +11,28 @@ use Test::More;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->run_pop3();
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->run_pop3();
 
 my $user = "j\xc3\xbcrgen";                     # jürgen
 my $pass = "p\xc3\xa4ss w\xc3\xb6rd";           # päss wörd
 my $msg = "Subject: Gr\xc3\xbc\xc3\x9fe\r\n\r\n\xe2\x82\xac 5\r\n";
 
-$t->add_user($user, $pass);
-$t->deliver($user, $msg);
+$x->add_user($user, $pass);
+$x->deliver($user, $msg);
 
 $t->plan(7);
 
-my $port = $t->pop3_port;
+my $port = port(8110);
 
 ###############################################################################
 
-my $c = Test::Nginx::POP3->new(port => $port);
+my $c = $x->client(port => $port);
 my $capa = $c->cmd_multi('CAPA') // '';
 like($capa, qr/^UTF8 USER\r$/m, 'CAPA before login: UTF8 USER');
 like($c->cmd('UTF8') // '', qr/^\+OK/, 'UTF8 in AUTHORIZATION: +OK');

@@ -11,14 +11,18 @@ use Test::More;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
+use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
 BEGIN {
     eval { require Net::POP3; 1 }
         or plan(skip_all => 'Net::POP3 (libnet-perl) not installed');
 }
 
-my $t = Test::Nginx->new()->has_redis->has_cli->run_pop3();
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->run_pop3();
 
 my @m = (
     "Subject: one\n\nfirst\n.dotted\n..two dots\n.\n",
@@ -26,14 +30,14 @@ my @m = (
     "Subject: three\nX-A: b\n\nl1\nl2\nl3\n",
 );
 
-$t->add_user('alice', 'secret');
-$t->deliver('alice', $_) for @m;
+$x->add_user('alice', 'secret');
+$x->deliver('alice', $_) for @m;
 
 my @size = map { (my $x = $_) =~ s/\n/\r\n/g; length $x } @m;
 
 $t->plan(16);
 
-my $port = $t->pop3_port;
+my $port = port(8110);
 
 ###############################################################################
 

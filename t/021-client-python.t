@@ -12,9 +12,13 @@ use JSON::PP;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
+use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->has_prog('python3')
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->has_prog('python3')
     ->run_pop3();
 
 my @m = (
@@ -24,8 +28,8 @@ my @m = (
 );
 my @crlf = map { (my $x = $_) =~ s/\n/\r\n/g; $x } @m;
 
-$t->add_user('alice', 'secret');
-$t->deliver('alice', $_) for @m;
+$x->add_user('alice', 'secret');
+$x->deliver('alice', $_) for @m;
 
 # everything the client saw, as JSON; octets as latin-1 code points
 
@@ -76,8 +80,8 @@ $t->plan(14);
 
 ###############################################################################
 
-my ($rc, $json, $err) = $t->run_cmd([ $t->prog('python3'), '-c', $script,
-    $t->pop3_port ], { timeout => 40 });
+my ($rc, $json, $err) = $x->run_cmd([ $x->prog('python3'), '-c', $script,
+    port(8110) ], { timeout => 40 });
 is($rc, 0, 'python poplib script ran') or diag($err);
 
 my $o = eval { decode_json($json) } || {};

@@ -11,9 +11,13 @@ use Test::More;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
+use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->has_prog('curl')
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->has_prog('curl')
     ->run_pop3();
 
 my $big = "Subject: big\r\n\r\n";
@@ -29,16 +33,16 @@ my @crlf = (
     $big,
 );
 
-$t->add_user('alice', 'secret');
-$t->deliver('alice', $_) for @crlf;
+$x->add_user('alice', 'secret');
+$x->deliver('alice', $_) for @crlf;
 
 $t->plan(11);
 
-my $url = 'pop3://alice:secret@127.0.0.1:' . $t->pop3_port;
+my $url = 'pop3://alice:secret@127.0.0.1:' . port(8110);
 
 sub curl {
     my (@args) = @_;
-    return $t->run_cmd([ $t->prog('curl'), '-sS', '--max-time', '30',
+    return $x->run_cmd([ $x->prog('curl'), '-sS', '--max-time', '30',
         @args ], { timeout => 40 });
 }
 
@@ -70,7 +74,7 @@ is($rc, 0, 'curl DELE 2') or diag($err);
 is($out, "1 " . length($crlf[0]) . "\r\n2 " . length($crlf[2]) . "\r\n",
     'message 2 gone after curl QUIT');
 
-($rc, $out, $err) = curl('pop3://alice:wrong@127.0.0.1:' . $t->pop3_port
+($rc, $out, $err) = curl('pop3://alice:wrong@127.0.0.1:' . port(8110)
     . '/1');
 isnt($rc, 0, 'wrong password: curl fails');
 is($out, '', 'wrong password: no message');

@@ -12,9 +12,13 @@ use Test::More;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
+use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->has_prog('fetchmail')
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->has_prog('fetchmail')
     ->run_pop3();
 
 my @m = (
@@ -23,17 +27,17 @@ my @m = (
     "Subject: three\nX-A: b\n\nl1\nl2\nl3\n",
 );
 
-$t->add_user('alice', 'secret');
-$t->deliver('alice', $_) for @m;
+$x->add_user('alice', 'secret');
+$x->deliver('alice', $_) for @m;
 
-my $d = $t->testdir;
+my $d = $x->testdir;
 mkdir "$d/out";
 
 sub rcfile {
     my ($keep) = @_;
-    my $port = $t->pop3_port;
+    my $port = port(8110);
     my $opt = $keep ? 'keep' : 'nokeep';
-    $t->write_file('fetchmailrc', <<"EOF");
+    $x->write_file('fetchmailrc', <<"EOF");
 set no syslog
 set invisible
 poll 127.0.0.1 with proto POP3 service $port uidl timeout 20
@@ -46,7 +50,7 @@ EOF
 
 sub fetchmail {
     my @extra = @_;
-    return $t->run_cmd([ $t->prog('fetchmail'), '-f', "$d/fetchmailrc",
+    return $x->run_cmd([ $x->prog('fetchmail'), '-f', "$d/fetchmailrc",
         '-N', '--nosyslog', '--pidfile', "$d/fetchmail.pid",
         '-i', "$d/fetchids", @extra ],
         { timeout => 40, env => { HOME => $d, FETCHMAILHOME => $d } });
@@ -58,7 +62,7 @@ sub fetched {
     opendir(my $dh, "$d/out") or return [];
     my @f = grep { /^msg\./ } readdir $dh;
     closedir $dh;
-    my @msgs = map { $t->read_file("out/$_") } @f;
+    my @msgs = map { $x->read_file("out/$_") } @f;
     unlink map { "$d/out/$_" } @f;
     return [ sort @msgs ];
 }
@@ -71,7 +75,7 @@ rcfile(1);
 
 # uidl mode fetches what it has not seen (fetchall would fetch everything)
 
-$t->write_file('fetchmailrc', $t->read_file('fetchmailrc') =~ s/ fetchall//r);
+$x->write_file('fetchmailrc', $x->read_file('fetchmailrc') =~ s/ fetchall//r);
 
 my ($rc, $out, $err) = fetchmail();
 is($rc, 0, 'fetchmail retrieved mail') or diag("$out$err");
@@ -81,12 +85,12 @@ is_deeply(fetched(), [ sort @m ], 'all three messages, byte-exact');
 is($rc, 1, 'second run: no new mail') or diag("$out$err");
 is_deeply(fetched(), [], 'nothing fetched again');
 
-$t->deliver('alice', "Subject: four\n\nnew\n");
+$x->deliver('alice', "Subject: four\n\nnew\n");
 ($rc, $out, $err) = fetchmail();
 is($rc, 0, 'third run after new mail') or diag("$out$err");
 is_deeply(fetched(), [ "Subject: four\n\nnew\n" ], 'only the new message');
 
-my ($count) = $t->mailbox_stat('alice');
+my ($count) = $x->mailbox_stat('alice');
 is($count, 4, 'keep: all still on the server');
 
 # without keep, fetchmail deletes what it fetched
@@ -95,13 +99,13 @@ rcfile(0);
 ($rc, $out, $err) = fetchmail();
 is($rc, 0, 'nokeep run') or diag("$out$err");
 is(scalar @{fetched()}, 4, 'all four fetched');
-($count) = $t->mailbox_stat('alice');
+($count) = $x->mailbox_stat('alice');
 is($count, 0, 'maildrop empty after fetchmail deleted');
 
 # a wrong password is an authentication failure (exit 3)
 
-$t->write_file('fetchmailrc',
-    $t->read_file('fetchmailrc') =~ s/"secret"/"wrong"/r);
+$x->write_file('fetchmailrc',
+    $x->read_file('fetchmailrc') =~ s/"secret"/"wrong"/r);
 chmod 0600, "$d/fetchmailrc";
 ($rc, $out, $err) = fetchmail();
 is($rc, 3, 'wrong password: fetchmail reports an authentication failure')

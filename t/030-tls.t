@@ -18,12 +18,15 @@ use Time::HiRes qw/ time sleep /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->has_ssl;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->has_ssl;
 
-my ($crt, $key) = $t->make_self_signed('server', 'localhost');
+my ($crt, $key) = $x->make_self_signed('server', 'localhost');
 
 # 8110: STLS, no trusted networks (plaintext only inside TLS)
 # 8111: implicit TLS
@@ -32,36 +35,36 @@ my ($crt, $key) = $t->make_self_signed('server', 'localhost');
 # 8114: STLS, plaintext always allowed
 # 8115: STLS, the default trusted networks (loopback)
 
-$t->run_pop3(
+$x->run_pop3(
     mail => "    ssl_certificate $crt;\n"
         . "    ssl_protocols TLSv1.2 TLSv1.3;\n"
         . "    ssl_certificate_key $key;\n"
-        . $t->pop3_server(8111, 'pop3_ext_secure_networks off;',
+        . $x->server(8111, 'pop3_ext_secure_networks off;',
             listen => 'ssl')
-        . $t->pop3_server(8112, "starttls only;\n"
+        . $x->server(8112, "starttls only;\n"
             . 'pop3_ext_auth user plain login apop;')
-        . $t->pop3_server(8113, "starttls off;\n"
+        . $x->server(8113, "starttls off;\n"
             . 'pop3_ext_secure_networks off;')
-        . $t->pop3_server(8114, "starttls on;\n"
+        . $x->server(8114, "starttls on;\n"
             . "pop3_ext_secure_networks off;\n"
             . 'pop3_ext_plaintext_auth always;')
-        . $t->pop3_server(8115, 'starttls on;'),
+        . $x->server(8115, 'starttls on;'),
     server => "        starttls on;\n"
         . "        pop3_ext_secure_networks off;\n",
 );
 
 my $msg = "Subject: tls\r\n\r\nover TLS\r\n.dot\r\n";
-$t->add_user('alice', 'secret');
-$t->deliver('alice', $msg);
+$x->add_user('alice', 'secret');
+$x->deliver('alice', $msg);
 
 $t->plan(103);
 
-my $STLS = $t->pop3_port;
-my $SSL = $t->port(8111);
-my $ONLY = $t->port(8112);
-my $NOTLS = $t->port(8113);
-my $ALWAYS = $t->port(8114);
-my $TRUSTED = $t->port(8115);
+my $STLS = port(8110);
+my $SSL = port(8111);
+my $ONLY = port(8112);
+my $NOTLS = port(8113);
+my $ALWAYS = port(8114);
+my $TRUSTED = port(8115);
 
 my $PLAINTEXT = qr/^-ERR \[AUTH\] plaintext authentication disallowed on non-secure connections$/;
 my $MUST_STLS = qr/^-ERR \[AUTH\] must issue a STLS command first$/;
@@ -88,125 +91,125 @@ sub stls {
 
 # implicit TLS
 
-my $s = Test::Nginx::POP3->new(port => $SSL, ssl => 1);
+my $s = $x->client(port => $SSL, ssl => 1);
 ok($s->is_tls, 'implicit TLS handshake');
 like($s->greeting // '', qr/^\+OK/, 'greeting inside TLS');
 my $capa = capa($s);
 unlike($capa, qr/^STLS\r?$/m, 'implicit TLS: CAPA without STLS');
 like($capa, qr/^USER\r?$/m, 'implicit TLS: CAPA with USER');
 like($capa, qr/^SASL PLAIN LOGIN\r?$/m, 'implicit TLS: CAPA with SASL PLAIN LOGIN');
-$s->err('STLS', 'STLS inside implicit TLS');
-$s->ok('USER alice');
+$s->cmd_err('STLS', 'STLS inside implicit TLS');
+$s->cmd_ok('USER alice');
 like($s->cmd('PASS secret', 15) // '', qr/^\+OK/, 'implicit TLS: login');
 is($s->cmd_multi('RETR 1'), $msg, 'implicit TLS: RETR byte-exact');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
 # STLS, without a trusted network
 
-$s = Test::Nginx::POP3->new(port => $STLS);
+$s = $x->client(port => $STLS);
 $capa = capa($s);
 like($capa, qr/^STLS\r?$/m, 'before TLS: CAPA with STLS');
 unlike($capa, qr/^USER\r?$/m, 'before TLS: CAPA hides USER');
 unlike($capa, qr/^SASL\b.*\b(PLAIN|LOGIN)\b/m,
     'before TLS: CAPA hides SASL PLAIN and LOGIN');
-$s->err('USER alice', $PLAINTEXT, 'USER before TLS');
-$s->err('PASS secret', $PLAINTEXT, 'PASS before TLS');
-$s->err('AUTH PLAIN ' . b64("\0alice\0secret"), $PLAINTEXT,
+$s->cmd_err('USER alice', $PLAINTEXT, 'USER before TLS');
+$s->cmd_err('PASS secret', $PLAINTEXT, 'PASS before TLS');
+$s->cmd_err('AUTH PLAIN ' . b64("\0alice\0secret"), $PLAINTEXT,
     'AUTH PLAIN before TLS');
-$s->err('AUTH LOGIN', $PLAINTEXT, 'AUTH LOGIN before TLS');
-$s->err('STAT', 'STAT before login');
+$s->cmd_err('AUTH LOGIN', $PLAINTEXT, 'AUTH LOGIN before TLS');
+$s->cmd_err('STAT', 'STAT before login');
 
 ok(stls($s), 'STLS handshake');
 $capa = capa($s);
 unlike($capa, qr/^STLS\r?$/m, 'after STLS: CAPA without STLS');
 like($capa, qr/^USER\r?$/m, 'after STLS: CAPA with USER');
 like($capa, qr/^SASL PLAIN LOGIN\r?$/m, 'after STLS: CAPA with PLAIN LOGIN');
-$s->err('STLS', 'STLS twice');
+$s->cmd_err('STLS', 'STLS twice');
 
 # every plaintext mechanism works inside TLS
 
-$s->ok('USER alice', 'USER after STLS');
+$s->cmd_ok('USER alice', 'USER after STLS');
 like($s->cmd('PASS secret', 15) // '', qr/^\+OK/, 'USER/PASS after STLS');
-$s->err('STLS', 'STLS after login');
+$s->cmd_err('STLS', 'STLS after login');
 is($s->cmd_multi('RETR 1'), $msg, 'after STLS: RETR byte-exact');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
-$s = Test::Nginx::POP3->new(port => $STLS);
+$s = $x->client(port => $STLS);
 ok(stls($s), 'STLS for AUTH PLAIN');
 like($s->cmd('AUTH PLAIN ' . b64("\0alice\0secret"), 15) // '', qr/^\+OK/,
     'AUTH PLAIN after STLS');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
-$s = Test::Nginx::POP3->new(port => $STLS);
+$s = $x->client(port => $STLS);
 ok(stls($s), 'STLS for AUTH LOGIN');
 is($s->cmd('AUTH LOGIN'), '+ ' . b64('Username:'), 'AUTH LOGIN challenge');
 is($s->cmd(b64('alice')), '+ ' . b64('Password:'), 'AUTH LOGIN password');
 like($s->cmd(b64('secret'), 15) // '', qr/^\+OK/, 'AUTH LOGIN after STLS');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
 # starttls only: nothing about credentials before TLS
 
-$s = Test::Nginx::POP3->new(port => $ONLY);
+$s = $x->client(port => $ONLY);
 like($s->greeting // '', qr/^\+OK .*<[^>]+>/, 'starttls only: APOP greeting');
 $capa = capa($s);
 like($capa, qr/^STLS\r?$/m, 'starttls only: CAPA with STLS');
 unlike($capa, qr/^(USER|SASL)\b/m, 'starttls only: no USER, no SASL');
-$s->err('USER alice', $MUST_STLS, 'starttls only: USER');
-$s->err('PASS secret', $MUST_STLS, 'starttls only: PASS');
-$s->err('AUTH PLAIN ' . b64("\0alice\0secret"), $MUST_STLS,
+$s->cmd_err('USER alice', $MUST_STLS, 'starttls only: USER');
+$s->cmd_err('PASS secret', $MUST_STLS, 'starttls only: PASS');
+$s->cmd_err('AUTH PLAIN ' . b64("\0alice\0secret"), $MUST_STLS,
     'starttls only: AUTH PLAIN');
-$s->err('APOP alice ' . ('0' x 32), $MUST_STLS, 'starttls only: APOP');
+$s->cmd_err('APOP alice ' . ('0' x 32), $MUST_STLS, 'starttls only: APOP');
 ok(stls($s), 'starttls only: STLS');
-$s->ok('USER alice', 'starttls only: USER inside TLS');
+$s->cmd_ok('USER alice', 'starttls only: USER inside TLS');
 like($s->cmd('PASS secret', 15) // '', qr/^\+OK/,
     'starttls only: login inside TLS');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
 # starttls off, no trusted network: no STLS, no plaintext
 
-$s = Test::Nginx::POP3->new(port => $NOTLS);
+$s = $x->client(port => $NOTLS);
 $capa = capa($s);
 unlike($capa, qr/^STLS\r?$/m, 'starttls off: CAPA without STLS');
 unlike($capa, qr/^USER\r?$/m, 'starttls off: CAPA hides USER');
-$s->err('STLS', 'starttls off: STLS refused');
-$s->err('USER alice', $PLAINTEXT, 'starttls off: USER refused');
-$s->err('AUTH LOGIN', $PLAINTEXT, 'starttls off: AUTH LOGIN refused');
+$s->cmd_err('STLS', 'starttls off: STLS refused');
+$s->cmd_err('USER alice', $PLAINTEXT, 'starttls off: USER refused');
+$s->cmd_err('AUTH LOGIN', $PLAINTEXT, 'starttls off: AUTH LOGIN refused');
 
 # plaintext always: allowed before TLS, STLS still offered
 
-$s = Test::Nginx::POP3->new(port => $ALWAYS);
+$s = $x->client(port => $ALWAYS);
 $capa = capa($s);
 like($capa, qr/^USER\r?$/m, 'plaintext always: CAPA with USER');
 like($capa, qr/^SASL PLAIN LOGIN\r?$/m, 'plaintext always: SASL PLAIN LOGIN');
 like($capa, qr/^STLS\r?$/m, 'plaintext always: CAPA with STLS');
-$s->ok('USER alice', 'plaintext always: USER');
+$s->cmd_ok('USER alice', 'plaintext always: USER');
 like($s->cmd('PASS secret', 15) // '', qr/^\+OK/, 'plaintext always: login');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
-$s = Test::Nginx::POP3->new(port => $ALWAYS);
+$s = $x->client(port => $ALWAYS);
 like($s->cmd('AUTH PLAIN ' . b64("\0alice\0secret"), 15) // '', qr/^\+OK/,
     'plaintext always: AUTH PLAIN');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
 # a USER given in plaintext does not survive STLS: the AUTHORIZATION
 # state starts over inside TLS
 
-$s = Test::Nginx::POP3->new(port => $ALWAYS);
-$s->ok('USER alice', 'plaintext always: USER before STLS');
+$s = $x->client(port => $ALWAYS);
+$s->cmd_ok('USER alice', 'plaintext always: USER before STLS');
 ok(stls($s), 'plaintext always: STLS');
 like($s->cmd('PASS secret', 15) // '', qr/^-ERR/,
     'PASS inside TLS needs a USER inside TLS');
-$s->ok('USER alice', 'USER inside TLS');
+$s->cmd_ok('USER alice', 'USER inside TLS');
 like($s->cmd('PASS secret', 15) // '', qr/^\+OK/, 'then PASS logs in');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
 # a trusted network (loopback by default) counts as secure
 
-$s = Test::Nginx::POP3->new(port => $TRUSTED);
+$s = $x->client(port => $TRUSTED);
 like(capa($s), qr/^USER\r?$/m, 'loopback: CAPA with USER');
-$s->ok('USER alice', 'loopback: USER');
+$s->cmd_ok('USER alice', 'loopback: USER');
 like($s->cmd('PASS secret', 15) // '', qr/^\+OK/, 'loopback: login');
-$s->ok('QUIT');
+$s->cmd_ok('QUIT');
 
 # STLS injection: what the client pipelined behind STLS in plaintext is
 # dropped, never executed inside TLS (CVE-2011-0411).  On the trusted port
@@ -214,7 +217,7 @@ $s->ok('QUIT');
 
 for my $port ($STLS, $TRUSTED) {
     my $name = $port == $STLS ? 'untrusted' : 'trusted';
-    $s = Test::Nginx::POP3->new(port => $port);
+    $s = $x->client(port => $port);
     $s->send("STLS", "USER alice", "PASS secret");
     is($s->reply, '+OK begin TLS negotiation', "$name: STLS with injection");
     ok($s->start_tls(), "$name: handshake after injection")
@@ -227,7 +230,7 @@ for my $port ($STLS, $TRUSTED) {
     $s->close();
 }
 
-ok($t->wait_for_log(qr/client pipelined \d+ octets after STLS, dropped/),
+ok($x->wait_for_log(qr/client pipelined \d+ octets after STLS, dropped/),
     'injection logged');
 
 # garbage instead of a TLS handshake closes the connection cleanly, and
@@ -247,29 +250,29 @@ for my $case ([ 'implicit TLS', $SSL, 0, $garbage ],
     [ 'bad ClientHello after STLS', $STLS, 1, $record ])
 {
     my ($name, $port, $stls, $data) = @$case;
-    my $c = Test::Nginx::POP3->new(port => $port, greeting => 0);
+    my $c = $x->client(port => $port, greeting => 0);
     if ($stls) {
         $c->reply();
         $c->cmd('STLS');
     }
-    $c->send_raw($data);
+    $c->print($data);
     ok($c->closed(10), "$name: garbage closes the connection");
 }
 
-$s = Test::Nginx::POP3->new(port => $SSL, ssl => 1);
+$s = $x->client(port => $SSL, ssl => 1);
 like($s->greeting // '', qr/^\+OK/, 'implicit TLS works after garbage');
-$s = Test::Nginx::POP3->new(port => $STLS);
+$s = $x->client(port => $STLS);
 ok(stls($s), 'STLS works after garbage');
 like($s->cmd('CAPA') // '', qr/^\+OK/, 'CAPA after STLS after garbage');
-ok($t->nginx_running, 'nginx still running');
+ok($x->nginx_running, 'nginx still running');
 
 # a client that closes in the middle of the handshake
 
-my $c = Test::Nginx::POP3->new(port => $SSL, greeting => 0);
-$c->send_raw(substr("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" . ('A' x 64),
+my $c = $x->client(port => $SSL, greeting => 0);
+$c->print(substr("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" . ('A' x 64),
     0, 40));
 $c->close();
-$s = Test::Nginx::POP3->new(port => $SSL, ssl => 1);
+$s = $x->client(port => $SSL, ssl => 1);
 like($s->greeting // '', qr/^\+OK/, 'implicit TLS works after a cut handshake');
 
 # the greeting follows the handshake at once (no Nagle / delayed-ACK
@@ -279,7 +282,7 @@ for my $ver ('TLSv1_3', 'TLSv1_2') {
     my @lat;
     for (1 .. 7) {
         my $g = eval {
-            Test::Nginx::POP3->new(port => $SSL, ssl => 1,
+            $x->client(port => $SSL, ssl => 1,
                 ssl_opts => { SSL_version => $ver });
         };
         diag("no TLS greeting ($ver): $@") unless $g;

@@ -19,17 +19,20 @@ use MIME::Base64 qw/ encode_base64 decode_base64 /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->has_ssl;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->has_ssl;
 
-$t->make_ca('ca');
-$t->make_signed('alice', 'alice', 'ca');
-$t->make_signed('nobody', 'nobody', 'ca');
-$t->make_self_signed('rogue', 'alice');
-my ($crt, $key) = $t->make_self_signed('server', 'localhost');
-my $d = $t->testdir;
+$x->make_ca('ca');
+$x->make_signed('alice', 'alice', 'ca');
+$x->make_signed('nobody', 'nobody', 'ca');
+$x->make_self_signed('rogue', 'alice');
+my ($crt, $key) = $x->make_self_signed('server', 'localhost');
+my $d = $x->testdir;
 
 # short failure delays and no blocking: this file fails on purpose often
 
@@ -44,32 +47,32 @@ my $all = 'pop3_ext_auth user plain login cram-md5 apop external;';
 # 8112: implicit TLS, any client certificate taken, none verified
 # 8113: the default mechanisms
 
-$t->run_pop3(
+$x->run_pop3(
     mail => "    ssl_certificate $crt;\n"
         . "    ssl_certificate_key $key;\n"
         . "    ssl_protocols TLSv1.2 TLSv1.3;\n"
-        . $t->pop3_server(8111, "$all\n$limits"
+        . $x->server(8111, "$all\n$limits"
             . "ssl_verify_client optional;\n"
             . "ssl_client_certificate $d/ca.crt;\n", listen => 'ssl')
-        . $t->pop3_server(8112, "$all\n$limits"
+        . $x->server(8112, "$all\n$limits"
             . "ssl_verify_client optional_no_ca;\n", listen => 'ssl')
-        . $t->pop3_server(8113, $limits),
+        . $x->server(8113, $limits),
     server => "        $all\n$limits",
 );
 
-my $port = $t->pop3_port;
-my $SSL = $t->port(8111);
-my $NOCA = $t->port(8112);
-my $DEFAULT = $t->port(8113);
+my $port = port(8110);
+my $SSL = port(8111);
+my $NOCA = port(8112);
+my $DEFAULT = port(8113);
 
-$t->set_user_secret('alice', '{PLAIN}secret');
-$t->add_user('dave', 'davepw');                 # the default, SHA512-CRYPT
-my $cram = $t->doveadm_pw('CRAM-MD5', 'carolpw');
-$t->set_user_secret('carol', $cram) if $cram;
-$t->set_user_secret('nobody', '{PLAIN}x');
-$t->redis_cmd('HSET', $t->user_key('nobody'),
-    $t->model('P3X_FIELD_DISABLED'), '1');
-$t->deliver('alice', "Subject: a\n\na\n");
+$x->set_user_secret('alice', '{PLAIN}secret');
+$x->add_user('dave', 'davepw');                 # the default, SHA512-CRYPT
+my $cram = $x->doveadm_pw('CRAM-MD5', 'carolpw');
+$x->set_user_secret('carol', $cram) if $cram;
+$x->set_user_secret('nobody', '{PLAIN}x');
+$x->redis_cmd('HSET', $x->user_key('nobody'),
+    $x->model('P3X_FIELD_DISABLED'), '1');
+$x->deliver('alice', "Subject: a\n\na\n");
 
 $t->plan(130);
 
@@ -86,7 +89,7 @@ sub hmac_md5_hex {
 
 sub conn {
     my ($p, %o) = @_;
-    return Test::Nginx::POP3->new(port => $p // $port, %o);
+    return $x->client(port => $p // $port, %o);
 }
 
 # the reply to a command that may end in a login (failures are delayed)
@@ -125,17 +128,17 @@ like($body // '', qr/^SASL PLAIN LOGIN CRAM-MD5\r$/m,
 ($st, $body) = $s->cmd_multi('AUTH');
 like($st // '', qr/^\+OK/, 'AUTH without argument +OK');
 is($body, "PLAIN\r\nLOGIN\r\nCRAM-MD5\r\n", 'AUTH lists the mechanisms');
-$s->err('AUTH GSSAPI', 'unknown mechanism');
-$s->err('AUTH X-NOT-A-MECH =', 'unknown mechanism with a response');
-$s->err('AUTH EXTERNAL =', 'EXTERNAL without TLS');
+$s->cmd_err('AUTH GSSAPI', 'unknown mechanism');
+$s->cmd_err('AUTH X-NOT-A-MECH =', 'unknown mechanism with a response');
+$s->cmd_err('AUTH EXTERNAL =', 'EXTERNAL without TLS');
 alive($s, 'session goes on after refusals');
 
 $s = conn($DEFAULT);
 ($st, $body) = $s->cmd_multi('AUTH');
 is($body, "PLAIN\r\nLOGIN\r\n", 'default mechanisms: PLAIN LOGIN');
-$s->err('AUTH CRAM-MD5', 'CRAM-MD5 not enabled by default');
+$s->cmd_err('AUTH CRAM-MD5', 'CRAM-MD5 not enabled by default');
 unlike($s->greeting // '', qr/</, 'no APOP timestamp when APOP is off');
-$s->err('APOP alice ' . md5_hex('x'), 'APOP not enabled by default');
+$s->cmd_err('APOP alice ' . md5_hex('x'), 'APOP not enabled by default');
 
 # PLAIN
 
@@ -211,7 +214,7 @@ like($r, $AUTHFAIL, 'CRAM-MD5: wrong secret');
 isnt($ch1, $ch2, 'CRAM-MD5 challenges differ');
 ($c, $r) = cram('dave', 'davepw');
 like($r, $AUTHFAIL, 'CRAM-MD5: a {SHA512-CRYPT} user fails with [AUTH]');
-ok($t->wait_for_log(qr/stored secret of user "dave" cannot serve CRAM-MD5/),
+ok($x->wait_for_log(qr/stored secret of user "dave" cannot serve CRAM-MD5/),
     'CRAM-MD5 on a hashed secret logged');
 ($c, $r) = cram('mallory', 'x');
 like($r, $AUTHFAIL, 'CRAM-MD5: unknown user');
@@ -231,7 +234,7 @@ like(login_reply($s, b64('alice 0123')), $AUTHFAIL,
 $s->cmd('AUTH CRAM-MD5');
 like(login_reply($s, b64('alice ' . ('Z' x 32))), $AUTHFAIL,
     'CRAM-MD5: digest not hex');
-$s->err('AUTH CRAM-MD5 ' . b64('alice x'),
+$s->cmd_err('AUTH CRAM-MD5 ' . b64('alice x'),
     'CRAM-MD5 takes no initial response');
 alive($s, 'CRAM-MD5: session goes on');
 
@@ -261,8 +264,8 @@ SKIP: {
     ($c, $r) = apop('carol', 'carolpw');
     like($r, $AUTHFAIL, 'APOP: a {CRAM-MD5} user fails with [AUTH]');
 }
-$c->err('APOP alice', 'APOP without digest');
-$c->err('APOP alice 1234', 'APOP with a short digest');
+$c->cmd_err('APOP alice', 'APOP without digest');
+$c->cmd_err('APOP alice 1234', 'APOP with a short digest');
 alive($c, 'APOP: session goes on');
 
 # "*" aborts, at every step
@@ -270,16 +273,16 @@ alive($c, 'APOP: session goes on');
 for my $m ('PLAIN', 'LOGIN', 'CRAM-MD5') {
     $s = conn();
     $s->cmd("AUTH $m");
-    $s->err('*', qr/^-ERR \[AUTH\] authentication cancelled$/, "$m: * aborts");
+    $s->cmd_err('*', qr/^-ERR \[AUTH\] authentication cancelled$/, "$m: * aborts");
     like($s->cmd('CAPA') // '', qr/^\+OK/, "$m: next line is a command");
     $s->read_multi();
 }
 $s = conn();
 $s->cmd('AUTH LOGIN');
 $s->cmd(b64('alice'));
-$s->err('*', qr/^-ERR \[AUTH\] authentication cancelled$/,
+$s->cmd_err('*', qr/^-ERR \[AUTH\] authentication cancelled$/,
     'LOGIN: * aborts at the password');
-$s->err('AUTH PLAIN *', qr/^-ERR \[AUTH\] authentication cancelled$/,
+$s->cmd_err('AUTH PLAIN *', qr/^-ERR \[AUTH\] authentication cancelled$/,
     '* as initial response');
 alive($s, 'session goes on after aborts');
 
@@ -291,7 +294,7 @@ for my $bad ('!!!!', 'abc', 'YWxp=2Nl', 'Y W x p', "\x80\x81\x82\x83",
     $s = conn();
     $s->cmd('AUTH PLAIN');
     (my $n = $bad) =~ s/([^\x21-\x7e])/sprintf('\x%02x', ord $1)/ge;
-    $s->err($bad, qr/^-ERR \[AUTH\] invalid base64 in SASL response$/,
+    $s->cmd_err($bad, qr/^-ERR \[AUTH\] invalid base64 in SASL response$/,
         "bad base64 '$n'");
     alive($s, "bad base64 '$n': session goes on");
 }
@@ -331,7 +334,7 @@ logged_in($s, login_reply($s, 'AUTH EXTERNAL ' . b64('alice')),
 $s = conn($SSL, ssl => 1, ssl_opts => \%ca);
 like(login_reply($s, 'AUTH EXTERNAL ' . b64('bob')), $AUTHFAIL,
     'EXTERNAL: another authzid refused');
-ok($t->wait_for_log(qr/EXTERNAL authorization identity "bob" is not the certificate's "alice"/),
+ok($x->wait_for_log(qr/EXTERNAL authorization identity "bob" is not the certificate's "alice"/),
     'EXTERNAL authzid mismatch logged');
 like(login_reply($s, 'AUTH EXTERNAL ' . b64('alicex')), $AUTHFAIL,
     'EXTERNAL: a longer authzid refused');
@@ -341,7 +344,7 @@ logged_in($s, login_reply($s, 'AUTH EXTERNAL ='),
 $s = conn($SSL, ssl => 1);
 like(login_reply($s, 'AUTH EXTERNAL ='), $AUTHFAIL,
     'EXTERNAL without a client certificate');
-$s->ok('USER alice', 'no certificate: USER still works');
+$s->cmd_ok('USER alice', 'no certificate: USER still works');
 like(login_reply($s, 'PASS secret'), qr/^\+OK/, 'no certificate: PASS');
 
 $s = conn($SSL, ssl => 1, ssl_opts => {
@@ -370,16 +373,16 @@ like(login_reply($s, 'AUTH EXTERNAL ' . b64('alice')), $AUTHFAIL,
 $s = conn();
 like(login_reply($s, 'AUTH PLAIN ' . b64("\0alice\0secret")), qr/^\+OK/,
     'login for AUTH in TRANSACTION');
-$s->err('AUTH PLAIN ' . b64("\0alice\0secret"), 'AUTH after login');
-$s->err('AUTH', 'AUTH list after login');
-$s->err('APOP alice ' . md5_hex('x'), 'APOP after login');
-$s->ok('QUIT');
+$s->cmd_err('AUTH PLAIN ' . b64("\0alice\0secret"), 'AUTH after login');
+$s->cmd_err('AUTH', 'AUTH list after login');
+$s->cmd_err('APOP alice ' . md5_hex('x'), 'APOP after login');
+$s->cmd_ok('QUIT');
 
 # every failure above was logged for fail2ban, with the mechanism
 
-ok($t->wait_for_log(qr/authentication failed for user "alice" \(CRAM-MD5\)[^\n]*client: 127\.0\.0\.1/),
+ok($x->wait_for_log(qr/authentication failed for user "alice" \(CRAM-MD5\)[^\n]*client: 127\.0\.0\.1/),
     'CRAM-MD5 failure logged');
-ok($t->wait_for_log(qr/authentication failed for user "alice" \(APOP\)/),
+ok($x->wait_for_log(qr/authentication failed for user "alice" \(APOP\)/),
     'APOP failure logged');
 
 ###############################################################################

@@ -17,12 +17,15 @@ use Time::HiRes qw/ time sleep /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 
-$t->run_pop3(server => "        pop3_ext_auth_fail_delay 10ms;\n"
+$x->run_pop3(server => "        pop3_ext_auth_fail_delay 10ms;\n"
     . "        pop3_ext_auth_fail_delay_max 40ms;\n"
     . "        pop3_ext_auth_block_addr 0;\n"
     . "        pop3_ext_max_auth_attempts 0;\n");
@@ -30,17 +33,17 @@ $t->run_pop3(server => "        pop3_ext_auth_fail_delay 10ms;\n"
 my @SCHEMES = qw/ SHA512-CRYPT SHA256-CRYPT BLF-CRYPT MD5-CRYPT CRYPT
     ARGON2ID PBKDF2 SSHA512 SSHA256 CRAM-MD5 PLAIN /;
 
-my $have_doveadm = defined Test::Nginx::find_prog('doveadm');
+my $have_doveadm = defined Test::Nginx::POP3Ext::find_prog('doveadm');
 
 # users u-<scheme>, each with its own password, hashed by doveadm
 
 my %hash;
 if ($have_doveadm) {
     for my $sc (@SCHEMES) {
-        my $h = $t->doveadm_pw($sc, "pw-$sc!");
+        my $h = $x->doveadm_pw($sc, "pw-$sc!");
         die "doveadm pw -s $sc failed\n" unless $h;
         $hash{$sc} = $h;
-        $t->set_user_secret(lc "u-$sc", $h);
+        $x->set_user_secret(lc "u-$sc", $h);
     }
 }
 
@@ -48,26 +51,26 @@ if ($have_doveadm) {
 
 my @CLI = qw/ PLAIN SHA512-CRYPT SHA256-CRYPT BLF-CRYPT /;
 for my $sc (@CLI) {
-    $t->add_user(lc "cli-$sc", "cli pw $sc", '--scheme', $sc);
+    $x->add_user(lc "cli-$sc", "cli pw $sc", '--scheme', $sc);
 }
 if ($have_doveadm) {
     for my $sc ('SHA512-CRYPT', 'BLF-CRYPT') {
-        $t->add_user(lc "imp-$sc", $hash{$sc}, '--hash');
+        $x->add_user(lc "imp-$sc", $hash{$sc}, '--hash');
     }
 }
 
-$t->set_user_secret('foo', '{FOO}x');
-$t->set_user_secret('nobrace', '{PLAINsecret');
-$t->set_user_secret('lower', '{plain}lowpw');
-$t->set_user_secret('empty', '{SHA512-CRYPT}');
+$x->set_user_secret('foo', '{FOO}x');
+$x->set_user_secret('nobrace', '{PLAINsecret');
+$x->set_user_secret('lower', '{plain}lowpw');
+$x->set_user_secret('empty', '{SHA512-CRYPT}');
 
 $t->plan(4 * @SCHEMES + 3 * @CLI + 4 + 8 + 3 + 3);
 
-my $port = $t->pop3_port;
+my $port = port(8110);
 
 sub pass_login {
     my ($user, $pass) = @_;
-    my $c = Test::Nginx::POP3->new(port => $port);
+    my $c = $x->client(port => $port);
     my $r = $c->cmd("USER $user");
     $r = $c->cmd("PASS $pass", 15) if defined $r && $r =~ /^\+OK/;
     $c->cmd('QUIT');
@@ -76,7 +79,7 @@ sub pass_login {
 
 sub plain_login {
     my ($user, $pass) = @_;
-    my $c = Test::Nginx::POP3->new(port => $port);
+    my $c = $x->client(port => $port);
     my $r = $c->cmd('AUTH PLAIN ' . encode_base64("\0$user\0$pass", ''), 15);
     $c->cmd('QUIT');
     return $r // '(no reply)';
@@ -102,8 +105,8 @@ SKIP: {
 
 for my $sc (@CLI) {
     my $u = lc "cli-$sc";
-    my $stored = $t->redis_cmd('HGET', $t->user_key($u),
-        $t->model('P3X_FIELD_SECRET')) // '';
+    my $stored = $x->redis_cmd('HGET', $x->user_key($u),
+        $x->model('P3X_FIELD_SECRET')) // '';
     like($stored, qr/^\{\Q$sc\E\}/, "pop3ext --scheme $sc stored {$sc}");
     like(pass_login($u, "cli pw $sc"), qr/^\+OK/, "pop3ext --scheme $sc: login");
     like(pass_login($u, "cli pw $sc."), $AUTHFAIL,
@@ -122,12 +125,12 @@ SKIP: {
 
 # secrets the module cannot use: [AUTH], logged, the session goes on
 
-my $c = Test::Nginx::POP3->new(port => $port);
+my $c = $x->client(port => $port);
 $c->cmd('USER foo');
 like($c->cmd('PASS x', 15) // '', $AUTHFAIL, 'unknown scheme {FOO}: [AUTH]');
 like($c->cmd('CAPA') // '', qr/^\+OK/, 'unknown scheme: session goes on');
 $c->read_multi();
-ok($t->wait_for_log(qr/\[error\][^\n]*stored secret of user "foo" cannot serve password authentication/),
+ok($x->wait_for_log(qr/\[error\][^\n]*stored secret of user "foo" cannot serve password authentication/),
     'unknown scheme logged as an error');
 like(pass_login('foo', '{FOO}x'), $AUTHFAIL,
     'unknown scheme: the stored string is not a password');
@@ -149,7 +152,7 @@ SKIP: {
         my ($label, $real) = @$case;
         (my $body = $hash{$real}) =~ s/^\{[^}]+\}//;
         my $u = lc "mis-$label";
-        $t->set_user_secret($u, "{$label}$body");
+        $x->set_user_secret($u, "{$label}$body");
         like(pass_login($u, "pw-$real!"), $AUTHFAIL,
             "{$label} label on a $real hash: [AUTH]");
     }
@@ -167,8 +170,8 @@ SKIP: {
     pass_login($u, 'wrong');
     my $one = time() - $t0;
 
-    my $probe = Test::Nginx::POP3->new(port => $port);
-    my @storm = map { Test::Nginx::POP3->new(port => $port) } 1 .. 6;
+    my $probe = $x->client(port => $port);
+    my @storm = map { $x->client(port => $port) } 1 .. 6;
     $_->cmd("USER $u") for @storm;
 
     my $start = time();

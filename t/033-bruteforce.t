@@ -19,15 +19,19 @@ use Time::HiRes qw/ time sleep /;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 
 my $delays = "pop3_ext_auth_fail_delay 200ms;\n"
     . "pop3_ext_auth_fail_delay_max 800ms;\n";
 
-# 8110 (and the same on the second nginx): delays, block after 6, for 3 s
+# 8110 (and the same on the second nginx's 8210): delays, block after 6,
+# for 3 s
 # 8111: a user blocked after 3 failures, addresses never
 # 8112: the default of 3 attempts per session
 # 8113: one attempt per session
@@ -41,36 +45,36 @@ my $fast = "pop3_ext_auth_fail_delay 10ms;\n"
     . "pop3_ext_auth_fail_delay_max 20ms;\n"
     . "pop3_ext_auth_block_addr 0;\n";
 
-$t->run_pop3(
-    mail => $t->pop3_server(8111, "$fast"
+$x->run_pop3(
+    mail => $x->server(8111, "$fast"
             . "pop3_ext_auth_block_user 3;\n"
             . "pop3_ext_auth_block_time 3s;\n"
             . "pop3_ext_max_auth_attempts 0;\n")
-        . $t->pop3_server(8112, $fast)
-        . $t->pop3_server(8113, "$fast" . "pop3_ext_max_auth_attempts 1;\n"),
+        . $x->server(8112, $fast)
+        . $x->server(8113, "$fast" . "pop3_ext_max_auth_attempts 1;\n"),
     server => $main,
 );
 
 # a second host: its own nginx process, the same Redis
 
-my $t2 = $t->peer();
-$t2->run_pop3(server => $main);
+my $t2 = $x->peer();
+$x->run_pop3(nginx => $t2, port => 8210, server => $main);
 
-$t->add_user('alice', 'secret');
-$t->add_user('bob', 'bobpw');
-$t->add_user('carol', 'carolpw');
+$x->add_user('alice', 'secret');
+$x->add_user('bob', 'bobpw');
+$x->add_user('carol', 'carolpw');
 
-$t->plan(57);
+$t->plan(57 + 2);    # and the second nginx's end checks
 
-my $host1 = $t->pop3_port;
-my $host2 = $t2->pop3_port;
+my $host1 = port(8110);
+my $host2 = port(8210);
 
-my $ADDR_KEY = $t->model('P3X_FAIL_ADDR_PREFIX') . '127.0.0.1'
-    . $t->model('P3X_TAG_CLOSE');
+my $ADDR_KEY = $x->model('P3X_FAIL_ADDR_PREFIX') . '127.0.0.1'
+    . $x->model('P3X_TAG_CLOSE');
 
 sub user_key {
-    return $t->model('P3X_FAIL_USER_PREFIX') . $_[0]
-        . $t->model('P3X_TAG_CLOSE');
+    return $x->model('P3X_FAIL_USER_PREFIX') . $_[0]
+        . $x->model('P3X_TAG_CLOSE');
 }
 
 my $BLOCKED = qr/^-ERR \[SYS\/TEMP\] too many failed logins, try again later$/;
@@ -80,7 +84,7 @@ my $AUTHFAIL = qr/^-ERR \[AUTH\] invalid user name or password$/;
 
 sub attempt {
     my ($port, $user, $pass, $local) = @_;
-    my $c = Test::Nginx::POP3->new(port => $port, local => $local);
+    my $c = $x->client(port => $port, local => $local);
     $c->cmd("USER $user");
     my $t0 = time();
     my $r = $c->cmd("PASS $pass", 15) // '(no reply)';
@@ -92,7 +96,7 @@ sub attempt {
 
 sub counter {
     my ($key) = @_;
-    my $v = $t->redis_cmd('GET', $key);
+    my $v = $x->redis_cmd('GET', $key);
     return defined $v && !ref $v ? $v : 0;
 }
 
@@ -102,7 +106,7 @@ sub wait_gone {
     my ($key, $timeout) = @_;
     my $deadline = time() + $timeout;
     while (time() < $deadline) {
-        return 1 unless $t->redis_cmd('EXISTS', $key);
+        return 1 unless $x->redis_cmd('EXISTS', $key);
         sleep(0.05);
     }
     return 0;
@@ -146,7 +150,7 @@ cmp_ok($dt[3], '<', 1.5, 'failure 4 capped at 800 ms (not 1600)');
 cmp_ok($dt[4], '<', 1.5, 'failure 5 capped');
 
 is(counter($ADDR_KEY), 5, 'address counter in Redis: 5');
-my $pttl = $t->redis_cmd('PTTL', $ADDR_KEY);
+my $pttl = $x->redis_cmd('PTTL', $ADDR_KEY);
 ok($pttl > 1000 && $pttl <= 3000, 'address counter expires within block_time')
     or diag("PTTL $pttl");
 is(counter(user_key('alice')), 4, 'user counter of alice: 4');
@@ -155,11 +159,11 @@ is(counter(user_key('mallory')), 0,
 
 # a slow failure does not hold other sessions of the worker
 
-my $c = Test::Nginx::POP3->new(port => $host1);
+my $c = $x->client(port => $host1);
 $c->cmd('USER alice');
 $c->send('PASS wrong6');
 my $t0 = time();
-my $other = Test::Nginx::POP3->new(port => $host1);
+my $other = $x->client(port => $host1);
 like($other->cmd('CAPA') // '', qr/^\+OK/, 'other session served meanwhile');
 cmp_ok(time() - $t0, '<', 0.5, 'other session not held by the delay');
 like($c->reply(15) // '', $AUTHFAIL, 'failure 6: [AUTH]');
@@ -177,16 +181,16 @@ like($r, $BLOCKED, 'blocked on the second host too, for every user');
 ($r) = attempt($host1, 'carol', 'carolpw', '127.0.0.2');
 like($r, qr/^\+OK/, 'another address is not blocked');
 
-$c = Test::Nginx::POP3->new(port => $host1);
+$c = $x->client(port => $host1);
 $r = $c->cmd('AUTH PLAIN ' . encode_base64("\0alice\0secret", ''), 15);
 like($r // '', $BLOCKED, 'blocked: AUTH PLAIN too');
 like($c->cmd('CAPA') // '', qr/^\+OK/, 'blocked session still answers');
 $c->read_multi();
 $c->close();
 
-ok($t->wait_for_log(qr/\[warn\][^\n]*login of user "alice" blocked after \d+ failures from the address[^\n]*client: 127\.0\.0\.1/),
+ok($x->wait_for_log(qr/\[warn\][^\n]*login of user "alice" blocked after \d+ failures from the address[^\n]*client: 127\.0\.0\.1/),
     'block logged with user and client');
-ok($t2->wait_for_log(qr/\[warn\][^\n]*login of user "bob" blocked/),
+ok($x->wait_for_log(qr/\[warn\][^\n]*login of user "bob" blocked/, 5, $t2),
     'block logged on the second host');
 
 # the block runs out block_time (3 s) after the last failure
@@ -194,7 +198,7 @@ ok($t2->wait_for_log(qr/\[warn\][^\n]*login of user "bob" blocked/),
 ($r) = attempt($host1, 'alice', 'secret');
 like($r, $BLOCKED, 'still blocked');
 my $last = time();
-$pttl = $t->redis_cmd('PTTL', $ADDR_KEY);
+$pttl = $x->redis_cmd('PTTL', $ADDR_KEY);
 ok($pttl > 1500 && $pttl <= 3000, 'a blocked attempt renews the block')
     or diag("PTTL $pttl");
 ok(wait_gone($ADDR_KEY, 6), 'the address counter expires');
@@ -211,7 +215,7 @@ like($r, qr/^\+OK/, 'after the block: login');
 attempt($host1, 'alice', 'wrong');
 attempt($host1, 'alice', 'wrong');
 is(counter($ADDR_KEY), 2, 'two failures counted');
-ok($t->redis_cmd('EXISTS', user_key('alice')), 'user counter exists');
+ok($x->redis_cmd('EXISTS', user_key('alice')), 'user counter exists');
 ($r) = attempt($host1, 'alice', 'secret');
 like($r, qr/^\+OK/, 'login after failures');
 is(counter($ADDR_KEY), 2,
@@ -219,12 +223,12 @@ is(counter($ADDR_KEY), 2,
 ok(wait_gone(user_key('alice'), 3), 'login cleared the user counter');
 ($r, $dt) = attempt($host1, 'alice', 'wrong');
 is(counter($ADDR_KEY), 3, 'the next failure counts on');
-$t->redis_cmd('DEL', $ADDR_KEY);
+$x->redis_cmd('DEL', $ADDR_KEY);
 
 # pop3_ext_auth_block_user: a user name blocked after 3 failures from
 # three addresses, also from a fourth; other users of the same address not
 
-my $U = $t->port(8111);
+my $U = port(8111);
 for my $i (1 .. 3) {
     ($r) = attempt($U, 'bob', "wrong$i", "127.0.0.$i");
     like($r, $AUTHFAIL, "bob failure $i from 127.0.0.$i: [AUTH]");
@@ -236,16 +240,16 @@ like($r, $BLOCKED, 'bob blocked with the right password, from 127.0.0.4');
 like($r, $BLOCKED, 'bob blocked from 127.0.0.1');
 ($r) = attempt($U, 'carol', 'carolpw');
 like($r, qr/^\+OK/, 'carol from the same address not blocked');
-ok($t->wait_for_log(qr/login of user "bob" blocked after \d+ failures from the address, [34] of the user/),
+ok($x->wait_for_log(qr/login of user "bob" blocked after \d+ failures from the address, [34] of the user/),
     'user block logged');
 ok(wait_gone(user_key('bob'), 6), 'user counter expires');
 ($r) = attempt($U, 'bob', 'bobpw', '127.0.0.4');
 like($r, qr/^\+OK/, 'bob logs in after the block time');
-$t->redis_cmd('DEL', $ADDR_KEY);
+$x->redis_cmd('DEL', $ADDR_KEY);
 
 # pop3_ext_max_auth_attempts: the default 3, then the session ends
 
-$c = Test::Nginx::POP3->new(port => $t->port(8112));
+$c = $x->client(port => port(8112));
 $c->cmd('USER alice');
 like($c->cmd('PASS w1', 15) // '', $AUTHFAIL, 'attempt 1');
 like($c->cmd('AUTH PLAIN ' . encode_base64("\0alice\0w2", ''), 15) // '',
@@ -257,7 +261,7 @@ ok($c->closed(5), 'session closed after 3 attempts');
 # pipelined guesses do not get past the limit: 10 in one write, 3 are
 # answered, then the session ends
 
-$c = Test::Nginx::POP3->new(port => $t->port(8112));
+$c = $x->client(port => port(8112));
 $c->send(map { ('USER alice', "PASS guess$_") } 1 .. 10);
 my @replies;
 while (defined(my $l = $c->reply(15))) {
@@ -270,7 +274,7 @@ is($replies[-1], '-ERR [AUTH] invalid user name or password',
     'pipelined guesses: the session ends after the third')
     or diag(explain(\@replies));
 
-$c = Test::Nginx::POP3->new(port => $t->port(8113));
+$c = $x->client(port => port(8113));
 $c->cmd('USER alice');
 like($c->cmd('PASS w1', 15) // '', $AUTHFAIL,
     'max_auth_attempts 1: attempt answered');

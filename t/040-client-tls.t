@@ -13,20 +13,24 @@ use Test::More;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
+use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
 
-my $t = Test::Nginx->new()->has_redis->has_cli->has_ssl;
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli->has_ssl;
 
-my ($crt, $key) = $t->make_self_signed('server', 'localhost');
-my $d = $t->testdir;
+my ($crt, $key) = $x->make_self_signed('server', 'localhost');
+my $d = $x->testdir;
 
 # 8110: STLS, plaintext only inside TLS; 8111: implicit TLS
 
-$t->run_pop3(
+$x->run_pop3(
     mail => "    ssl_certificate $crt;\n"
         . "    ssl_certificate_key $key;\n"
         . "    ssl_protocols TLSv1.2 TLSv1.3;\n"
-        . $t->pop3_server(8111, 'pop3_ext_secure_networks off;',
+        . $x->server(8111, 'pop3_ext_secure_networks off;',
             listen => 'ssl'),
     server => "        starttls on;\n"
         . "        pop3_ext_secure_networks off;\n"
@@ -45,13 +49,13 @@ while (length($big) < 300 * 1024) {
 }
 push @m, $big;
 
-$t->add_user('alice', 'secret');
-$t->deliver('alice', $_) for @m;
+$x->add_user('alice', 'secret');
+$x->deliver('alice', $_) for @m;
 
 $t->plan(25);
 
-my $STLS = $t->pop3_port;
-my $SSL = $t->port(8111);
+my $STLS = port(8110);
+my $SSL = port(8111);
 
 # lists of messages: equal, or a short diagnosis (sizes, not contents)
 
@@ -69,36 +73,36 @@ sub same {
 # curl
 
 SKIP: {
-    my $curl = Test::Nginx::find_prog('curl');
+    my $curl = Test::Nginx::POP3Ext::find_prog('curl');
     skip 'curl not found', 9 unless $curl;
 
     my @curl = ($curl, '-sS', '--max-time', '30');
 
-    my ($rc, $out, $err) = $t->run_cmd([ @curl, '-k',
+    my ($rc, $out, $err) = $x->run_cmd([ @curl, '-k',
         "pop3s://alice:secret\@127.0.0.1:$SSL/1" ], { timeout => 40 });
     is($rc, 0, 'curl pop3:// -k: RETR 1') or diag($err);
     is($out, $m[0], 'curl pop3s://: message 1 byte-exact');
 
-    ($rc, $out, $err) = $t->run_cmd([ @curl, '--cacert', $crt,
+    ($rc, $out, $err) = $x->run_cmd([ @curl, '--cacert', $crt,
         '--resolve', "localhost:$SSL:127.0.0.1",
         "pop3s://alice:secret\@localhost:$SSL/3" ], { timeout => 40 });
     is($rc, 0, 'curl pop3s:// with the certificate verified') or diag($err);
     ok($out eq $m[2], 'curl pop3s://: 300 kB message byte-exact')
         or diag('got ' . length($out) . ' octets');
 
-    ($rc, $out, $err) = $t->run_cmd([ @curl, '-k', '--ssl-reqd',
+    ($rc, $out, $err) = $x->run_cmd([ @curl, '-k', '--ssl-reqd',
         "pop3://alice:secret\@127.0.0.1:$STLS/2" ], { timeout => 40 });
     is($rc, 0, 'curl pop3:// --ssl-reqd (STLS): RETR 2') or diag($err);
     is($out, $m[1], 'curl STLS: message 2 byte-exact');
 
-    ($rc, $out, $err) = $t->run_cmd([ @curl, '-k', '--ssl-reqd',
+    ($rc, $out, $err) = $x->run_cmd([ @curl, '-k', '--ssl-reqd',
         "pop3://alice:secret\@127.0.0.1:$STLS/" ], { timeout => 40 });
     is($out, join('', map { "$_ " . length($m[$_ - 1]) . "\r\n" } 1 .. 3),
         'curl STLS: LIST');
 
     # no TLS: the credentials never cross, curl fails to log in
 
-    ($rc, $out, $err) = $t->run_cmd([ @curl,
+    ($rc, $out, $err) = $x->run_cmd([ @curl,
         "pop3://alice:secret\@127.0.0.1:$STLS/1" ], { timeout => 40 });
     isnt($rc, 0, 'curl pop3:// without TLS: refused');
     is($out, '', 'curl pop3:// without TLS: no message');
@@ -107,12 +111,12 @@ SKIP: {
 # Python poplib
 
 SKIP: {
-    my $py = Test::Nginx::find_prog('python3');
+    my $py = Test::Nginx::POP3Ext::find_prog('python3');
     skip 'python3 not found', 10 unless $py;
-    my ($prc) = $t->run_cmd([ $py, '-c', 'import poplib, ssl' ]);
+    my ($prc) = $x->run_cmd([ $py, '-c', 'import poplib, ssl' ]);
     skip 'python3 without poplib or ssl', 10 if $prc != 0;
 
-    $t->write_file('client.py', <<'EOF');
+    $x->write_file('client.py', <<'EOF');
 import poplib, ssl, sys
 
 mode, port, cafile, outdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -148,15 +152,15 @@ for i in range(1, count + 1):
 print('QUIT', p.quit().decode())
 EOF
 
-    my ($rc, $out, $err) = $t->run_cmd([ $py, "$d/client.py", 'ssl', $SSL,
+    my ($rc, $out, $err) = $x->run_cmd([ $py, "$d/client.py", 'ssl', $SSL,
         $crt, $d ], { timeout => 60 });
     is($rc, 0, 'poplib.POP3_SSL session') or diag("$out$err");
     like($out, qr/^PASS \+OK/m, 'POP3_SSL: logged in');
     like($out, qr/^STAT 3 /m, 'POP3_SSL: STAT');
-    same([ map { $t->read_file("ssl-$_") } 1 .. 3 ], \@m,
+    same([ map { $x->read_file("ssl-$_") } 1 .. 3 ], \@m,
         'POP3_SSL: every message byte-exact');
 
-    ($rc, $out, $err) = $t->run_cmd([ $py, "$d/client.py", 'stls', $STLS,
+    ($rc, $out, $err) = $x->run_cmd([ $py, "$d/client.py", 'stls', $STLS,
         $crt, $d ], { timeout => 60 });
     is($rc, 0, 'poplib stls() session') or diag("$out$err");
     like($out, qr/^BEFORE .*\bSTLS\b/m, 'stls(): STLS in CAPA before');
@@ -165,21 +169,21 @@ EOF
     like($out, qr/^AFTER (?!.*\bSTLS\b).*\bUSER\b/m,
         'stls(): after TLS, USER and no STLS');
     like($out, qr/^PASS \+OK/m, 'stls(): logged in');
-    same([ map { $t->read_file("stls-$_") } 1 .. 3 ], \@m,
+    same([ map { $x->read_file("stls-$_") } 1 .. 3 ], \@m,
         'stls(): every message byte-exact');
 }
 
 # fetchmail
 
 SKIP: {
-    my $fm = Test::Nginx::find_prog('fetchmail');
+    my $fm = Test::Nginx::POP3Ext::find_prog('fetchmail');
     skip 'fetchmail not found', 6 unless $fm;
 
     mkdir "$d/out";
 
     my $fetch = sub {
         my ($port, $opts) = @_;
-        $t->write_file('fetchmailrc', <<"EOF");
+        $x->write_file('fetchmailrc', <<"EOF");
 set no syslog
 set invisible
 poll localhost via 127.0.0.1 with proto POP3 service $port timeout 20
@@ -188,7 +192,7 @@ poll localhost via 127.0.0.1 with proto POP3 service $port timeout 20
     mda "cat > $d/out/msg.\$\$"
 EOF
         chmod 0600, "$d/fetchmailrc";
-        return $t->run_cmd([ $fm, '-f', "$d/fetchmailrc", '-N',
+        return $x->run_cmd([ $fm, '-f', "$d/fetchmailrc", '-N',
             '--nosyslog', '--pidfile', "$d/fetchmail.pid",
             '-i', "$d/fetchids" ],
             { timeout => 60, env => { HOME => $d, FETCHMAILHOME => $d } });
@@ -198,7 +202,7 @@ EOF
         opendir(my $dh, "$d/out") or return [];
         my @f = grep { /^msg\./ } readdir $dh;
         closedir $dh;
-        my @msgs = map { $t->read_file("out/$_") } @f;
+        my @msgs = map { $x->read_file("out/$_") } @f;
         unlink map { "$d/out/$_" } @f;
         return [ sort @msgs ];
     };

@@ -1,37 +1,42 @@
 #!/bin/sh
 # Install what building, running and testing need, from Debian's archive.
-# Idempotent and quiet when everything is present.
-#   util/deps.sh [build|run|test|bench|fuzz|nginx-src] ...
+# Idempotent and quiet when everything is present: then it reaches no
+# network at all (make test works offline on a prepared machine).
+#   util/deps.sh [build|run|test|bench|fuzz|static|nginx-src] ...
 set -e
 
+# every name here must be a real package that dpkg reports installed
+# (not a name another package only provides, such as libnet-perl, which
+# perl provides: that one would look missing on every run)
 pkgs_build="gcc make nginx nginx-dev libnginx-mod-mail libhiredis-dev \
 libssl-dev libcrypt-dev libargon2-dev"
 pkgs_run="redis-server redis-tools openssl"
-pkgs_test="perl libnet-perl libio-socket-ssl-perl python3 curl fetchmail \
-valgrind dovecot-core"
-pkgs_bench="postal dovecot-pop3d dovecot-core"
+pkgs_test="perl libredis-perl libio-socket-ssl-perl redis-sentinel python3 \
+curl fetchmail valgrind dovecot-core"
+pkgs_bench="postal dovecot-pop3d dovecot-core python3-redis"
 pkgs_fuzz="clang libclang-rt-14-dev"
-# nginx built from its source (make test-nginx): what its default
-# configure needs (PCRE, zlib, OpenSSL) and the module's libraries
-pkgs_nginx_src="gcc make libpcre2-dev zlib1g-dev libssl-dev libhiredis-dev \
-libcrypt-dev libargon2-dev"
+# an nginx built from source with the module (t/README.md, make
+# test-nginx): what its configure needs and the module's libraries
+pkgs_static="gcc make libhiredis-dev libssl-dev libcrypt-dev libargon2-dev \
+libpcre2-dev zlib1g-dev"
 
 want=""
 [ $# -eq 0 ] && set -- build run
 for what in "$@"; do
     case "$what" in
-    build) want="$want $pkgs_build" ;;
-    run)   want="$want $pkgs_build $pkgs_run" ;;
-    test)  want="$want $pkgs_build $pkgs_run $pkgs_test" ;;
-    bench) want="$want $pkgs_build $pkgs_run $pkgs_test $pkgs_bench" ;;
-    fuzz)  want="$want $pkgs_fuzz" ;;
-    nginx-src) want="$want $pkgs_nginx_src" ;;
+    build)  want="$want $pkgs_build" ;;
+    run)    want="$want $pkgs_build $pkgs_run" ;;
+    test)   want="$want $pkgs_build $pkgs_run $pkgs_test" ;;
+    bench)  want="$want $pkgs_build $pkgs_run $pkgs_test $pkgs_bench" ;;
+    fuzz)   want="$want $pkgs_fuzz" ;;
+    static|nginx-src) want="$want $pkgs_static" ;;
     *) echo "util/deps.sh: unknown set '$what'" >&2; exit 64 ;;
     esac
 done
 
 missing=""
 for p in $want; do
+    case " $missing " in *" $p "*) continue ;; esac
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
          | grep -q "install ok installed"
     then
@@ -54,6 +59,12 @@ if [ ! -e $prc ]; then
     $sudo chmod +x $prc
     trap '$sudo rm -f $prc' EXIT
 fi
-# something is missing: the package lists may be old or absent
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# from the package lists as they are; only when that fails (lists old or
+# absent) are they updated
+# shellcheck disable=SC2086
+if ! $sudo apt-get install -y -qq --no-install-recommends $missing \
+        >/dev/null 2>&1
+then
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
