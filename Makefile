@@ -37,7 +37,8 @@ CLI_LIBS = -lhiredis -lssl -lcrypto -lcrypt -largon2
 
 build/pop3ext: $(CLI_DEPS)
 	@mkdir -p build
-	$(CC) $(CFLAGS) -I$(MOD) -Icli -o $@.tmp $(CLI_SRCS) $(CLI_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -I$(MOD) -Icli $(LDFLAGS) -o $@.tmp \
+	    $(CLI_SRCS) $(CLI_LIBS)
 	mv -f $@.tmp $@
 
 build-asan/$(MOD).so: $(SRCS) util/build.sh
