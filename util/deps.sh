@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install what building, running and testing need, from Debian's archive.
 # Idempotent and quiet when everything is present.
-#   util/deps.sh [build|run|test|bench|fuzz|nginx-src] ...
+#   util/deps.sh [build|run|test|bench|fuzz|nginx-src|deb] ...
 set -e
 
 pkgs_build="gcc make nginx nginx-dev libnginx-mod-mail libhiredis-dev \
@@ -11,6 +11,9 @@ pkgs_test="perl libnet-perl libio-socket-ssl-perl python3 curl fetchmail \
 valgrind dovecot-core"
 pkgs_bench="postal dovecot-pop3d dovecot-core"
 pkgs_fuzz="clang libclang-rt-14-dev"
+# Debian packages (make deb): the build tools and lintian; debian/control's
+# Build-Depends are the build set
+pkgs_deb="dpkg-dev debhelper lintian"
 # nginx built from its source (make test-nginx): what its default
 # configure needs (PCRE, zlib, OpenSSL) and the module's libraries
 pkgs_nginx_src="gcc make libpcre2-dev zlib1g-dev libssl-dev libhiredis-dev \
@@ -26,6 +29,7 @@ for what in "$@"; do
     bench) want="$want $pkgs_build $pkgs_run $pkgs_test $pkgs_bench" ;;
     fuzz)  want="$want $pkgs_fuzz" ;;
     nginx-src) want="$want $pkgs_nginx_src" ;;
+    deb)   want="$want $pkgs_build $pkgs_deb" ;;
     *) echo "util/deps.sh: unknown set '$what'" >&2; exit 64 ;;
     esac
 done
