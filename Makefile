@@ -12,6 +12,10 @@
 #                   default) in build/nginx-VERSION-TYPE, smoke-test it and
 #                   run the suite against it (util/test-nginx.sh)
 #   make install    module into nginx's modules dir, pop3ext into PREFIX/bin
+#   make deb        Debian packages libnginx-mod-mail-pop3-ext and pop3ext
+#                   (debian/) in build/deb, built from a copy of the tree
+#                   with dpkg-buildpackage and checked by lintian
+#                   (util/deb.sh)
 
 PREFIX      ?= /usr/local
 MODULES_DIR ?= /usr/lib/nginx/modules
@@ -24,7 +28,8 @@ NGINX_MODULE_TYPE ?= static
 MOD  = ngx_mail_pop3_ext_module
 SRCS = $(wildcard $(MOD)/*.c) $(wildcard $(MOD)/*.h) config
 
-.PHONY: all deps run test test-asan test-nginx install clean fuzz bench unit
+.PHONY: all deps run test test-asan test-nginx install clean fuzz bench unit \
+        deb
 
 all: build/$(MOD).so build/pop3ext
 
@@ -37,7 +42,8 @@ CLI_LIBS = -lhiredis -lssl -lcrypto -lcrypt -largon2
 
 build/pop3ext: $(CLI_DEPS)
 	@mkdir -p build
-	$(CC) $(CFLAGS) -I$(MOD) -Icli -o $@.tmp $(CLI_SRCS) $(CLI_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -I$(MOD) -Icli $(LDFLAGS) -o $@.tmp \
+	    $(CLI_SRCS) $(CLI_LIBS)
 	mv -f $@.tmp $@
 
 build-asan/$(MOD).so: $(SRCS) util/build.sh
@@ -84,6 +90,10 @@ install: all
 	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 644 build/$(MOD).so $(DESTDIR)$(MODULES_DIR)/
 	install -m 755 build/pop3ext $(DESTDIR)$(PREFIX)/bin/
+
+deb:
+	util/deps.sh build deb
+	util/deb.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

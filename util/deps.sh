@@ -2,7 +2,7 @@
 # Install what building, running and testing need, from Debian's archive.
 # Idempotent and quiet when everything is present: then it reaches no
 # network at all (make test works offline on a prepared machine).
-#   util/deps.sh [build|run|test|bench|fuzz|static|nginx-src] ...
+#   util/deps.sh [build|run|test|bench|fuzz|static|nginx-src|deb] ...
 set -e
 
 # every name here must be a real package that dpkg reports installed
@@ -15,6 +15,9 @@ pkgs_test="perl libredis-perl libio-socket-ssl-perl redis-sentinel python3 \
 curl fetchmail valgrind dovecot-core"
 pkgs_bench="postal dovecot-pop3d dovecot-core python3-redis"
 pkgs_fuzz="clang libclang-rt-14-dev"
+# Debian packages (make deb, t/090-deb.t): the build tools and lintian;
+# debian/control's Build-Depends are the build set
+pkgs_deb="dpkg-dev debhelper lintian"
 # an nginx built from source with the module (t/README.md, make
 # test-nginx): what its configure needs and the module's libraries
 pkgs_static="gcc make libhiredis-dev libssl-dev libcrypt-dev libargon2-dev \
@@ -26,10 +29,11 @@ for what in "$@"; do
     case "$what" in
     build)  want="$want $pkgs_build" ;;
     run)    want="$want $pkgs_build $pkgs_run" ;;
-    test)   want="$want $pkgs_build $pkgs_run $pkgs_test" ;;
+    test)   want="$want $pkgs_build $pkgs_run $pkgs_test $pkgs_deb" ;;
     bench)  want="$want $pkgs_build $pkgs_run $pkgs_test $pkgs_bench" ;;
     fuzz)   want="$want $pkgs_fuzz" ;;
     static|nginx-src) want="$want $pkgs_static" ;;
+    deb)    want="$want $pkgs_build $pkgs_deb" ;;
     *) echo "util/deps.sh: unknown set '$what'" >&2; exit 64 ;;
     esac
 done
