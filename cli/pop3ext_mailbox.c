@@ -100,7 +100,9 @@ pop3ext_entry(const char *p, size_t len, size_t *uid_len,
 
 /*
  * Deletes a mailbox: the bodies listed in its index, its index, meta, lock
- * and dele keys and, with scan, any body the index no longer lists.
+ * and dele keys and, with scan, any body the index no longer lists and
+ * the delivery ids it remembers (a mailbox made again must take a retried
+ * delivery whose id the old one had stored).
  */
 
 int
@@ -116,9 +118,10 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
     unsigned long long   size;
     char                 index[POP3EXT_KEY_MAX], meta[POP3EXT_KEY_MAX];
     char                 lock[POP3EXT_KEY_MAX], dele[POP3EXT_KEY_MAX];
-    char                 prefix[POP3EXT_KEY_MAX];
+    char                 prefix[POP3EXT_KEY_MAX], dlv[POP3EXT_KEY_MAX];
 
     if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
+        || pop3ext_key(dlv, P3X_MBOX_PREFIX, mbox, P3X_DLV_SUFFIX) != EX_OK
         || pop3ext_key(meta, P3X_MBOX_PREFIX, mbox, P3X_META_SUFFIX) != EX_OK
         || pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
         || pop3ext_key(dele, P3X_MBOX_PREFIX, mbox, P3X_DELE_SUFFIX) != EX_OK
@@ -219,6 +222,10 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
 
     if (scan) {
         rc = pop3ext_scan(cx, prefix);
+
+        if (rc == EX_OK) {
+            rc = pop3ext_scan(cx, dlv);
+        }
     }
 
 done:

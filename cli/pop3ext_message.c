@@ -49,8 +49,10 @@ pop3ext_max_size(size_t *max)
 
 
 /*
- * Reads the message on stdin and gives every bare LF a CR; a CR alone is
- * kept; a message must end with CRLF.  No more than max + 1 octets are
+ * Reads the message on stdin and gives every bare LF a CR and every CR
+ * alone an LF, as the model's invariants want (DELIVER refuses anything
+ * else, and an MTA would retry a refused message for days); a message
+ * must end with CRLF.  No more than max + 1 octets are
  * read: normalisation only adds octets, so more cannot fit.
  */
 
@@ -116,10 +118,14 @@ pop3ext_read_message(size_t max, u_char **msg, size_t *len)
     for (i = 0; i < n; i++) {
         if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r')) {
             extra++;
+
+        } else if (buf[i] == '\r' && (i == n - 1 || buf[i + 1] != '\n')) {
+            extra++;
         }
     }
 
-    crlf = (buf[n - 1] == '\n');
+    /* a CR alone at the end gets its LF below */
+    crlf = (buf[n - 1] == '\n' || buf[n - 1] == '\r');
 
     if (!crlf) {
         extra += 2;
@@ -150,6 +156,13 @@ pop3ext_read_message(size_t max, u_char **msg, size_t *len)
     }
 
     for (i = n; i-- > 0; /* void */) {
+
+        /* buf[i + 1] is unchanged or already copied onto itself */
+
+        if (buf[i] == '\r' && (i == n - 1 || buf[i + 1] != '\n')) {
+            buf[--j] = '\n';
+        }
+
         buf[--j] = buf[i];
 
         if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r')) {
@@ -389,6 +402,17 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
 
         if (r == NULL) {
             continue;
+        }
+
+        /* a body the script refuses is refused for good, not for now */
+
+        if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BADBODY", 7) == 0)
+        {
+            pop3ext_error("mailbox \"%s\" refused the message: %s",
+                          mbox[j], r->str);
+            freeReplyObject(r);
+            rc = EX_DATAERR;
+            goto done;
         }
 
         rc = pop3ext_check(cx, r);

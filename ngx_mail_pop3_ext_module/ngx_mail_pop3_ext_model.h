@@ -298,7 +298,7 @@ p3x_uid_make(unsigned char *buf, unsigned long long ms,
  *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index, KEYS[3 + i] the body of
  *   the entry ARGV[1 + i]
  *   ARGV[1] token, ARGV[2..] the "UID SIZE" entries the session deleted
- *   returns the number of messages deleted, or the error "LOCKLOST"
+ *   returns { messages removed, their octets }, or the error "LOCKLOST"
  *
  * Only entries both marked in dele and named by the session go: a DELE
  * whose reply was lost (the client saw -ERR) is not applied.  A few are
@@ -310,11 +310,12 @@ p3x_uid_make(unsigned char *buf, unsigned long long ms,
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
     "  return redis.error_reply('LOCKLOST maildrop lock lost')\n"             \
     "end\n"                                                                   \
-    "local d, b = {}, {}\n"                                                   \
+    "local d, b, o = {}, {}, 0\n"                                             \
     "for i = 2, #ARGV do\n"                                                   \
     "  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then\n"              \
     "    d[#d + 1] = ARGV[i]\n"                                               \
     "    b[#b + 1] = KEYS[i + 2]\n"                                           \
+    "    o = o + tonumber(string.match(ARGV[i], ' (%d+)$'))\n"                \
     "  end\n"                                                                 \
     "end\n"                                                                   \
     "if #d > 0 and #d <= 16 then\n"                                           \
@@ -339,7 +340,7 @@ p3x_uid_make(unsigned char *buf, unsigned long long ms,
     "  redis.call('UNLINK', unpack(b, i, math.min(i + 999, #b)))\n"           \
     "end\n"                                                                   \
     "redis.call('DEL', KEYS[2], KEYS[1])\n"                                   \
-    "return #d\n"
+    "return { #d, o }\n"
 
 
 /*
@@ -368,15 +369,17 @@ p3x_uid_make(unsigned char *buf, unsigned long long ms,
  *   ARGV[1] (a login only) the counter's lifetime in milliseconds
  *   returns { secret, mailbox, disabled, failures } (nil for absent)
  *
- * A login counts its attempt against an existing user before the check
- * (see FAIL), and gets the count with this attempt in it.  pop3ext user
+ * A login counts its attempt against an existing, enabled user before
+ * the check (see FAIL), and gets the count with this attempt in it: a
+ * disabled user is counted as little as an unknown name, so that the
+ * counts tell neither apart.  pop3ext user
  * show passes no ARGV: it only reads.
  */
 
 #define P3X_SCRIPT_AUTHINFO                                                   \
     "local r = redis.call('HMGET', KEYS[1], 'secret', 'mailbox', "            \
                                            "'disabled')\n"                    \
-    "if ARGV[1] and r[1] then\n"                                              \
+    "if ARGV[1] and r[1] and (not r[3] or r[3] == '' or r[3] == '0') then\n"  \
     "  r[4] = redis.call('INCR', KEYS[2])\n"                                  \
     "  redis.call('PEXPIRE', KEYS[2], ARGV[1])\n"                             \
     "else\n"                                                                  \

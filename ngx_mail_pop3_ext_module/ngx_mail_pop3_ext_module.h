@@ -328,6 +328,7 @@ struct ngx_p3x_ctx_s {
     off_t                     retrieved_octets;
     ngx_uint_t                removed;        /* by the commit, as Redis
                                                  counted */
+    off_t                     removed_octets;
     ngx_uint_t                commands;
     const char               *end_reason;
 

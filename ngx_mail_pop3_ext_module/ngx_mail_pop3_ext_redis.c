@@ -12,8 +12,9 @@
  * what happened, and so what may be told to a client:
  *
  *   NGX_P3X_REDIS_OK       Redis answered: the reply
- *   NGX_P3X_REDIS_NOTRUN   it never reached Redis (nothing was sent,
- *                          or Redis refused to run it: MOVED, LOADING)
+ *   NGX_P3X_REDIS_NOTRUN   it never ran: nothing was ever sent, or
+ *                          Redis refused to run it (MOVED, LOADING)
+ *                          every time it was
  *   NGX_P3X_REDIS_UNKNOWN  it was sent and not answered in time, or its
  *                          connection broke: it may have run
  *   NGX_P3X_REDIS_UNACKED  it ran, but fewer replicas than wait= said so
@@ -532,7 +533,9 @@ ngx_p3x_redis_again(ngx_p3x_rreq_t *req, ngx_p3x_rnode_t *ask,
         req->asking = asking;
 
         if (ngx_p3x_redis_wire(req) != NGX_OK) {
-            ngx_p3x_redis_finish(req, NULL, NGX_P3X_REDIS_NOTRUN);
+            ngx_p3x_redis_finish(req, NULL, req->sent
+                                            ? NGX_P3X_REDIS_UNKNOWN
+                                            : NGX_P3X_REDIS_NOTRUN);
             return;
         }
     }
@@ -614,7 +617,10 @@ ngx_p3x_redis_deadline(ngx_event_t *ev)
         return;
     }
 
-    ngx_p3x_redis_finish(req, NULL, NGX_P3X_REDIS_NOTRUN);
+    /* sent once before it was requeued: it may have run */
+
+    ngx_p3x_redis_finish(req, NULL, req->sent ? NGX_P3X_REDIS_UNKNOWN
+                                              : NGX_P3X_REDIS_NOTRUN);
 }
 
 
@@ -986,7 +992,9 @@ ngx_p3x_redis_node_fail_waiting(ngx_p3x_rnode_t *node)
         /* cleanup nobody waits for stays for the next connection */
 
         if (req->handler) {
-            ngx_p3x_redis_finish(req, NULL, NGX_P3X_REDIS_NOTRUN);
+            ngx_p3x_redis_finish(req, NULL, req->sent
+                                            ? NGX_P3X_REDIS_UNKNOWN
+                                            : NGX_P3X_REDIS_NOTRUN);
         }
     }
 }
@@ -2000,7 +2008,13 @@ ngx_p3x_redis_conn_fail(ngx_p3x_rconn_t *rc, const char *why)
             continue;
         }
 
-        unsent = (req->buf.pos == req->buf.start);
+        /* an attempt that went out unanswered may have run, for good */
+
+        if (req->buf.pos != req->buf.start) {
+            req->sent = 1;
+        }
+
+        unsent = !req->sent;
 
         /* a request with no deadline left is one nobody waits for */
 

@@ -78,6 +78,9 @@ struct ngx_p3x_rreq_s {
     unsigned                   asking:1;    /* ASKING precedes it */
     unsigned                   noscript:1;  /* reloaded once already */
     unsigned                   waited:1;    /* WAIT is on the wire */
+    unsigned                   sent:1;      /* an attempt went out and
+                                               was lost: it may have run,
+                                               whatever happens after */
 };
 
 

@@ -839,7 +839,7 @@ ngx_p3x_log_end(ngx_p3x_ctx_t *ctx)
                   &ctx->user, &ctx->mailbox,
                   ctx->retrieved, ctx->retrieved_octets,
                   ctx->committed ? ctx->removed : 0,
-                  ctx->committed ? ctx->deleted_octets : 0,
+                  ctx->committed ? ctx->removed_octets : 0,
                   ctx->nmsgs - (ctx->committed ? ctx->removed : 0),
                   ctx->state == ngx_p3x_state_update ? "" : " (no QUIT)",
                   ctx->end_reason && !ctx->committed ? ", " : "",

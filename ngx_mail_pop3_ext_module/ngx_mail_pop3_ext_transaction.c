@@ -744,10 +744,15 @@ ngx_p3x_committed(void *data, redisReply *reply, ngx_uint_t status)
     ctx->busy = 0;
     ngx_p3x_wake(ctx);
 
-    if (status == NGX_P3X_REDIS_OK && reply->type == REDIS_REPLY_INTEGER) {
+    if (status == NGX_P3X_REDIS_OK && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
         ctx->locked = 0;
         ctx->committed = 1;
-        ctx->removed = (ngx_uint_t) reply->integer;
+        ctx->removed = (ngx_uint_t) reply->element[0]->integer;
+        ctx->removed_octets = (off_t) reply->element[1]->integer;
 
         if (ctx->removed != ctx->ndeleted) {
             ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,

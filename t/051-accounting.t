@@ -57,7 +57,7 @@ for my $u (@USERS) {
     die "user add $u: $err\n" if $rc;
 }
 
-$t->plan(10);
+$t->plan(11);
 
 my $DIR = $x->testdir();
 my $PORT = port(8110);
@@ -66,6 +66,13 @@ my $stop_at = time() + $LOAD;
 ###############################################################################
 
 # what a child was told, one line each, to a file of its own
+
+sub _slurp {
+    my ($f) = @_;
+    open my $fh, '<', $f or return '';
+    local $/;
+    return scalar <$fh>;
+}
 
 sub ledger {
     my ($name) = @_;
@@ -255,9 +262,12 @@ sleep(4);
 
 # 2. an nginx worker killed; the master starts another
 
-my ($worker) = grep { $_ != $x->nginx_pid } map { /^(\d+)/ ? $1 : () }
-    `ps -o pid= --ppid ${\ $x->nginx_pid}`;
+my $master = $x->nginx_pid;
+my ($worker) = grep { ((_slurp("/proc/$_/stat") =~ /^\d+ \(.*?\) \S (\d+)/)[0]
+    // 0) == $master } map { m{/proc/(\d+)$} ? $1 : () } glob('/proc/[0-9]*');
 kill 'KILL', $worker if $worker;
+my $worker_killed = $worker
+    && $x->wait_for_log(qr/worker process \Q$worker\E exited on signal 9/);
 
 sleep(4);
 
@@ -347,6 +357,7 @@ for my $u (@USERS) {
 }
 is($locks, 0, 'no lock left after the lock TTL');
 ok($x->nginx_running, 'nginx runs');
+ok($worker_killed, 'a worker was killed, and the master saw it');
 
 # the one alert expected: the worker this test killed
 my @alerts = grep { /\[alert\]/ && !/worker process \Q$worker\E exited on signal 9/ }
