@@ -114,6 +114,16 @@ ngx_p3x_redis_topology_exit(ngx_p3x_redis_t *r)
     if (w->refresh.timer_set) {
         ngx_del_timer(&w->refresh);
     }
+
+    /* the Sentinel's connection is no node's: it is closed here */
+
+    if (w->sentinel.node) {
+        if (w->sentinel.reconnect.timer_set) {
+            ngx_del_timer(&w->sentinel.reconnect);
+        }
+
+        ngx_p3x_redis_conn_reset(&w->sentinel);
+    }
 }
 
 

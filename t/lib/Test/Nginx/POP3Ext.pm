@@ -279,6 +279,7 @@ sub conf {
     my $mail = $o{mail} // '';
     my $server = $o{server} // '';
     my $port = $o{port} // 8110;
+    my $listen = defined $o{listen} ? " $o{listen}" : '';
     my $redis = $o{redis} // '127.0.0.1:%%PORT_8379%%';
     $server = "        max_errors 1000;\n$server"
         unless $server =~ /\bmax_errors\b/;
@@ -304,7 +305,7 @@ mail {
     auth_http 127.0.0.1:1/unused;    # required by the mail core, unused
 $mail
     server {
-        listen 127.0.0.1:%%PORT_$port%%;
+        listen 127.0.0.1:%%PORT_$port%%$listen;
         protocol pop3_ext;
         pop3_ext_redis $redis;
 $server

@@ -287,7 +287,14 @@ sub pipeline {
 
 sub cmd {
     my ($self, @args) = @_;
-    my ($r) = $self->pipeline([ @args ]);
+
+    my ($r) = eval { $self->pipeline([ @args ]) };
+    return $r unless $@;
+
+    # a connection closed under us (a restart, a failover: Sentinels kill
+    # the clients of a server they reconfigure): once more, on a new one
+    die $@ unless $@ =~ /connect|closed|reset|EOF|broken pipe/i;
+    ($r) = $self->pipeline([ @args ]);
     return $r;
 }
 
