@@ -92,6 +92,23 @@ $t->plan(16 + $Test::Nginx::POP3Ext::Load::TESTS + 2);
 
 ###############################################################################
 
+# both hosts serve once they have the slot map
+
+for my $port (port(8110), port(8111)) {
+    my $deadline = time() + 20;
+    my $ok;
+    while (!$ok && time() < $deadline) {
+        my $c = eval { $x->client(port => $LB) };
+        my $r = $c ? $c->login('u6', 'pwu6') // '' : '';
+        $ok = $r =~ /^\+OK/;
+        $c->cmd('QUIT') if $c;
+        sleep(0.2) unless $ok;
+    }
+    diag("no login through the balancer:\n"
+        . join("\n", grep { /\[(error|warn|notice)\]/ }
+            $x->log_lines(), $x->log_lines($t2))) unless $ok;
+}
+
 # the mailboxes live on all three masters
 
 my %on = map { $cluster->master_of($x->mbox_key($_, 'INDEX'))->port => 1 }
