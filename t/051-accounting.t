@@ -31,10 +31,10 @@ my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 
 my $redis = $x->redis_server(8390, aof => 1,
     args => [ '--appendfsync', 'always' ]);
-my $SPEC = '127.0.0.1:' . $redis->port . ' timeout=2s';
+my $SPEC = $redis->addr . ' timeout=2s';
 
 $x->run_pop3(
-    redis => $SPEC,
+    redis => $redis->conf_addr . ' timeout=2s',
     main => "worker_processes 2;\n",
     server => "        pop3_ext_lock_ttl 3s;\n",
 );

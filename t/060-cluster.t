@@ -43,6 +43,8 @@ for my $r ($cluster->replicas) {
 }
 my $SPEC = join(' ', map { $_->addr } @masters[0, 1])
     . ' cluster wait=1 timeout=3s';
+my $CONF_SPEC = join(' ', map { $_->conf_addr } @masters[0, 1])
+    . ' cluster wait=1 timeout=3s';
 
 # two hosts: the same configuration, each behind the balancer only
 
@@ -52,9 +54,10 @@ my $SERVER = "        pop3_ext_lock_ttl 3s;\n"
 
 my $t2 = $x->peer();
 
-$x->run_pop3(redis => $SPEC, listen => 'proxy_protocol', server => $SERVER);
-$x->run_pop3(redis => $SPEC, listen => 'proxy_protocol', server => $SERVER,
-    port => 8111, nginx => $t2);
+$x->run_pop3(redis => $CONF_SPEC, listen => 'proxy_protocol',
+    server => $SERVER);
+$x->run_pop3(redis => $CONF_SPEC, listen => 'proxy_protocol',
+    server => $SERVER, port => 8111, nginx => $t2);
 
 $t->write_file_expand('haproxy.cfg', <<'EOF');
 global

@@ -29,8 +29,10 @@ my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli
 my $sn = $x->redis_sentinel(base => 8450, name => 'p3x');
 my $SPEC = join(' ', map { $_->addr } $sn->sentinels)
     . ' sentinel=p3x wait=1 timeout=3s';
+my $CONF_SPEC = join(' ', map { $_->conf_addr } $sn->sentinels)
+    . ' sentinel=p3x wait=1 timeout=3s';
 
-$x->run_pop3(redis => $SPEC,
+$x->run_pop3(redis => $CONF_SPEC,
     server => "        pop3_ext_lock_ttl 3s;\n");
 
 my $load = Test::Nginx::POP3Ext::Load->new($x, ports => [ port(8110) ],

@@ -64,6 +64,13 @@ sub new {
 
 sub port { $_[0]{port} }
 sub addr { '127.0.0.1:' . $_[0]{port} }
+
+# the address for a configuration that write_file_expand() expands: it
+# rewrites "127.0.0.1:8nnn" to port(8nnn), which is another port when the
+# real one is not 8nnn itself; a placeholder expands to this port
+sub conf_addr {
+    defined $_[0]{num} ? "127.0.0.1:%%PORT_$_[0]{num}%%" : $_[0]->addr;
+}
 sub dir { $_[0]{dir} }
 sub pid { $_[0]{pid} }
 sub name { $_[0]{name} }
