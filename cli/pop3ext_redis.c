@@ -1367,46 +1367,12 @@ unexpected:
 }
 
 
-/*
- * Redis Cluster's key slot: CRC16 (XMODEM: polynomial 0x1021, no
- * reflection, initial 0) of the hash tag, the part between the first "{"
- * and the next "}" if that part is not empty, else of the whole key;
- * modulo 16384.
- */
+/* the model's rule (ngx_mail_pop3_ext_model.h) */
 
 unsigned
 pop3ext_key_slot(const char *key, size_t len)
 {
-    size_t     i, s, e;
-    unsigned   crc, k;
-
-    for (s = 0; s < len && key[s] != '{'; s++) {
-        /* void */
-    }
-
-    if (s < len) {
-        for (e = s + 1; e < len && key[e] != '}'; e++) {
-            /* void */
-        }
-
-        if (e < len && e > s + 1) {
-            key += s + 1;
-            len = e - s - 1;
-        }
-    }
-
-    crc = 0;
-
-    for (i = 0; i < len; i++) {
-        crc ^= (unsigned) (unsigned char) key[i] << 8;
-
-        for (k = 0; k < 8; k++) {
-            crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) : (crc << 1);
-            crc &= 0xffff;
-        }
-    }
-
-    return crc & (POP3EXT_CLUSTER_SLOTS - 1);
+    return p3x_key_slot((const unsigned char *) key, len);
 }
 
 

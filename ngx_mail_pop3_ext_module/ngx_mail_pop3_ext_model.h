@@ -163,6 +163,52 @@ p3x_uid_make(unsigned char *buf, unsigned long long ms,
 
 
 /*
+ * Redis Cluster's slot of a key: CRC16 (XMODEM: polynomial 0x1021, no
+ * reflection, initial value 0) of the hash tag, the text between the
+ * first "{" and the next "}" if that text is not empty, else of the whole
+ * key; modulo 16384.  Every key of a mailbox has the mailbox's tag, so a
+ * mailbox is one slot.
+ */
+
+#define P3X_SLOTS              16384
+
+static inline unsigned
+p3x_key_slot(const unsigned char *key, size_t len)
+{
+    size_t    i, s, e;
+    unsigned  crc, k;
+
+    for (s = 0; s < len && key[s] != '{'; s++) {
+        /* void */
+    }
+
+    if (s < len) {
+        for (e = s + 1; e < len && key[e] != '}'; e++) {
+            /* void */
+        }
+
+        if (e < len && e > s + 1) {
+            key += s + 1;
+            len = e - s - 1;
+        }
+    }
+
+    crc = 0;
+
+    for (i = 0; i < len; i++) {
+        crc ^= (unsigned) key[i] << 8;
+
+        for (k = 0; k < 8; k++) {
+            crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) : (crc << 1);
+            crc &= 0xffff;
+        }
+    }
+
+    return crc & (P3X_SLOTS - 1);
+}
+
+
+/*
  * DELIVER: store one message and append it to the index, at most once.
  *   KEYS[1] index, KEYS[2] the body "pop3:mbox:{MBOX}:msg:UID",
  *   KEYS[3] (optional) "pop3:mbox:{MBOX}:dlv:ID", the delivery id

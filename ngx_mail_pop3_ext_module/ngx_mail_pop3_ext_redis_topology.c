@@ -44,7 +44,6 @@ static void ngx_p3x_redis_set_master(ngx_p3x_redis_t *r, u_char *host,
     size_t host_len, u_char *port, size_t port_len);
 static ngx_p3x_rnode_t *ngx_p3x_redis_find_node(ngx_p3x_redis_t *r,
     u_char *host, size_t host_len, ngx_int_t port);
-static uint16_t ngx_p3x_redis_crc16(const u_char *p, size_t len);
 
 
 ngx_int_t
@@ -831,54 +830,10 @@ ngx_p3x_redis_find_node(ngx_p3x_redis_t *r, u_char *host, size_t host_len,
 }
 
 
-/*
- * Redis Cluster's slot of a key: CRC16 (XMODEM) of the hash tag, the
- * text between the first "{" and the next "}" if it is not empty, or of
- * the whole key.
- */
+/* the model's rule (ngx_mail_pop3_ext_model.h) */
 
 ngx_uint_t
 ngx_p3x_redis_key_slot(const u_char *key, size_t len)
 {
-    size_t  s, e;
-
-    for (s = 0; s < len && key[s] != '{'; s++) {
-        /* void */
-    }
-
-    if (s < len) {
-        for (e = s + 1; e < len && key[e] != '}'; e++) {
-            /* void */
-        }
-
-        if (e < len && e > s + 1) {
-            key += s + 1;
-            len = e - s - 1;
-        }
-    }
-
-    return ngx_p3x_redis_crc16(key, len) & (NGX_P3X_REDIS_SLOTS - 1);
-}
-
-
-/* polynomial 0x1021, initial value 0, no reflection */
-
-static uint16_t
-ngx_p3x_redis_crc16(const u_char *p, size_t len)
-{
-    uint16_t    crc;
-    ngx_uint_t  i;
-
-    crc = 0;
-
-    while (len--) {
-        crc ^= (uint16_t) (*p++ << 8);
-
-        for (i = 0; i < 8; i++) {
-            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
-                                 : (uint16_t) (crc << 1);
-        }
-    }
-
-    return crc;
+    return p3x_key_slot(key, len);
 }
