@@ -295,37 +295,24 @@ class Bench:
                 # empty the mailboxes first: the probe deletes nothing
                 self.run_load("fetchall", self.nginx, users)
             mon = self.redis.client()
-            mon.sock.sendall(b"MONITOR\r\n")
-            mon._line()
-            if kind == "login+QUIT":
-                r = self.run_load("probe", self.nginx, users,
-                                  duration=3600, count=n)
-                sessions = r["n"]
-            else:
-                r = self.run_load("fetchall", self.nginx, users)
-                sessions = r["sessions"]
-            time.sleep(0.3)
-            mon.sock.settimeout(0.5)
-            data = bytearray(mon.buf[mon.pos:])
-            try:
-                while True:
-                    d = mon.sock.recv(1 << 20)
-                    if not d:
-                        break
-                    data += d
-            except OSError:
-                pass
+            with mon.monitor() as m:
+                if kind == "login+QUIT":
+                    r = self.run_load("probe", self.nginx, users,
+                                      duration=3600, count=n)
+                    sessions = r["n"]
+                else:
+                    r = self.run_load("fetchall", self.nginx, users)
+                    sessions = r["sessions"]
+                time.sleep(0.3)
+                sent, inner = {}, {}
+                while m.connection.can_read(timeout=0.5):
+                    c = m.next_command()
+                    cmd = c["command"].split(" ", 1)[0].lower()
+                    if cmd in ("monitor", "info", "script"):
+                        continue
+                    d = inner if c["client_type"] == "lua" else sent
+                    d[cmd] = d.get(cmd, 0) + 1
             mon.close()
-            sent, inner = {}, {}
-            for line in bytes(data).split(b"\r\n"):
-                m = re.match(rb'\+[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"', line)
-                if not m:
-                    continue
-                cmd = m.group(2).decode().lower()
-                if cmd in ("monitor", "info", "script"):
-                    continue
-                d = inner if m.group(1) == b"lua" else sent
-                d[cmd] = d.get(cmd, 0) + 1
             s = max(1, sessions)
             out[kind] = sum(sent.values()) / s
             self.extra.append(

@@ -18,11 +18,16 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 die() { echo "bench/run.sh: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (Dovecot's test users, ulimit -n)"
+# Debian's python3: the one python3-redis is installed for (a python3
+# earlier in PATH, such as a pyenv one, would not have it)
+py3=${BENCH_PYTHON:-/usr/bin/python3}
 for cmd in nginx redis-server redis-cli redis-benchmark dovecot rabid \
-           openssl python3; do
+           openssl "$py3"; do
     command -v "$cmd" >/dev/null 2>&1 \
         || die "$cmd is missing: util/deps.sh bench (or make bench)"
 done
+"$py3" -c 'import redis' 2>/dev/null \
+    || die "python3-redis is missing for $py3: util/deps.sh bench"
 [ -f "$top/build/ngx_mail_pop3_ext_module.so" ] \
     || die "build/ngx_mail_pop3_ext_module.so is missing: make all"
 
@@ -95,7 +100,7 @@ trap 'exit 130' INT TERM
 
 export PYTHONDONTWRITEBYTECODE=1
 start=$(date +%s)
-python3 "$top/bench/bench.py" "$tmp" &
+"$py3" "$top/bench/bench.py" "$tmp" &
 py=$!
 wait "$py"
 rc=$?

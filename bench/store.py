@@ -7,6 +7,7 @@ ngx_mail_pop3_ext_model.h, so the benchmark never carries a copy of them.
 
 import hashlib
 import os
+import random
 import re
 import subprocess
 import time
@@ -86,6 +87,7 @@ class Stores:
         self.secret = None
         self.passwd_lines = []
         self.seq = 0
+        self.uid_seq = 0
         self.users = set()
 
     def used_memory(self):
@@ -107,7 +109,7 @@ class Stores:
         m = self.m
         cmds = [["HSET", m["P3X_USER_PREFIX"] + n + m["P3X_USER_SUFFIX"],
                  m["P3X_FIELD_SECRET"], self.secret] for n in names]
-        self.r.pipeline(cmds)
+        self.r.pipelined(cmds)
         uid, gid = self.env.mail_uid, self.env.mail_gid
         with open(self.dovecot.passwd, "a") as f:
             for n in names:
@@ -126,20 +128,26 @@ class Stores:
 
     def redis_deliver(self, plan, batch=None):
         """plan: [(user, crlf message), ...]; pipelined EVALSHA of the
-        module's delivery script."""
+        module's delivery script: KEYS the index and the body's key, ARGV
+        the body and its UID (made as the model says: the writer's clock
+        in ms, then a sequence and random bits)."""
         cmds = []
         for user, msg in plan:
             meta, index, prefix = self.mbox_keys(user)
-            cmds.append(["EVALSHA", self.deliver_sha, "2", meta, index, msg,
-                         prefix])
+            self.uid_seq += 1
+            uid = "%012x%06x%06x" % (int(time.time() * 1000),
+                                     self.uid_seq & 0xffffff,
+                                     random.getrandbits(24))
+            cmds.append(["EVALSHA", self.deliver_sha, "2", index,
+                         prefix + uid, msg, uid])
         if batch is None:
             batch = max(1, min(1000, (8 << 20) // max(1, len(plan[0][1])))) \
                 if plan else 1
-        self.r.pipeline(cmds, batch=batch)
+        self.r.pipelined(cmds, batch=batch)
 
     def redis_counts(self, users):
         cmds = [["LLEN", self.mbox_keys(u)[1]] for u in users]
-        return dict(zip(users, self.r.pipeline(cmds)))
+        return dict(zip(users, self.r.pipelined(cmds)))
 
     # -- Maildir
 
