@@ -40,7 +40,9 @@ class Bench:
         self.servers = []
         self.t_start = time.time()
         self.loadavg = " ".join(open("/proc/loadavg").read().split()[:3])
-        self.scenarios = e.cfg("BENCH_SCENARIOS", "1 2 3 4 5").split()
+        self.scenarios = e.cfg("BENCH_SCENARIOS", "1 2 3 4 5 6").split()
+        self.password = PASSWORD
+        self.cluster_lines = []
 
     # -- table
 
@@ -55,6 +57,7 @@ class Bench:
         module = os.path.join(e.tmp, "ngx_mail_pop3_ext_module.so")
         shutil.copy(os.path.join(self.top, "build",
                                  "ngx_mail_pop3_ext_module.so"), module)
+        self.module = module
         self.redis = RedisServer(e).start()
         self.servers.append(self.redis)
         self.nginx = Nginx(e, self.redis, module).start()
@@ -609,6 +612,16 @@ service pop3 {
                  o["storm"]["errors"] + o["noop_errors"],
                  d["storm"]["errors"] + d["noop_errors"], "%d")
 
+    # -- scenario 6: Redis Cluster against one Redis (bench/cluster.py)
+
+    def scenario6(self):
+        from cluster import ClusterScenario
+        c = ClusterScenario(self)
+        try:
+            c.run()
+        finally:
+            self.cluster_lines = c.table()
+
     def redis_memory(self):
         sec = "Redis memory per stored message"
         for size in sorted(self.redis_mem):
@@ -692,13 +705,17 @@ service pop3 {
                                                  fmtv(fmt, o),
                                                  fmtv(fmt, d), ratio))
         lines.append("")
+        if self.cluster_lines:
+            lines += self.cluster_lines + [""]
         lines += self.extra
         if self.env.notes:
             lines.append("")
             lines.append("notes:")
             lines += ["- " + n for n in self.env.notes]
         lines.append("")
-        lines.append("run time: %.0f s" % (time.time() - self.t_start))
+        lines.append("run time: %.0f s; load average at the end: %s" % (
+            time.time() - self.t_start, " ".join(
+                open("/proc/loadavg").read().split()[:3])))
         return "\n".join(lines) + "\n"
 
     def run(self):

@@ -9,7 +9,7 @@ libssl-dev libcrypt-dev libargon2-dev"
 pkgs_run="redis-server redis-tools openssl"
 pkgs_test="perl libnet-perl libio-socket-ssl-perl python3 curl fetchmail \
 valgrind dovecot-core"
-pkgs_bench="postal dovecot-pop3d dovecot-core"
+pkgs_bench="postal dovecot-pop3d dovecot-core python3-redis"
 pkgs_fuzz="clang libclang-rt-14-dev"
 # nginx built from its source (make test-nginx): what its default
 # configure needs (PCRE, zlib, OpenSSL) and the module's libraries
