@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from env import Env                                         # noqa: E402
 from servers import (RedisServer, Nginx, Dovecot, LogCounter,  # noqa: E402
-                     mem)
+                     machine_busy, mem, own_cpu)
 from store import Stores                                    # noqa: E402
 
 
@@ -40,9 +40,11 @@ class Bench:
         self.servers = []
         self.t_start = time.time()
         self.loadavg = " ".join(open("/proc/loadavg").read().split()[:3])
+        self.cpu0 = (machine_busy(), own_cpu(), time.monotonic())
         self.scenarios = e.cfg("BENCH_SCENARIOS", "1 2 3 4 5 6").split()
         self.password = PASSWORD
         self.cluster_lines = []
+        self.cpu1 = None
 
     # -- table
 
@@ -716,6 +718,11 @@ service pop3 {
         lines.append("run time: %.0f s; load average at the end: %s" % (
             time.time() - self.t_start, " ".join(
                 open("/proc/loadavg").read().split()[:3])))
+        if self.cpu1:
+            lines.append(
+                "other work on the machine during the run: %.2f of %d "
+                "CPUs on average (the machine's busy time, /proc/stat, "
+                "less all the benchmark ran)" % (self.cpu1, os.cpu_count()))
         return "\n".join(lines) + "\n"
 
     def run(self):
@@ -737,6 +744,9 @@ service pop3 {
             self.scan_logs()
         finally:
             self.env.cleanup(self.servers)
+            b0, o0, t0 = self.cpu0
+            self.cpu1 = ((machine_busy() - b0) - (own_cpu() - o0)) / max(
+                1e-9, time.monotonic() - t0)
         text = self.table()
         sys.stdout.write("\n" + text)
         out = self.env.cfg("BENCH_OUT", os.path.join(

@@ -36,7 +36,8 @@ import time
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from servers import RedisClient, Server, descendants, tree_cpu, wait_port
+from servers import (RedisClient, Server, descendants, machine_busy,
+                     own_cpu, tree_cpu, wait_port)
 from store import make_message
 
 
@@ -813,9 +814,16 @@ class ClusterScenario:
 
     # -- all of it
 
+    def others_cpu(self):
+        """CPU seconds of the benchmark's servers that stay up during
+        this scenario (they idle)."""
+        return sum(tree_cpu(s.proc.pid) for s in self.b.servers
+                   if s.proc is not None and s.proc.poll() is None)
+
     def run(self):
         t0 = time.monotonic()
         self.load_start = loadavg()
+        c0 = (machine_busy(), own_cpu(), self.others_cpu())
         try:
             self.start()
             self.memory()
@@ -827,6 +835,9 @@ class ClusterScenario:
             self.stop()
         self.load_end = loadavg()
         self.secs = time.monotonic() - t0
+        # everything this scenario ran has been reaped by now
+        self.other = ((machine_busy() - c0[0]) - (own_cpu() - c0[1])
+                      - (self.others_cpu() - c0[2])) / self.secs
         self.env.log("scenario 6: %.0f s" % self.secs)
 
     def table(self):
@@ -835,10 +846,11 @@ class ClusterScenario:
             w, "metric", "standalone", "cluster", "cl/sa", "cl wait=1",
             "w1/cl")
         lines = [self.SEC + ", AOF everysec on both, same run",
-                 "(%.0f s; load average %s at its start, %s at its end; "
-                 "users {PLAIN}, %d clients)" % (
-                     getattr(self, "secs", 0),
-                     getattr(self, "load_start", "?"),
+                 "(%.0f s; other work on the machine meanwhile: %.2f of %d "
+                 "CPUs on average; load average %s at its start, %s at its "
+                 "end; users {PLAIN}, %d clients)" % (
+                     getattr(self, "secs", 0), getattr(self, "other", -1),
+                     os.cpu_count(), getattr(self, "load_start", "?"),
                      getattr(self, "load_end", "?"), self.conc),
                  head, "-" * len(head)]
         for metric, sa, cl, clw, fmt in self.rows:

@@ -135,6 +135,21 @@ def tree_cpu(root):
     return total / CLK_TCK
 
 
+def machine_busy():
+    """CPU seconds the whole machine spent busy, from /proc/stat (user,
+    nice, system, irq, softirq, steal; guest time is inside user)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK
+
+
+def own_cpu():
+    """CPU seconds of this process and of the children it reaped: once
+    the benchmark has stopped what it started, everything it ran."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def mem(pids):
     """(sum RSS kB, sum PSS kB) of pids."""
     rss = pss = 0
