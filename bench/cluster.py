@@ -277,10 +277,10 @@ class MultiNginx(Server):
     name = "nginx-cluster"
     stop_signal = signal.SIGTERM
 
-    def __init__(self, env, module, specs):
+    def __init__(self, env, module, specs, name="nginx-cluster"):
         self.env = env
         self.module = module
-        self.dir = os.path.join(env.tmp, "nginx-cluster")
+        self.dir = os.path.join(env.tmp, name)
         os.makedirs(os.path.join(self.dir, "logs"))
         self.log = os.path.join(self.dir, "error.log")
         self.ports = {}
