@@ -556,10 +556,11 @@ class ClusterScenario:
             self.deliver(st, stat + retr, 10, 4096)
             self.deliver(st, big, 1, 1 << 20)
         # wait=1 has its own mailboxes on the cluster
-        retr = ["clwrt%d" % i for i in range(nretr)]
-        self.users["clw"] = dict(retr=retr)
-        self.add_users(self.cl, retr, self.secret)
-        self.deliver(self.cl, retr, 10, 4096)
+        if self.cluster.replicas:
+            retr = ["clwrt%d" % i for i in range(nretr)]
+            self.users["clw"] = dict(retr=retr)
+            self.add_users(self.cl, retr, self.secret)
+            self.deliver(self.cl, retr, 10, 4096)
         self.settle()
         # the users are spread over the masters: keys per master, and one
         # user's keys share a slot (CLUSTER KEYSLOT)
@@ -623,6 +624,8 @@ class ClusterScenario:
                 add(("stat", k), self.sessions(
                     k, stores[k], self.users[k]["stat"], self.stat_n, 0))
             for k in ("sa", "cl", "clw"):
+                if k not in self.users:
+                    continue            # no replicas: nothing to WAIT for
                 e.log("scenario 6: 10 x (RETR+DELE), %s, round %d" % (k, rnd))
                 users = self.users[k]["retr"][rnd * self.retr_n:
                                               (rnd + 1) * self.retr_n]
@@ -632,7 +635,8 @@ class ClusterScenario:
 
         for shape, label in (("stat", "login+STAT+QUIT"),
                              ("retr", "login+10 x (RETR+DELE)+QUIT")):
-            ks = ("sa", "cl", "clw") if shape == "retr" else ("sa", "cl")
+            ks = ("sa", "cl", "clw") if shape == "retr" and "clw" in \
+                self.users else ("sa", "cl")
             g = {k: res[(shape, k)] for k in ks}
 
             def v(f, k):
@@ -643,7 +647,7 @@ class ClusterScenario:
             def r3(metric, f, fmt="%.1f"):
                 self.row(metric, v(f, "sa"), v(f, "cl"), v(f, "clw"), fmt)
 
-            self.row("%s:" % label, "", "", "" if shape == "retr" else None,
+            self.row("%s:" % label, "", "", "" if "clw" in ks else None,
                      "%s")
             r3("  sessions/s", lambda t: t["sessions"] / t["seconds"])
             r3("  session p50 (ms, median of rounds)",
@@ -845,7 +849,11 @@ class ClusterScenario:
         head = "%-*s %11s %11s %7s %11s %7s" % (
             w, "metric", "standalone", "cluster", "cl/sa", "cl wait=1",
             "w1/cl")
-        lines = [self.SEC + ", AOF everysec on both, same run",
+        sec = self.SEC
+        if hasattr(self, "cluster"):
+            sec = sec.replace("3 replicas", "%d replicas" % len(
+                self.cluster.replicas))
+        lines = [sec + ", AOF everysec on both, same run",
                  "(%.0f s; other work on the machine meanwhile: %.2f of %d "
                  "CPUs on average; load average %s at its start, %s at its "
                  "end; users {PLAIN}, %d clients)" % (
