@@ -6,10 +6,11 @@ Two stores, started here and stopped at the end:
   cluster     six redis-servers with AOF and --cluster-enabled, made into
               3 masters + 3 replicas by `redis-cli --cluster create`
 
-One nginx (the module, defaults) serves both on separate ports, and a
-third port on the cluster with wait=1; a fourth reaches the standalone
-Redis through rtproxy.py, which delays what nginx sends, to count the
-round trips a session waits for.  Users are written with redis-py
+One nginx (the module, defaults but pop3_ext_auth_block_addr 0) serves
+both on separate ports, and a third port on the cluster with wait=1; two
+more reach the standalone Redis through rtproxy.py, once with a delay on
+what nginx sends and once without, to count the round trips a session
+waits for.  Users are written with redis-py
 (python3-redis), mail is delivered by pop3ext -r SPEC, as an MTA would.
 The load is p3load.py: sessions of two shapes (login+STAT+QUIT, and
 login+STAT+10 x (RETR+DELE)+QUIT) and RETR of 1 MB; the rounds of the
@@ -19,8 +20,9 @@ Measured per session: rate, nginx CPU, Redis CPU (masters, and replicas
 apart), Redis commands (INFO commandstats of every master, the commands
 scripts run included), requests sent (MONITOR), round trips waited
 (rtproxy); Redis memory per message and per user (used_memory of every
-master), on stores that are still empty, so that neither a replication
-backlog filling up nor a main hash table doubling lands in a delta.
+master, less the buffers that come and go with the traffic), on stores
+still nearly empty, after a warm-up, so that a big main hash table
+doubling or a fresh server's first scripts land in no delta.
 """
 
 import json
