@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from env import Env                                         # noqa: E402
 from servers import (RedisServer, Nginx, Dovecot, LogCounter,  # noqa: E402
-                     mem)
+                     machine_busy, mem, own_cpu)
 from store import Stores                                    # noqa: E402
 
 
@@ -40,7 +40,11 @@ class Bench:
         self.servers = []
         self.t_start = time.time()
         self.loadavg = " ".join(open("/proc/loadavg").read().split()[:3])
-        self.scenarios = e.cfg("BENCH_SCENARIOS", "1 2 3 4 5").split()
+        self.cpu0 = (machine_busy(), own_cpu(), time.monotonic())
+        self.scenarios = e.cfg("BENCH_SCENARIOS", "1 2 3 4 5 6").split()
+        self.password = PASSWORD
+        self.cluster_lines = []
+        self.cpu1 = None
 
     # -- table
 
@@ -55,6 +59,7 @@ class Bench:
         module = os.path.join(e.tmp, "ngx_mail_pop3_ext_module.so")
         shutil.copy(os.path.join(self.top, "build",
                                  "ngx_mail_pop3_ext_module.so"), module)
+        self.module = module
         self.redis = RedisServer(e).start()
         self.servers.append(self.redis)
         self.nginx = Nginx(e, self.redis, module).start()
@@ -609,6 +614,16 @@ service pop3 {
                  o["storm"]["errors"] + o["noop_errors"],
                  d["storm"]["errors"] + d["noop_errors"], "%d")
 
+    # -- scenario 6: Redis Cluster against one Redis (bench/cluster.py)
+
+    def scenario6(self):
+        from cluster import ClusterScenario
+        c = ClusterScenario(self)
+        try:
+            c.run()
+        finally:
+            self.cluster_lines = c.table()
+
     def redis_memory(self):
         sec = "Redis memory per stored message"
         for size in sorted(self.redis_mem):
@@ -692,13 +707,22 @@ service pop3 {
                                                  fmtv(fmt, o),
                                                  fmtv(fmt, d), ratio))
         lines.append("")
+        if self.cluster_lines:
+            lines += self.cluster_lines + [""]
         lines += self.extra
         if self.env.notes:
             lines.append("")
             lines.append("notes:")
             lines += ["- " + n for n in self.env.notes]
         lines.append("")
-        lines.append("run time: %.0f s" % (time.time() - self.t_start))
+        lines.append("run time: %.0f s; load average at the end: %s" % (
+            time.time() - self.t_start, " ".join(
+                open("/proc/loadavg").read().split()[:3])))
+        if self.cpu1:
+            lines.append(
+                "other work on the machine during the run: %.2f of %d "
+                "CPUs on average (the machine's busy time, /proc/stat, "
+                "less all the benchmark ran)" % (self.cpu1, os.cpu_count()))
         return "\n".join(lines) + "\n"
 
     def run(self):
@@ -720,6 +744,9 @@ service pop3 {
             self.scan_logs()
         finally:
             self.env.cleanup(self.servers)
+            b0, o0, t0 = self.cpu0
+            self.cpu1 = ((machine_busy() - b0) - (own_cpu() - o0)) / max(
+                1e-9, time.monotonic() - t0)
         text = self.table()
         sys.stdout.write("\n" + text)
         out = self.env.cfg("BENCH_OUT", os.path.join(

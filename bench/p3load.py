@@ -8,11 +8,12 @@
     p3load.py noop   HOST PORT PASSWORD USER...       NOOP latency sessions
     p3load.py storm  HOST PORT PASSWORD USER...       login storm
     p3load.py fetchall HOST PORT PASSWORD USER...     full sessions, once
+    p3load.py sessions HOST PORT PASSWORD USER...     sessions of one shape
 
 Common options: --duration SECONDS, --tls, --concurrency N, --repeat N,
---count N, --interval SECONDS.  Each prints one JSON object on stdout
-(idle prints one per step and is driven by lines on stdin).  Latencies
-are in milliseconds.  Standard library only.
+--count N, --interval SECONDS, --retr N (sessions).  Each prints one JSON
+object on stdout (idle prints one per step and is driven by lines on
+stdin).  Latencies are in milliseconds.  Standard library only.
 """
 
 import argparse
@@ -463,10 +464,84 @@ async def storm(a):
     print(json.dumps(out))
 
 
+def cmd_sessions(a):
+    asyncio.run(sessions(a))
+
+
+async def sessions(a):
+    """--count sessions of one shape by --concurrency workers: login,
+    STAT, then with --retr N: RETR and DELE of the first N messages,
+    QUIT.  Worker i uses users i, i+C, i+2C, ... so no two hold the same
+    maildrop; with --retr each user serves one session (its messages are
+    gone after it), without, users are used again in turn.  Reports the
+    rate, the session and QUIT latencies and the client's own CPU time,
+    which tells whether the client was what limited the rate."""
+    lat, quit_lat, errors = [], [], []
+    done = [0, 0, 0]                              # sessions, msgs, octets
+    C = min(a.concurrency, len(a.users))
+    if a.retr and a.count > len(a.users):
+        a.count = len(a.users)
+    started = [0]
+
+    async def session(user):
+        t0 = time.monotonic()
+        w = None
+        try:
+            r, w = await aopen(a.host, a.port, a.tls)
+            await alogin(r, w, user, a.password)
+            n = int((await acmd(r, w, "STAT")).split()[1])
+            msgs = octets = 0
+            for i in range(1, min(n, a.retr) + 1):
+                await acmd(r, w, "RETR %d" % i)
+                body = await r.readuntil(TERM)
+                octets += len(body) - 3
+                msgs += 1
+                await acmd(r, w, "DELE %d" % i)
+            t1 = time.monotonic()
+            await acmd(r, w, "QUIT")
+            t2 = time.monotonic()
+            lat.append((t2 - t0) * 1000)
+            quit_lat.append((t2 - t1) * 1000)
+            done[0] += 1
+            done[1] += msgs
+            done[2] += octets
+        except (OSError, POP3Error, ValueError, IndexError,
+                asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+            errors.append("%s: %s" % (user, e))
+        finally:
+            if w:
+                w.close()
+
+    async def worker(i):
+        mine = a.users[i::C]
+        k = 0
+        while started[0] < a.count:
+            started[0] += 1
+            await session(mine[k % len(mine)])
+            k += 1
+            if a.retr and k == len(mine):
+                break
+
+    c0 = time.process_time()
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker(i) for i in range(C)))
+    elapsed = time.monotonic() - t0
+    out = summary(lat)
+    out.update(sessions=done[0], msgs=done[1], octets=done[2],
+               seconds=elapsed, sessions_s=done[0] / elapsed,
+               quit_p50=pct(quit_lat, 50), quit_p99=pct(quit_lat, 99),
+               client_cpu=time.process_time() - c0,
+               errors=len(errors), error_samples=errors[:5])
+    if a.concurrency == 1:
+        out["lat_all"] = lat
+    print(json.dumps(out))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["probe", "retr", "bigbox", "idle",
-                                    "noop", "storm", "fetchall"])
+                                    "noop", "storm", "fetchall",
+                                    "sessions"])
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("password")
@@ -477,6 +552,7 @@ def main():
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--count", type=int, default=10000)
     p.add_argument("--interval", type=float, default=0.0)
+    p.add_argument("--retr", type=int, default=0)
     a = p.parse_args()
     globals()["cmd_" + a.mode](a)
 

@@ -3,7 +3,7 @@
 # on loopback, in one run.  Called by `make bench` (which installs the
 # packages and builds first); see bench/README.md.
 #
-#   bench/run.sh                      all five scenarios, quick defaults
+#   bench/run.sh                      all six scenarios, quick defaults
 #   BENCH_SECONDS=30 bench/run.sh     longer scenario 1
 #   BENCH_SCENARIOS="1 5" bench/run.sh
 #   BENCH_KEEP=1 bench/run.sh         keep the temporary directory (logs)
@@ -28,8 +28,9 @@ for cmd in nginx redis-server redis-cli redis-benchmark dovecot rabid \
 done
 "$py3" -c 'import redis' 2>/dev/null \
     || die "python3-redis is missing for $py3: util/deps.sh bench"
-[ -f "$top/build/ngx_mail_pop3_ext_module.so" ] \
-    || die "build/ngx_mail_pop3_ext_module.so is missing: make all"
+for f in ngx_mail_pop3_ext_module.so pop3ext; do
+    [ -f "$top/build/$f" ] || die "build/$f is missing: make all"
+done
 
 # Debian's dovecot package starts a system Dovecot where an init system
 # runs (it was installed under a policy-rc.d that forbids it here).  Ours
