@@ -345,7 +345,9 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     lens[3 + n] = P3X_TOKEN_LEN;
 
     ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_COMMIT, handler);
-    call.ack = 1;
+
+    /* with nothing deleted only the lock goes: no replica need confirm */
+    call.ack = (n > 0);
 
     rc = ngx_p3x_redis_eval(&call, nkeys, keys, lens, k, args,
                             lens + 3 + n);

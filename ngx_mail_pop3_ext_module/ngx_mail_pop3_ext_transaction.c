@@ -754,11 +754,24 @@ ngx_p3x_committed(void *data, redisReply *reply, ngx_uint_t status)
         ctx->removed = (ngx_uint_t) reply->element[0]->integer;
         ctx->removed_octets = (off_t) reply->element[1]->integer;
 
-        if (ctx->removed != ctx->ndeleted) {
-            ngx_log_error(NGX_LOG_NOTICE, ctx->connection->log, 0,
+        if (ctx->removed < ctx->ndeleted) {
+
+            /*
+             * Redis had lost some marks the session had acknowledged (a
+             * failover without wait=): RFC 1939's answer for this
+             */
+
+            ngx_log_error(NGX_LOG_WARN, ctx->connection->log, 0,
                           "pop3_ext: commit of \"%V\" removed %ui of the %ui "
                           "messages marked in the session", &ctx->mailbox,
                           ctx->removed, ctx->ndeleted);
+
+            ngx_p3x_reply(ctx, "-ERR [SYS/TEMP] some deleted messages not "
+                          "removed: %ui of %ui removed, %ui messages left",
+                          ctx->removed, ctx->ndeleted,
+                          ctx->nmsgs - ctx->removed);
+            ctx->end_reason = "some deleted messages not removed";
+            return;
         }
 
         ngx_p3x_reply(ctx, "+OK bye, %ui messages left",
