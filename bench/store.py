@@ -128,9 +128,10 @@ class Stores:
 
     def redis_deliver(self, plan, batch=None):
         """plan: [(user, crlf message), ...]; pipelined EVALSHA of the
-        module's delivery script: KEYS the index and the body's key, ARGV
-        the body and its UID (made as the model says: the writer's clock
-        in ms, then a sequence and random bits)."""
+        module's delivery script: KEYS the index, the body's key, meta and
+        time, ARGV the body, its UID (made as the model says: the writer's
+        clock in ms, then a sequence and random bits), the id lifetime,
+        the delivery time and no default quota."""
         cmds = []
         for user, msg in plan:
             meta, index, prefix = self.mbox_keys(user)
@@ -138,8 +139,11 @@ class Stores:
             uid = "%012x%06x%06x" % (int(time.time() * 1000),
                                      self.uid_seq & 0xffffff,
                                      random.getrandbits(24))
-            cmds.append(["EVALSHA", self.deliver_sha, "2", index,
-                         prefix + uid, msg, uid])
+            base = prefix[:-len(self.m["P3X_MSG_SUFFIX"])]
+            cmds.append(["EVALSHA", self.deliver_sha, "4", index,
+                         prefix + uid, meta,
+                         base + self.m["P3X_TIME_SUFFIX"], msg, uid, "0",
+                         str(int(time.time() * 1000)), "0", "0"])
         if batch is None:
             batch = max(1, min(1000, (8 << 20) // max(1, len(plan[0][1])))) \
                 if plan else 1

@@ -99,8 +99,8 @@ pop3ext_entry(const char *p, size_t len, size_t *uid_len,
 
 
 /*
- * Deletes a mailbox: the bodies listed in its index, its index, meta, lock
- * and dele keys and, with scan, any body the index no longer lists and
+ * Deletes a mailbox: the bodies listed in its index, its index, meta,
+ * time, lock, owner, last and dele keys and, with scan, any body the index no longer lists and
  * the delivery ids it remembers (a mailbox made again must take a retried
  * delivery whose id the old one had stored).
  */
@@ -119,9 +119,15 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
     char                 index[POP3EXT_KEY_MAX], meta[POP3EXT_KEY_MAX];
     char                 lock[POP3EXT_KEY_MAX], dele[POP3EXT_KEY_MAX];
     char                 prefix[POP3EXT_KEY_MAX], dlv[POP3EXT_KEY_MAX];
+    char                 mtime[POP3EXT_KEY_MAX], owner[POP3EXT_KEY_MAX];
+    char                 last[POP3EXT_KEY_MAX];
 
     if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
         || pop3ext_key(dlv, P3X_MBOX_PREFIX, mbox, P3X_DLV_SUFFIX) != EX_OK
+        || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox, P3X_TIME_SUFFIX) != EX_OK
+        || pop3ext_key(owner, P3X_MBOX_PREFIX, mbox, P3X_OWNER_SUFFIX)
+           != EX_OK
+        || pop3ext_key(last, P3X_MBOX_PREFIX, mbox, P3X_LAST_SUFFIX) != EX_OK
         || pop3ext_key(meta, P3X_MBOX_PREFIX, mbox, P3X_META_SUFFIX) != EX_OK
         || pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
         || pop3ext_key(dele, P3X_MBOX_PREFIX, mbox, P3X_DELE_SUFFIX) != EX_OK
@@ -212,8 +218,8 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
      * leaves a whole mailbox, not a body without an index entry.
      */
 
-    r = pop3ext_write(cx, &rc, index, "DEL %s %s %s %s", index, meta, lock,
-                      dele);
+    r = pop3ext_write(cx, &rc, index, "DEL %s %s %s %s %s %s %s", index, meta,
+                      lock, dele, mtime, owner, last);
     if (r == NULL) {
         goto done;
     }

@@ -206,8 +206,10 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
     size_t              len, max;
     redisReply         *r;
     struct timespec     ts;
-    const char         *av[10], *id;
-    size_t              avlen[10];
+    const char         *av[14], *id;
+    size_t              avlen[14];
+    char                meta[POP3EXT_KEY_MAX], mtime[POP3EXT_KEY_MAX];
+    char                when[32];
     unsigned long long  ms;
     char                index[POP3EXT_KEY_MAX], body[POP3EXT_KEY_MAX];
     char                dlv[POP3EXT_KEY_MAX], hex[2 * 32 + 1];
@@ -306,20 +308,24 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
         }
     }
 
-    nkeys = id ? 3 : 2;
+    /* KEYS index, body, meta, time[, dlv]; see P3X_SCRIPT_DELIVER */
+
+    nkeys = id ? 5 : 4;
     snprintf(ttl, sizeof(ttl), "%d", P3X_DELIVERY_TTL);
 
     av[0] = "EVAL";
     avlen[0] = sizeof("EVAL") - 1;
     av[1] = P3X_SCRIPT_DELIVER;
     avlen[1] = sizeof(P3X_SCRIPT_DELIVER) - 1;
-    av[2] = id ? "3" : "2";
+    av[2] = id ? "5" : "4";
     avlen[2] = 1;
     av[3] = index;
     av[4] = body;
+    av[5] = meta;
+    av[6] = mtime;
 
     if (id) {
-        av[5] = dlv;
+        av[7] = dlv;
     }
 
     av[3 + nkeys] = (const char *) msg;
@@ -328,6 +334,13 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
     avlen[4 + nkeys] = P3X_UID_NEW_LEN;
     av[5 + nkeys] = ttl;
     avlen[5 + nkeys] = strlen(ttl);
+    av[6 + nkeys] = when;
+
+    /* no server default quota here: a mailbox's own limits apply */
+    av[7 + nkeys] = "0";
+    avlen[7 + nkeys] = 1;
+    av[8 + nkeys] = "0";
+    avlen[8 + nkeys] = 1;
 
     for (j = 0; j < n; j++) {
 
@@ -344,8 +357,14 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
             p3x_uid_make((u_char *) uid, ms, rnd);
             uid[P3X_UID_NEW_LEN] = '\0';
 
+            avlen[6 + nkeys] = snprintf(when, sizeof(when), "%llu", ms);
+
             if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox[j],
                             P3X_INDEX_SUFFIX) != EX_OK
+                || pop3ext_key(meta, P3X_MBOX_PREFIX, mbox[j],
+                               P3X_META_SUFFIX) != EX_OK
+                || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox[j],
+                               P3X_TIME_SUFFIX) != EX_OK
                 || pop3ext_key(body, P3X_MBOX_PREFIX, mbox[j],
                                P3X_MSG_SUFFIX) != EX_OK
                 || (id && pop3ext_key(dlv, P3X_MBOX_PREFIX, mbox[j],
@@ -365,12 +384,14 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
 
             avlen[3] = strlen(index);
             avlen[4] = strlen(body);
+            avlen[5] = strlen(meta);
+            avlen[6] = strlen(mtime);
 
             if (id) {
-                avlen[5] = strlen(dlv);
+                avlen[7] = strlen(dlv);
             }
 
-            rc = pop3ext_call(cx, index, 1, 6 + nkeys, av, avlen, &r);
+            rc = pop3ext_call(cx, index, 1, 9 + nkeys, av, avlen, &r);
             if (rc != EX_OK) {
                 goto done;
             }

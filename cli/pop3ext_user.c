@@ -73,7 +73,7 @@ pop3ext_user_record(pop3ext_ctx_t *cx, const char *user, redisReply **rp)
         return rc;
     }
 
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 4) {
         goto unexpected;
     }
 

@@ -791,7 +791,7 @@ ngx_p3x_login_info(void *data, redisReply *reply, ngx_uint_t status)
     redisReply  *el;
 
     if (status != NGX_P3X_REDIS_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 4)
+        || reply->elements < 4)
     {
         if (status == NGX_P3X_REDIS_OK && reply->type == REDIS_REPLY_ERROR) {
             ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,

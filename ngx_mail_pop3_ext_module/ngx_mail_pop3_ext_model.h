@@ -28,9 +28,19 @@
  *   pop3:mbox:{MBOX}:msg:UID   string  the message, CRLF lines, unstuffed
  *   pop3:mbox:{MBOX}:dlv:ID    string  the UID a delivery id was stored
  *                                      as, for P3X_DELIVERY_TTL ms
- *   pop3:mbox:{MBOX}:meta      hash    (read by no one since 0.2: UIDs
- *                                      no longer come from a counter)
+ *   pop3:mbox:{MBOX}:meta      hash    messages, octets (usage, kept by
+ *                                      DELIVER, COMMIT and EXPUNGE),
+ *                                      quota_messages, quota_octets
+ *                                      (limits; absent: the server's
+ *                                      default; 0: none), expire (days
+ *                                      kept; absent: the server's)
+ *   pop3:mbox:{MBOX}:time      hash    UID -> delivery time, ms since the
+ *                                      epoch (the writer's clock, or the
+ *                                      original one for imported mail)
  *   pop3:mbox:{MBOX}:lock      string  session token, with a TTL
+ *   pop3:mbox:{MBOX}:owner     string  who holds the lock (P3X_OWNER_*
+ *                                      fields), with the lock's TTL
+ *   pop3:mbox:{MBOX}:last      string  a login within LOGIN-DELAY, TTL
  *   pop3:mbox:{MBOX}:dele      set     "UID SIZE" entries marked by DELE
  *   pop3:mbox:{MBOX}:gone:TOKEN string  a lock request given up, with a TTL
  *
@@ -54,7 +64,10 @@
 #define P3X_MSG_SUFFIX         "}:msg:"
 #define P3X_DLV_SUFFIX         "}:dlv:"
 #define P3X_META_SUFFIX        "}:meta"
+#define P3X_TIME_SUFFIX        "}:time"
 #define P3X_LOCK_SUFFIX        "}:lock"
+#define P3X_OWNER_SUFFIX       "}:owner"
+#define P3X_LAST_SUFFIX        "}:last"
 #define P3X_DELE_SUFFIX        "}:dele"
 #define P3X_GONE_SUFFIX        "}:gone:"
 
@@ -67,6 +80,24 @@
 #define P3X_FIELD_SECRET       "secret"
 #define P3X_FIELD_MAILBOX      "mailbox"
 #define P3X_FIELD_DISABLED     "disabled"
+#define P3X_FIELD_EXPIRE       "expire"
+
+/* meta fields */
+#define P3X_META_MESSAGES      "messages"
+#define P3X_META_OCTETS        "octets"
+#define P3X_META_QUOTA_MESSAGES "quota_messages"
+#define P3X_META_QUOTA_OCTETS  "quota_octets"
+#define P3X_META_EXPIRE        "expire"
+
+/*
+ * The owner of a lock, for "pop3ext who": space-separated fields
+ * "host=H pid=P client=ADDR since=MS user=NAME", in this order; a value
+ * has no space.
+ */
+
+/* the audit trail of changes made with pop3ext: a stream */
+#define P3X_AUDIT_KEY          "pop3:audit"
+#define P3X_AUDIT_MAXLEN       100000
 
 #define P3X_NAME_MAX           255
 #define P3X_UID_MAX            70
@@ -209,31 +240,36 @@ p3x_key_slot(const unsigned char *key, size_t len)
 
 
 /*
- * DELIVER: store one message and append it to the index, at most once.
+ * DELIVER: store one message and append it to the index, at most once,
+ * within the mailbox's quota.
  *   KEYS[1] index, KEYS[2] the body "pop3:mbox:{MBOX}:msg:UID",
- *   KEYS[3] (optional) "pop3:mbox:{MBOX}:dlv:ID", the delivery id
- *   ARGV[1] the message, ARGV[2] UID, ARGV[3] the id's lifetime in ms
+ *   KEYS[3] meta, KEYS[4] time,
+ *   KEYS[5] (optional) "pop3:mbox:{MBOX}:dlv:ID", the delivery id
+ *   ARGV[1] the message, ARGV[2] UID, ARGV[3] the id's lifetime in ms,
+ *   ARGV[4] the delivery time in ms since the epoch, ARGV[5] and ARGV[6]
+ *   the server's default quota in octets and in messages (0: none)
  *   returns { UID, 1 } when stored, { the earlier UID, 0 } when this
- *   delivery id was stored before; the errors "WRONGTYPE", "BADUID",
- *   "BADBODY" and "EXISTS" (the UID is taken: make another, try again)
+ *   delivery id was stored before (its lifetime renewed, so that a WAIT
+ *   after a retry covers the first write too); the errors "WRONGTYPE",
+ *   "BADUID", "BADBODY", "OVERQUOTA messages", "OVERQUOTA octets" and
+ *   "EXISTS" (the UID is taken: make another, try again)
  *
  * The writer chooses the UID (p3x_uid_make()), so the body's key is known
  * before the script runs and can be one of its KEYS.  The body is written
  * with NX: a message is never overwritten.  Retrying a delivery whose
- * reply was lost, with the same id, stores nothing twice.  Such a retry
- * still writes (the id's lifetime starts again): WAIT counts replicas
- * that have a connection's own writes, and this one puts the retry behind
- * the first delivery, which a replica may still lack.  The body must
+ * reply was lost, with the same id, stores nothing twice.  The body must
  * already obey the invariants (CRLF line ends, ending in CRLF, or empty):
- * one that does not is refused, not repaired.  The checks come first
- * because a script is not rolled back.
+ * one that does not is refused, not repaired.  The usage in meta is kept
+ * here, atomically, so parallel deliveries never overshoot a quota; a
+ * mailbox of 0.2 has its usage counted from its index once.  The checks
+ * come first because a script is not rolled back.
  */
 
 #define P3X_SCRIPT_DELIVER                                                    \
-    "if KEYS[3] then\n"                                                       \
-    "  local u = redis.call('GET', KEYS[3])\n"                                \
+    "if KEYS[5] then\n"                                                       \
+    "  local u = redis.call('GET', KEYS[5])\n"                                \
     "  if u then\n"                                                           \
-    "    redis.call('PEXPIRE', KEYS[3], ARGV[3])\n"                           \
+    "    redis.call('PEXPIRE', KEYS[5], ARGV[3])\n"                           \
     "    return { u, 0 }\n"                                                   \
     "  end\n"                                                                 \
     "end\n"                                                                   \
@@ -252,23 +288,48 @@ p3x_key_slot(const unsigned char *key, size_t len)
     "   or string.find(m, '\\r[^\\n]')) then\n"                               \
     "  return redis.error_reply('BADBODY line ends must be CRLF')\n"          \
     "end\n"                                                                   \
+    "local u = redis.call('HMGET', KEYS[3], 'messages', 'octets',\n"          \
+    "                     'quota_messages', 'quota_octets')\n"                \
+    "local nm, no = tonumber(u[1]), tonumber(u[2])\n"                         \
+    "if not nm or not no then\n"                                              \
+    "  nm, no = 0, 0\n"                                                       \
+    "  for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do\n"         \
+    "    nm = nm + 1\n"                                                       \
+    "    no = no + (tonumber(string.match(e, ' (%d+)$')) or 0)\n"             \
+    "  end\n"                                                                 \
+    "  redis.call('HSET', KEYS[3], 'messages', nm, 'octets', no)\n"           \
+    "end\n"                                                                   \
+    "local qm = tonumber(u[3] or ARGV[6] or '0') or 0\n"                      \
+    "local qo = tonumber(u[4] or ARGV[5] or '0') or 0\n"                      \
+    "if qm > 0 and nm + 1 > qm then\n"                                        \
+    "  return redis.error_reply('OVERQUOTA messages')\n"                      \
+    "end\n"                                                                   \
+    "if qo > 0 and no + #m > qo then\n"                                       \
+    "  return redis.error_reply('OVERQUOTA octets')\n"                        \
+    "end\n"                                                                   \
     "if not redis.call('SET', KEYS[2], m, 'NX') then\n"                       \
     "  return redis.error_reply('EXISTS UID in use')\n"                       \
     "end\n"                                                                   \
     "redis.call('RPUSH', KEYS[1], uid .. ' ' .. #m)\n"                        \
-    "if KEYS[3] then\n"                                                       \
-    "  redis.call('SET', KEYS[3], uid, 'PX', ARGV[3])\n"                      \
+    "redis.call('HINCRBY', KEYS[3], 'messages', 1)\n"                         \
+    "redis.call('HINCRBY', KEYS[3], 'octets', #m)\n"                          \
+    "redis.call('HSET', KEYS[4], uid, ARGV[4])\n"                             \
+    "if KEYS[5] then\n"                                                       \
+    "  redis.call('SET', KEYS[5], uid, 'PX', ARGV[3])\n"                      \
     "end\n"                                                                   \
     "return { uid, 1 }\n"
+
 
 
 /*
  * LOCK: take the maildrop at login and read the start of its index in one
  * round trip.
- *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index, KEYS[4] gone:TOKEN
- *   ARGV[1] token, ARGV[2] TTL in milliseconds, ARGV[3] how many entries
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index, KEYS[4] gone:TOKEN,
+ *   KEYS[5] owner, KEYS[6] last
+ *   ARGV[1] token, ARGV[2] TTL in milliseconds, ARGV[3] how many entries,
+ *   ARGV[4] the owner's fields, ARGV[5] LOGIN-DELAY in ms (0: none)
  *   returns { the number of messages N, the first ARGV[3] entries }, or
- *   the error "IN-USE" or "GONE"
+ *   the error "IN-USE", "GONE" or "LOGIN-DELAY <ms left>"
  *
  * The session reads entries past ARGV[3] with LRANGE: while it holds the
  * lock the first N entries cannot change (deliveries only append), and a
@@ -277,25 +338,39 @@ p3x_key_slot(const unsigned char *key, size_t len)
  * Markers left by a session that died are dropped: only a committed
  * UPDATE deletes.  A session that gave up waiting for this script (Redis
  * stalled) has run RELEASE first, which left gone:TOKEN: the late script
- * then takes nothing, so no lock outlives its session.
+ * then takes nothing, so no lock outlives its session.  With LOGIN-DELAY
+ * (RFC 2449, 6.5), a login less than ARGV[5] ms after the last one of
+ * this maildrop, on any host, is refused.
  */
 
 #define P3X_SCRIPT_LOCK                                                       \
     "if redis.call('DEL', KEYS[4]) == 1 then\n"                               \
     "  return redis.error_reply('GONE session gave up')\n"                    \
     "end\n"                                                                   \
+    "if tonumber(ARGV[5]) > 0 then\n"                                         \
+    "  local left = redis.call('PTTL', KEYS[6])\n"                            \
+    "  if left > 0 then\n"                                                    \
+    "    return redis.error_reply('LOGIN-DELAY ' .. left)\n"                  \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
     "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"  \
     "  return redis.error_reply('IN-USE maildrop is locked')\n"               \
     "end\n"                                                                   \
     "redis.call('DEL', KEYS[2])\n"                                            \
-    "return { redis.call('LLEN', KEYS[3]), "                                  \
-             "redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1) }\n"
+    "redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[2])\n"                    \
+    "if tonumber(ARGV[5]) > 0 then\n"                                         \
+    "  redis.call('SET', KEYS[6], '1', 'PX', ARGV[5])\n"                      \
+    "end\n"                                                                   \
+    "return { redis.call('LLEN', KEYS[3]),\n"                                 \
+    "         redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1) }\n"
+
 
 
 /*
- * REFRESH: extend the lock of a live session.
- *   KEYS[1] lock; ARGV[1] token, ARGV[2] TTL in milliseconds
- *   returns 1, or the error "LOCKLOST"
+ * REFRESH: extend the lock of a live session, and its owner record.
+ *   KEYS[1] lock, KEYS[2] owner; ARGV[1] token, ARGV[2] TTL in ms
+ *   returns 1, or the error "LOCKLOST" (the lock expired, or pop3ext
+ *   kick took it)
  */
 
 #define P3X_SCRIPT_REFRESH                                                    \
@@ -303,7 +378,9 @@ p3x_key_slot(const unsigned char *key, size_t len)
     "  return redis.error_reply('LOCKLOST maildrop lock lost')\n"             \
     "end\n"                                                                   \
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"                               \
+    "redis.call('PEXPIRE', KEYS[2], ARGV[2])\n"                               \
     "return 1\n"
+
 
 
 /*
@@ -341,27 +418,33 @@ p3x_key_slot(const unsigned char *key, size_t len)
 /*
  * COMMIT: the UPDATE state, atomically.  The token is checked inside the
  * script (fencing), so a session whose lock expired cannot delete.
- *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index, KEYS[3 + i] the body of
- *   the entry ARGV[1 + i]
- *   ARGV[1] token, ARGV[2..] the "UID SIZE" entries the session deleted
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] index, KEYS[4] meta, KEYS[5]
+ *   time, KEYS[6] owner, KEYS[6 + i] the body of the entry ARGV[1 + i]
+ *   ARGV[1] token, ARGV[2..] the "UID SIZE" entries the session deleted;
+ *   an entry written "!UID SIZE" goes whether marked or not (EXPIRE 0:
+ *   a message retrieved in this session)
  *   returns { messages removed, their octets }, or the error "LOCKLOST"
  *
  * Only entries both marked in dele and named by the session go: a DELE
  * whose reply was lost (the client saw -ERR) is not applied.  A few are
  * removed with LREM; many by one pass that rebuilds the index, which
- * keeps a large commit O(N).
+ * keeps a large commit O(N).  The usage in meta follows, if it is kept.
  */
 
 #define P3X_SCRIPT_COMMIT                                                     \
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"                         \
     "  return redis.error_reply('LOCKLOST maildrop lock lost')\n"             \
     "end\n"                                                                   \
-    "local d, b, o = {}, {}, 0\n"                                             \
+    "local d, b, u, o = {}, {}, {}, 0\n"                                      \
     "for i = 2, #ARGV do\n"                                                   \
-    "  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then\n"              \
-    "    d[#d + 1] = ARGV[i]\n"                                               \
-    "    b[#b + 1] = KEYS[i + 2]\n"                                           \
-    "    o = o + tonumber(string.match(ARGV[i], ' (%d+)$'))\n"                \
+    "  local e = ARGV[i]\n"                                                   \
+    "  local force = string.sub(e, 1, 1) == '!'\n"                            \
+    "  if force then e = string.sub(e, 2) end\n"                              \
+    "  if force or redis.call('SISMEMBER', KEYS[2], e) == 1 then\n"           \
+    "    d[#d + 1] = e\n"                                                     \
+    "    b[#b + 1] = KEYS[i + 5]\n"                                           \
+    "    u[#u + 1] = string.match(e, '^(%S+)')\n"                             \
+    "    o = o + tonumber(string.match(e, ' (%d+)$'))\n"                      \
     "  end\n"                                                                 \
     "end\n"                                                                   \
     "if #d > 0 and #d <= 16 then\n"                                           \
@@ -378,21 +461,27 @@ p3x_key_slot(const unsigned char *key, size_t len)
     "  end\n"                                                                 \
     "  redis.call('DEL', KEYS[3])\n"                                          \
     "  for i = 1, #keep, 1000 do\n"                                           \
-    "    redis.call('RPUSH', KEYS[3], "                                       \
-                    "unpack(keep, i, math.min(i + 999, #keep)))\n"            \
+    "    redis.call('RPUSH', KEYS[3],\n"                                       \
+    "               unpack(keep, i, math.min(i + 999, #keep)))\n"              \
     "  end\n"                                                                 \
     "end\n"                                                                   \
     "for i = 1, #b, 1000 do\n"                                                \
     "  redis.call('UNLINK', unpack(b, i, math.min(i + 999, #b)))\n"           \
+    "  redis.call('HDEL', KEYS[5], unpack(u, i, math.min(i + 999, #u)))\n"    \
     "end\n"                                                                   \
-    "redis.call('DEL', KEYS[2], KEYS[1])\n"                                   \
+    "if #d > 0 and redis.call('HEXISTS', KEYS[4], 'messages') == 1 then\n"    \
+    "  redis.call('HINCRBY', KEYS[4], 'messages', -#d)\n"                     \
+    "  redis.call('HINCRBY', KEYS[4], 'octets', -o)\n"                        \
+    "end\n"                                                                   \
+    "redis.call('DEL', KEYS[2], KEYS[1], KEYS[6])\n"                          \
     "return { #d, o }\n"
+
 
 
 /*
  * RELEASE: give the maildrop up without UPDATE (RFC 1939: a session that
  * ends otherwise than by QUIT deletes nothing).
- *   KEYS[1] lock, KEYS[2] dele, KEYS[3] gone:TOKEN
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] gone:TOKEN, KEYS[4] owner
  *   ARGV[1] token, ARGV[2] TTL in milliseconds
  *   returns 1 if the lock was ours, else 0
  *
@@ -402,36 +491,42 @@ p3x_key_slot(const unsigned char *key, size_t len)
 
 #define P3X_SCRIPT_RELEASE                                                    \
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"                         \
-    "  redis.call('DEL', KEYS[1], KEYS[2])\n"                                 \
+    "  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])\n"                        \
     "  return 1\n"                                                            \
     "end\n"                                                                   \
     "redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])\n"                        \
     "return 0\n"
 
 
+
 /*
  * AUTHINFO: what a login needs to know about a user, in one round trip.
  *   KEYS[1] user record, KEYS[2] the user's failure counter
  *   ARGV[1] (a login only) the counter's lifetime in milliseconds
- *   returns { secret, mailbox, disabled, failures } (nil for absent)
+ *   returns { secret, mailbox, disabled, failures, expire } (nil for
+ *   absent)
  *
  * A login counts its attempt against an existing, enabled user before
  * the check (see FAIL), and gets the count with this attempt in it: a
  * disabled user is counted as little as an unknown name, so that the
- * counts tell neither apart.  pop3ext user
- * show passes no ARGV: it only reads.
+ * counts tell neither apart.  pop3ext user show passes no ARGV: it only
+ * reads.
  */
 
 #define P3X_SCRIPT_AUTHINFO                                                   \
-    "local r = redis.call('HMGET', KEYS[1], 'secret', 'mailbox', "            \
-                                           "'disabled')\n"                    \
+    "local r = redis.call('HMGET', KEYS[1], 'secret', 'mailbox',\n"           \
+    "                     'disabled',\n"                                       \
+    "                     'expire')\n"                                        \
+    "local expire = r[4]\n"                                                   \
     "if ARGV[1] and r[1] and (not r[3] or r[3] == '' or r[3] == '0') then\n"  \
     "  r[4] = redis.call('INCR', KEYS[2])\n"                                  \
     "  redis.call('PEXPIRE', KEYS[2], ARGV[1])\n"                             \
     "else\n"                                                                  \
     "  r[4] = redis.call('GET', KEYS[2])\n"                                   \
     "end\n"                                                                   \
+    "r[5] = expire\n"                                                         \
     "return r\n"
+
 
 
 /*
@@ -495,6 +590,89 @@ p3x_key_slot(const unsigned char *key, size_t len)
     "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"         \
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"                               \
     "return 1\n"
+
+
+/*
+ * KICK: end the session that holds a maildrop (pop3ext kick).  The lock
+ * goes; the session finds it lost at its next refresh or command and
+ * ends with -ERR [SYS/TEMP], deleting nothing.
+ *   KEYS[1] lock, KEYS[2] dele, KEYS[3] owner
+ *   returns the owner's fields, or nil when nobody held it
+ */
+
+#define P3X_SCRIPT_KICK                                                       \
+    "local who = redis.call('GET', KEYS[3])\n"                                \
+    "if redis.call('DEL', KEYS[1]) == 0 then\n"                               \
+    "  who = false\n"                                                         \
+    "end\n"                                                                   \
+    "redis.call('DEL', KEYS[2], KEYS[3])\n"                                   \
+    "return who\n"
+
+
+/*
+ * EXPUNGE: remove messages outside a session (pop3ext expunge: retention,
+ * EXPIRE); refused while a session holds the maildrop, so that message
+ * numbers never change under a client.
+ *   KEYS[1] lock, KEYS[2] index, KEYS[3] meta, KEYS[4] time,
+ *   KEYS[4 + i] the body of the entry ARGV[i]
+ *   ARGV[1..] the "UID SIZE" entries to remove
+ *   returns { messages removed, their octets }, or the error "IN-USE"
+ */
+
+#define P3X_SCRIPT_EXPUNGE                                                    \
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"                            \
+    "  return redis.error_reply('IN-USE maildrop is locked')\n"               \
+    "end\n"                                                                   \
+    "local gone, b, u, n, o = {}, {}, {}, 0, 0\n"                             \
+    "for i = 1, #ARGV do\n"                                                   \
+    "  gone[ARGV[i]] = i\n"                                                   \
+    "end\n"                                                                   \
+    "local keep = {}\n"                                                       \
+    "for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do\n"           \
+    "  local i = gone[e]\n"                                                   \
+    "  if i then\n"                                                           \
+    "    n = n + 1\n"                                                         \
+    "    o = o + tonumber(string.match(e, ' (%d+)$'))\n"                      \
+    "    b[#b + 1] = KEYS[4 + i]\n"                                           \
+    "    u[#u + 1] = string.match(e, '^(%S+)')\n"                             \
+    "    gone[e] = nil\n"                                                     \
+    "  else\n"                                                                \
+    "    keep[#keep + 1] = e\n"                                               \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
+    "if n > 0 then\n"                                                         \
+    "  redis.call('DEL', KEYS[2])\n"                                          \
+    "  for i = 1, #keep, 1000 do\n"                                           \
+    "    redis.call('RPUSH', KEYS[2],\n"                                      \
+    "               unpack(keep, i, math.min(i + 999, #keep)))\n"              \
+    "  end\n"                                                                 \
+    "  for i = 1, #b, 1000 do\n"                                              \
+    "    redis.call('UNLINK', unpack(b, i, math.min(i + 999, #b)))\n"         \
+    "    redis.call('HDEL', KEYS[4], unpack(u, i, math.min(i + 999, #u)))\n"  \
+    "  end\n"                                                                 \
+    "  if redis.call('HEXISTS', KEYS[3], 'messages') == 1 then\n"             \
+    "    redis.call('HINCRBY', KEYS[3], 'messages', -n)\n"                    \
+    "    redis.call('HINCRBY', KEYS[3], 'octets', -o)\n"                      \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
+    "return { n, o }\n"
+
+
+/*
+ * USAGE: count a mailbox's usage again from its index (pop3ext quota
+ * recalc).
+ *   KEYS[1] index, KEYS[2] meta
+ *   returns { messages, octets }
+ */
+
+#define P3X_SCRIPT_USAGE                                                      \
+    "local n, o = 0, 0\n"                                                     \
+    "for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do\n"           \
+    "  n = n + 1\n"                                                           \
+    "  o = o + (tonumber(string.match(e, ' (%d+)$')) or 0)\n"                 \
+    "end\n"                                                                   \
+    "redis.call('HSET', KEYS[2], 'messages', n, 'octets', o)\n"               \
+    "return { n, o }\n"
 
 
 #endif /* _NGX_MAIL_POP3_EXT_MODEL_H_INCLUDED_ */

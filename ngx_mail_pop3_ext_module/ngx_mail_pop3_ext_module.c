@@ -478,6 +478,7 @@ ngx_mail_pop3_ext_create_srv_conf(ngx_conf_t *cf)
 
     conf->idle_timeout = NGX_CONF_UNSET_MSEC;
     conf->login_timeout = NGX_CONF_UNSET_MSEC;
+    conf->login_delay = NGX_CONF_UNSET_MSEC;
     conf->lock_ttl = NGX_CONF_UNSET_MSEC;
     conf->plaintext = NGX_CONF_UNSET_UINT;
     conf->secure_networks = NGX_CONF_UNSET_PTR;
@@ -546,6 +547,7 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     /* slow clients cannot hold a connection forever before login */
     ngx_conf_merge_msec_value(conf->login_timeout, prev->login_timeout,
                               60000);
+    ngx_conf_merge_msec_value(conf->login_delay, prev->login_delay, 0);
     ngx_conf_merge_bitmask_value(conf->auth_methods, prev->auth_methods,
                                  (NGX_CONF_BITMASK_SET|NGX_P3X_AUTH_USER
                                   |NGX_P3X_AUTH_PLAIN|NGX_P3X_AUTH_LOGIN));

@@ -187,6 +187,7 @@ typedef struct {
 
     ngx_msec_t                idle_timeout;
     ngx_msec_t                login_timeout;
+    ngx_msec_t                login_delay;    /* LOGIN-DELAY, 0: none */
     ngx_msec_t                lock_ttl;
 
     ngx_uint_t                auth_methods;

@@ -34,9 +34,12 @@ ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
     u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
                      index[NGX_P3X_KEY_MAX], gone[NGX_P3X_KEY_MAX],
-                     ttl[NGX_INT_T_LEN], chunk[NGX_INT_T_LEN];
-    size_t           argslen[3];
-    const char      *keys[4], *args[3];
+                     owner[NGX_P3X_KEY_MAX], last[NGX_P3X_KEY_MAX],
+                     ttl[NGX_INT_T_LEN], chunk[NGX_INT_T_LEN],
+                     delay[NGX_INT_T_LEN], *who;
+    size_t           argslen[5];
+    ngx_int_t        rc;
+    const char      *keys[6], *args[5];
     ngx_p3x_rcall_t  call;
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
@@ -44,11 +47,25 @@ ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     ngx_p3x_store_key(ctx, index, P3X_INDEX_SUFFIX,
                       sizeof(P3X_INDEX_SUFFIX));
     ngx_p3x_store_gone_key(ctx, gone);
+    ngx_p3x_store_key(ctx, owner, P3X_OWNER_SUFFIX,
+                      sizeof(P3X_OWNER_SUFFIX));
+    ngx_p3x_store_key(ctx, last, P3X_LAST_SUFFIX, sizeof(P3X_LAST_SUFFIX));
 
     keys[0] = (const char *) lock;
     keys[1] = (const char *) dele;
     keys[2] = (const char *) index;
     keys[3] = (const char *) gone;
+    keys[4] = (const char *) owner;
+    keys[5] = (const char *) last;
+
+    /* who holds it, for pop3ext who: the model's P3X_OWNER fields */
+
+    who = ngx_alloc(ngx_cycle->hostname.len + ctx->connection->addr_text.len
+                    + ctx->user.len + 4 * NGX_INT64_LEN + 64,
+                    ctx->connection->log);
+    if (who == NULL) {
+        return NGX_ERROR;
+    }
 
     args[0] = (const char *) ctx->token;
     argslen[0] = P3X_TOKEN_LEN;
@@ -56,25 +73,41 @@ ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     argslen[1] = ngx_sprintf(ttl, "%M", ctx->conf->lock_ttl) - ttl;
     args[2] = (const char *) chunk;
     argslen[2] = ngx_sprintf(chunk, "%d", NGX_P3X_INDEX_CHUNK) - chunk;
+    args[3] = (const char *) who;
+    argslen[3] = ngx_sprintf(who, "host=%V pid=%P client=%V since=%T%03M "
+                             "user=%V", &ngx_cycle->hostname, ngx_pid,
+                             &ctx->connection->addr_text,
+                             ngx_time(), ngx_timeofday()->msec, &ctx->user)
+                 - who;
+    args[4] = (const char *) delay;
+    argslen[4] = ngx_sprintf(delay, "%M", ctx->conf->login_delay) - delay;
 
     ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_LOCK, handler);
     call.tag = ctx->login_id;
 
-    return ngx_p3x_store_eval(ctx, &call, 4, keys, 3, args, argslen);
+    rc = ngx_p3x_store_eval(ctx, &call, 6, keys, 5, args, argslen);
+
+    ngx_free(who);
+
+    return rc;
 }
 
 
 ngx_int_t
 ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
-    u_char           lock[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
+    u_char           lock[NGX_P3X_KEY_MAX], owner[NGX_P3X_KEY_MAX],
+                     ttl[NGX_INT_T_LEN];
     size_t           argslen[2];
-    const char      *keys[1], *args[2];
+    const char      *keys[2], *args[2];
     ngx_p3x_rcall_t  call;
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
+    ngx_p3x_store_key(ctx, owner, P3X_OWNER_SUFFIX,
+                      sizeof(P3X_OWNER_SUFFIX));
 
     keys[0] = (const char *) lock;
+    keys[1] = (const char *) owner;
 
     args[0] = (const char *) ctx->token;
     argslen[0] = P3X_TOKEN_LEN;
@@ -84,7 +117,7 @@ ngx_p3x_store_refresh(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_REFRESH, handler);
     call.idempotent = 1;
 
-    return ngx_p3x_store_eval(ctx, &call, 1, keys, 2, args, argslen);
+    return ngx_p3x_store_eval(ctx, &call, 2, keys, 2, args, argslen);
 }
 
 
@@ -271,7 +304,9 @@ ngx_int_t
 ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 {
     u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
-                     index[NGX_P3X_KEY_MAX], *entries, *bodies, *p, *q;
+                     index[NGX_P3X_KEY_MAX], meta[NGX_P3X_KEY_MAX],
+                     time[NGX_P3X_KEY_MAX], owner[NGX_P3X_KEY_MAX],
+                     *entries, *bodies, *p, *q;
     size_t          *lens, prefix_len;
     ngx_int_t        rc;
     ngx_uint_t       i, k, n, nkeys;
@@ -281,43 +316,50 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
 
     n = ctx->ndeleted;
 
-    keys = ngx_alloc((3 + n + 1 + n) * (sizeof(char *) + sizeof(size_t))
+    keys = ngx_alloc((6 + n + 1 + n) * (sizeof(char *) + sizeof(size_t))
                      + n * (NGX_P3X_ENTRY_MAX + NGX_P3X_KEY_MAX),
                      ctx->connection->log);
     if (keys == NULL) {
         return NGX_ERROR;
     }
 
-    args = keys + 3 + n;
+    args = keys + 6 + n;
     lens = (size_t *) (args + 1 + n);
-    entries = (u_char *) (lens + 3 + n + 1 + n);
+    entries = (u_char *) (lens + 6 + n + 1 + n);
     bodies = entries + n * NGX_P3X_ENTRY_MAX;
 
     keys[0] = (const char *) lock;
     keys[1] = (const char *) dele;
     keys[2] = (const char *) index;
+    keys[3] = (const char *) meta;
+    keys[4] = (const char *) time;
+    keys[5] = (const char *) owner;
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
     ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
     ngx_p3x_store_key(ctx, index, P3X_INDEX_SUFFIX,
                       sizeof(P3X_INDEX_SUFFIX));
+    ngx_p3x_store_key(ctx, meta, P3X_META_SUFFIX, sizeof(P3X_META_SUFFIX));
+    ngx_p3x_store_key(ctx, time, P3X_TIME_SUFFIX, sizeof(P3X_TIME_SUFFIX));
+    ngx_p3x_store_key(ctx, owner, P3X_OWNER_SUFFIX,
+                      sizeof(P3X_OWNER_SUFFIX));
 
     args[0] = (const char *) ctx->token;
 
-    nkeys = 3;
+    nkeys = 6;
     k = 1;
     p = entries;
     q = bodies;
     prefix_len = 0;
 
-    for (i = 0; i < ctx->nmsgs && nkeys < 3 + n; i++) {
+    for (i = 0; i < ctx->nmsgs && nkeys < 6 + n; i++) {
         msg = &ctx->msgs[i];
 
         if (!msg->deleted) {
             continue;
         }
 
-        /* KEYS[3 + k] is the body of the entry ARGV[1 + k] */
+        /* KEYS[6 + k] is the body of the entry ARGV[1 + k] */
 
         keys[nkeys++] = (const char *) q;
 
@@ -326,15 +368,15 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
                                            sizeof(P3X_MSG_SUFFIX)) - q;
 
         } else {
-            ngx_memcpy(q, keys[3], prefix_len);
+            ngx_memcpy(q, keys[6], prefix_len);
         }
 
         q = ngx_cpymem(q + prefix_len, msg->uid, msg->uid_len);
         *q++ = '\0';
 
         args[k] = (const char *) p;
-        lens[3 + n + k] = ngx_p3x_store_entry(p, msg);
-        p += lens[3 + n + k];
+        lens[6 + n + k] = ngx_p3x_store_entry(p, msg);
+        p += lens[6 + n + k];
         k++;
     }
 
@@ -342,7 +384,7 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
         lens[i] = ngx_strlen(keys[i]);
     }
 
-    lens[3 + n] = P3X_TOKEN_LEN;
+    lens[6 + n] = P3X_TOKEN_LEN;
 
     ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_COMMIT, handler);
 
@@ -350,7 +392,7 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     call.ack = (n > 0);
 
     rc = ngx_p3x_redis_eval(&call, nkeys, keys, lens, k, args,
-                            lens + 3 + n);
+                            lens + 6 + n);
 
     ngx_free(keys);
 
@@ -368,18 +410,22 @@ void
 ngx_p3x_store_release(ngx_p3x_ctx_t *ctx)
 {
     u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
-                     gone[NGX_P3X_KEY_MAX], ttl[NGX_INT_T_LEN];
+                     gone[NGX_P3X_KEY_MAX], owner[NGX_P3X_KEY_MAX],
+                     ttl[NGX_INT_T_LEN];
     size_t           argslen[2];
-    const char      *keys[3], *args[2];
+    const char      *keys[4], *args[2];
     ngx_p3x_rcall_t  call;
 
     ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
     ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
     ngx_p3x_store_gone_key(ctx, gone);
+    ngx_p3x_store_key(ctx, owner, P3X_OWNER_SUFFIX,
+                      sizeof(P3X_OWNER_SUFFIX));
 
     keys[0] = (const char *) lock;
     keys[1] = (const char *) dele;
     keys[2] = (const char *) gone;
+    keys[3] = (const char *) owner;
 
     args[0] = (const char *) ctx->token;
     argslen[0] = P3X_TOKEN_LEN;
@@ -395,7 +441,7 @@ ngx_p3x_store_release(ngx_p3x_ctx_t *ctx)
     ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
                    "pop3_ext: releasing the lock of \"%V\"", &ctx->mailbox);
 
-    if (ngx_p3x_store_eval(ctx, &call, 3, keys, 2, args, argslen)
+    if (ngx_p3x_store_eval(ctx, &call, 4, keys, 2, args, argslen)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
@@ -703,7 +749,7 @@ ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
     ngx_uint_t nkeys, const char **keys, ngx_uint_t nargs,
     const char **args, const size_t *argslen)
 {
-    size_t      keyslen[4];
+    size_t      keyslen[6];
     ngx_uint_t  i;
 
     for (i = 0; i < nkeys; i++) {

@@ -740,6 +740,9 @@ sub deliver_fast {
     my $script = $self->model('P3X_SCRIPT_DELIVER');
     my $index = $self->mbox_key($mbox, 'INDEX');
     my $prefix = $self->mbox_key($mbox, 'MSG');
+    my $meta = $self->mbox_key($mbox, 'META');
+    my $mtime = $self->mbox_key($mbox, 'TIME');
+    my $now = int(time() * 1000);
 
     my $sha = $self->redis_cmd('SCRIPT', 'LOAD', $script);
     die "SCRIPT LOAD failed: $sha\n" if ref $sha;
@@ -755,7 +758,8 @@ sub deliver_fast {
         my $i = 0;
         my @r = $self->redis_pipeline(map {
             my $uid = $u[$i++];
-            [ 'EVALSHA', $sha, 2, $index, $prefix . $uid, $_, $uid ]
+            [ 'EVALSHA', $sha, 4, $index, $prefix . $uid, $meta, $mtime,
+                $_, $uid, 0, $now, 0, 0 ]
         } @chunk);
         for (@r) {
             die "deliver script failed: $_\n" if ref $_ ne 'ARRAY';
