@@ -415,7 +415,8 @@ sub _name_cluster {
     my $seeds = $self->_cluster_seeds();
     my $conf = $t->read_file('nginx.conf');
 
-    my $n = $conf =~ s/(\bpop3_ext_redis\s+)127\.0\.0\.1:$port(?=[\s;])/$1$seeds cluster/g;
+    my $n = $conf =~ s/(\bpop3_ext_redis\s+)127\.0\.0\.1:$port(?=[\s;])
+        /$1$seeds cluster/gx;
     Test::Nginx::log_core('##', "cluster mode: $n pop3_ext_redis named the"
         . " cluster ($seeds)");
 
