@@ -19,7 +19,9 @@ use Test::Nginx::POP3;
 use Test::Nginx::POP3Ext;
 
 my $t = Test::Nginx->new()->has(qw/mail/);
-my $x = Test::Nginx::POP3Ext->new($t)->has_redis;
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis
+    ->needs_standalone_redis('checks the one-server helpers: SAVE, stop_redis'
+        . ' and start_redis on the same port, redis_port');
 
 # nginx's mail core only (when it is a dynamic module, %%TEST_GLOBALS%%
 # loads it): nginx must start with no mail block

@@ -20,7 +20,9 @@ use Test::Nginx::POP3;
 use Test::Nginx::POP3Ext;
 
 my $t = Test::Nginx->new()->has(qw/mail/);
-my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli
+    ->needs_standalone_redis('kills, restarts (from a SAVE) and SIGSTOPs the'
+        . ' one Redis server');
 
 # a short Redis timeout, for a Redis that hangs instead of going away
 

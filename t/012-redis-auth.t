@@ -22,7 +22,10 @@ use Test::Nginx::POP3Ext;
 my $PW = 'p3x-secret';
 
 my $t = Test::Nginx->new()->has(qw/mail/);
-my $x = Test::Nginx::POP3Ext->new($t)->has_redis_password($PW)->has_redis->has_cli
+my $x = Test::Nginx::POP3Ext->new($t)
+    ->needs_standalone_redis('requirepass set and changed on the one Redis'
+        . ' server')
+    ->has_redis_password($PW)->has_redis->has_cli
     ->run_pop3(redis => "127.0.0.1:%%PORT_8379%% password=$PW");
 
 $x->add_user('alice', 'secret');

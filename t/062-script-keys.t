@@ -26,7 +26,9 @@ use Test::Nginx::POP3;
 use Test::Nginx::POP3Ext;
 
 my $t = Test::Nginx->new()->has(qw/mail/);
-my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli
+    ->needs_standalone_redis('MONITOR and DEBUG SLEEP on the one Redis server'
+        . ' that runs every script');
 
 $x->run_pop3(
     redis => '127.0.0.1:%%PORT_8379%% timeout=1s',

@@ -30,6 +30,11 @@ package Test::Nginx::POP3Ext;
 #   TEST_NGINX_REDIS    redis-server (default: from PATH)
 #   TEST_NGINX_BINARY   unset: /usr/sbin/nginx (Debian's), for both
 #                       Test::Nginx libraries
+#   TEST_P3X_REDIS      the test's Redis: "standalone" (unset: one
+#                       redis-server) or "cluster" (a Redis Cluster of 3
+#                       masters and 3 replicas, named in cluster mode in
+#                       nginx.conf and pop3ext -r; redis_cmd and
+#                       redis_pipeline routed by key)
 
 use strict;
 use warnings;
@@ -62,6 +67,14 @@ our $MODULE = defined $ENV{TEST_NGINX_MODULE} ? $ENV{TEST_NGINX_MODULE}
 our $CLI = $ENV{TEST_NGINX_CLI} || "$REPO/build/pop3ext";
 our $MODEL_H = "$REPO/ngx_mail_pop3_ext_module/ngx_mail_pop3_ext_model.h";
 
+# what the test's Redis is (TEST_P3X_REDIS): one server, or a cluster
+# whose first node is on port($CLUSTER_BASE) or after
+
+our $REDIS_MODE = $ENV{TEST_P3X_REDIS} || 'standalone';
+die "TEST_P3X_REDIS=$REDIS_MODE: standalone or cluster\n"
+    unless $REDIS_MODE =~ /^(?:standalone|cluster)\z/;
+our $CLUSTER_BASE = 8470;
+
 # the file every configuration includes after %%TEST_GLOBALS%%: the
 # module's load_module line, or nothing
 
@@ -82,10 +95,11 @@ $SIG{PIPE} = 'IGNORE';
 sub repo { $REPO }
 
 
-# new($t): the helpers for the test whose Test::Nginx object is $t
+# new($t, redis_mode => 'cluster'): the helpers for the test whose
+# Test::Nginx object is $t; redis_mode instead of TEST_P3X_REDIS's
 
 sub new {
-    my ($class, $t) = @_;
+    my ($class, $t, %o) = @_;
 
     my $self = bless {
         pid => $$,
@@ -93,6 +107,7 @@ sub new {
         nginx => [ $t ],
         procs => [],
         port_locks => [],
+        redis_mode => $o{redis_mode} // $REDIS_MODE,
     }, $class;
 
     $self->_write_modules_conf($t);
@@ -153,8 +168,38 @@ sub has_redis {
 
 sub has_redis_password {
     my ($self, $password) = @_;
+    $self->_standalone_only('has_redis_password');
     $self->{redis_password} = $password;
     return $self;
+}
+
+# 'standalone' or 'cluster': what the test's Redis is (TEST_P3X_REDIS)
+
+sub redis_mode { $_[0]{redis_mode} }
+
+sub cluster_mode { $_[0]{redis_mode} eq 'cluster' }
+
+# a file that injects faults into one Redis server (kill, restart, pause,
+# DEBUG SLEEP, snapshots, requirepass, MONITOR) skips itself when the
+# test's Redis is a cluster, saying why
+
+sub needs_standalone_redis {
+    my ($self, $why) = @_;
+    $self->skip_all('needs a standalone Redis, the test\'s Redis is a'
+        . ' cluster (TEST_P3X_REDIS=cluster): ' . ($why // 'not said'))
+        if $self->cluster_mode;
+    return $self;
+}
+
+# what only a standalone test Redis has: dies in cluster mode, naming the
+# call, so that a file that needs it and did not say so fails loudly
+
+sub _standalone_only {
+    my ($self, $what) = @_;
+    return unless $self->cluster_mode;
+    die "$what: the test's Redis is a cluster (TEST_P3X_REDIS=cluster); a"
+        . " file that needs one server calls"
+        . " \$x->needs_standalone_redis('why') first\n";
 }
 
 sub has_cli {
@@ -349,10 +394,44 @@ sub run_pop3 {
 
 sub run {
     my ($self, $t) = @_;
+    $t //= $self->{t};
     $self->has_module();
-    $self->run_redis() if $self->{want_redis} && !$self->{redis};
-    ($t // $self->{t})->run();
+    $self->run_redis() if $self->{want_redis}
+        && !($self->cluster_mode ? $self->{cluster} : $self->{redis});
+    $self->_name_cluster($t) if $self->cluster_mode && $self->{cluster};
+    $t->run();
     return $self;
+}
+
+# cluster mode: every pop3_ext_redis of nginx.conf that names the test's
+# Redis (127.0.0.1:port(8379), as conf(), server() and configurations
+# written by hand do) names the cluster instead: its masters' addresses
+# and "cluster", the directive's other parameters kept
+
+sub _name_cluster {
+    my ($self, $t) = @_;
+
+    my $port = port(8379);
+    my $seeds = $self->_cluster_seeds();
+    my $conf = $t->read_file('nginx.conf');
+
+    my $n = $conf =~ s/(\bpop3_ext_redis\s+)127\.0\.0\.1:$port(?=[\s;])
+        /$1$seeds cluster/gx;
+    Test::Nginx::log_core('##', "cluster mode: $n pop3_ext_redis named the"
+        . " cluster ($seeds)");
+
+    die "nginx.conf names the test's Redis (127.0.0.1:$port) other than as"
+        . " the first address of pop3_ext_redis, which cluster mode"
+        . " (TEST_P3X_REDIS=cluster) cannot rewrite\n"
+        if $conf =~ /127\.0\.0\.1:$port\b/;
+
+    $t->write_file('nginx.conf', $conf);
+}
+
+sub _cluster_seeds {
+    my ($self) = @_;
+    return $self->{cluster_seeds} //= join(' ',
+        map { $_->addr } $self->test_cluster->masters);
 }
 
 # another Test::Nginx object (its own directory, error log and nginx), as
@@ -505,10 +584,25 @@ sub run_cmd {
 # ---- the test's Redis (PORT_8379) -------------------------------------------
 
 # start the test's Redis on port(8379) (no persistence; has_redis_password
-# makes it require a password); $x
+# makes it require a password); in cluster mode (TEST_P3X_REDIS=cluster) a
+# Redis Cluster of 3 masters and 3 replicas on ports from
+# port($CLUSTER_BASE), without AOF or RDB, started once (start_redis after
+# stop_redis starts the same nodes again); $x
 
 sub run_redis {
     my ($self) = @_;
+
+    if ($self->cluster_mode) {
+        if (!$self->{cluster}) {
+            require Test::Nginx::POP3Ext::RedisCluster;
+            $self->{cluster} = Test::Nginx::POP3Ext::RedisCluster->new($self,
+                base => $CLUSTER_BASE, aof => 0)->start();
+        } elsif (grep { !$_->running } $self->{cluster}->nodes) {
+            $self->{cluster}->start_again();
+        }
+        return $self;
+    }
+
     $self->{redis} //= Test::Nginx::POP3Ext::Redis->new($self, num => 8379,
         name => 'redis',
         (defined $self->{redis_password}
@@ -520,42 +614,88 @@ sub run_redis {
 
 sub start_redis { $_[0]->run_redis() }
 
-# the test's Redis as a Test::Nginx::POP3Ext::Redis object
+# the test's Redis as a Test::Nginx::POP3Ext::Redis object (standalone
+# only)
 
 sub redis {
     my ($self) = @_;
+    $self->_standalone_only('redis');
     die "the test's Redis was not started (run_redis)\n"
         unless $self->{redis};
     return $self->{redis};
 }
 
-sub redis_port { port(8379) }
+# the test's cluster (cluster mode only): a
+# Test::Nginx::POP3Ext::RedisCluster
+
+sub test_cluster {
+    my ($self) = @_;
+    die "test_cluster: the test's Redis is not a cluster (TEST_P3X_REDIS)\n"
+        unless $self->cluster_mode;
+    die "the test's Redis was not started (run_redis)\n"
+        unless $self->{cluster};
+    return $self->{cluster};
+}
+
+sub redis_port {
+    my ($self) = @_;
+    $self->_standalone_only('redis_port');
+    return port(8379);
+}
+
+# the test's Redis as pop3_ext_redis and pop3ext -r name it:
+# "127.0.0.1:PORT", or in cluster mode "127.0.0.1:P1 127.0.0.1:P2
+# 127.0.0.1:P3 cluster" (the masters)
+
+sub redis_spec {
+    my ($self) = @_;
+    return $self->_cluster_seeds() . ' cluster' if $self->cluster_mode;
+    return '127.0.0.1:' . port(8379);
+}
 
 # stop the test's Redis the hard way (SIGKILL: nothing saved, clients see
-# a reset), or with another signal
+# a reset), or with another signal; in cluster mode every node
 
 sub stop_redis {
     my ($self, $sig) = @_;
     $self->{redis}->stop($sig // 'KILL') if $self->{redis};
+    $self->{cluster}->stop($sig // 'KILL') if $self->{cluster};
     return $self;
 }
 
-sub redis_pid { $_[0]{redis} ? $_[0]{redis}->pid : undef }
+sub redis_pid {
+    my ($self) = @_;
+    $self->_standalone_only('redis_pid');
+    return $self->{redis} ? $self->{redis}->pid : undef;
+}
 
-sub redis_running { $_[0]{redis} ? $_[0]{redis}->running : 0 }
+# whether the test's Redis runs (cluster mode: every node)
+
+sub redis_running {
+    my ($self) = @_;
+    return $self->{cluster} && !grep { !$_->running } $self->{cluster}->nodes
+        if $self->cluster_mode;
+    return $self->{redis} ? $self->{redis}->running : 0;
+}
 
 # one command: the reply (a string, a number, undef, an array reference,
-# or a Test::Nginx::POP3Ext::RedisError: false, prints as its text)
+# or a Test::Nginx::POP3Ext::RedisError: false, prints as its text).  In
+# cluster mode a command with keys goes to the master of their slot
+# (MOVED and ASK followed), a keyless one to every master with the replies
+# combined: see Test::Nginx::POP3Ext::RedisCluster's command and broadcast
 
 sub redis_cmd {
     my ($self, @args) = @_;
+    return $self->test_cluster->command(@args) if $self->cluster_mode;
     return $self->redis->cmd(@args);
 }
 
-# several commands in one round trip; their replies
+# several commands in one round trip (cluster mode: one per master); their
+# replies
 
 sub redis_pipeline {
     my ($self, @cmds) = @_;
+    return $self->test_cluster->pipeline(@cmds) if $self->cluster_mode;
     return $self->redis->pipeline(@cmds);
 }
 
@@ -564,6 +704,7 @@ sub redis_pipeline {
 
 sub redis_reconnect {
     my ($self) = @_;
+    $self->{cluster}->close_clients() if $self->{cluster};
     return $self unless $self->{redis};
     $self->{redis}{password} = $self->{redis_password};
     $self->{redis}->close_client();
@@ -577,6 +718,7 @@ sub redis_reconnect {
 
 sub set_redis_password {
     my ($self, $password) = @_;
+    $self->_standalone_only('set_redis_password');
     $self->{redis_password} = $password;
     return $self->redis_reconnect();
 }
@@ -784,8 +926,7 @@ sub pop3ext {
     my $o = ref $args[-1] eq 'HASH' ? pop @args : {};
 
     my @cmd = ($CLI);
-    my $redis = exists $o->{redis} ? $o->{redis}
-        : '127.0.0.1:' . $self->redis_port();
+    my $redis = exists $o->{redis} ? $o->{redis} : $self->redis_spec();
     push @cmd, '-r', $redis if defined $redis;
     push @cmd, @args;
 
@@ -960,6 +1101,7 @@ sub finish {
     $self->{port_locks} = [];
 
     delete $self->{redis};
+    delete $self->{cluster};
     $self->{procs} = [];
     delete $self->{t};
     $self->{nginx} = [];
