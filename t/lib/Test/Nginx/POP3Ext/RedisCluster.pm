@@ -93,6 +93,17 @@ sub start {
     }) or die "cluster replicas not attached:\n" . $self->state_report()
         . "\n";
 
+    # and done with the initial sync: a failover test that kills a
+    # master before its replica loaded the RDB promotes an empty node
+    $self->wait_for(sub {
+        !grep {
+            my $i = $_->info('replication');
+            ($i->{master_link_status} // '') ne 'up'
+                || ($i->{master_sync_in_progress} // 1) != 0
+        } $self->replicas;
+    }) or die "cluster replicas not in sync:\n" . $self->state_report()
+        . "\n";
+
     return $self;
 }
 
