@@ -682,6 +682,7 @@ ngx_p3x_store_index_add(ngx_p3x_ctx_t *ctx, redisReply *reply)
         m->uid_len = (uint8_t) uid_len;
         m->size = (uint32_t) size;
         m->deleted = 0;
+        m->retrieved = 0;
 
         ctx->octets += size;
         continue;

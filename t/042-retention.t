@@ -232,6 +232,12 @@ sub nginx_t {
     $bad->write_file_expand('nginx.conf',
         $x->conf(port => 8120, server => "        $server\n"));
     my $d = $bad->testdir();
+
+    # a module built with ASan loads into nginx only after libasan
+    local %ENV = %ENV;
+    Test::Nginx::_asan_env()
+        if $ENV{TEST_NGINX_ASAN} && Test::Nginx->can('_asan_env');
+
     my ($rc, $out, $err) = $x->run_cmd([ $Test::Nginx::NGINX, '-t',
         '-p', "$d/", '-c', 'nginx.conf', '-e', 'error.log' ]);
     return $rc ? "$out$err" : '';
