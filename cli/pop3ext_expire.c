@@ -137,31 +137,37 @@ pop3ext_expire_field(const char *v, char *buf, size_t size,
 int
 pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int          i, rc;
+    int          i, rc, words;
     char         buf[32], key[POP3EXT_KEY_MAX];
     const char  *user, *expire, *field;
     redisReply  *r;
 
     user = NULL;
     expire = NULL;
+    words = 0;
 
     for (i = 0; i < argc; i++) {
 
-        if (strcmp(argv[i], "--expire") == 0 && i + 1 < argc) {
+        if (!words && strcmp(argv[i], "--") == 0) {
+            words = 1;
+
+        } else if (words || argv[i][0] != '-') {
+            if (user != NULL) {
+                return pop3ext_usage_error("user set needs exactly one "
+                                           "USER");
+            }
+
+            user = argv[i];
+
+        } else if (strcmp(argv[i], "--expire") == 0 && i + 1 < argc) {
             expire = argv[++i];
 
         } else if (strncmp(argv[i], "--expire=", 9) == 0) {
             expire = argv[i] + 9;
 
-        } else if (argv[i][0] == '-') {
+        } else {
             return pop3ext_usage_error("user set: unknown option \"%s\" "
                                        "(or a value missing)", argv[i]);
-
-        } else if (user != NULL) {
-            return pop3ext_usage_error("user set needs exactly one USER");
-
-        } else {
-            user = argv[i];
         }
     }
 

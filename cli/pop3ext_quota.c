@@ -507,7 +507,7 @@ pop3ext_quota_count(pop3ext_ctx_t *cx, const char *mbox,
 static int
 pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int                  i, n, rc, k;
+    int                  i, n, rc, k, words;
     const char          *user, *octets, *messages, *v, **dst;
     size_t               avlen[8];
     const char          *av[8];
@@ -520,10 +520,26 @@ pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
     user = NULL;
     octets = NULL;
     messages = NULL;
+    words = 0;
 
     for (i = 0; i < argc; i++) {
         dst = NULL;
         v = NULL;
+
+        if (words || argv[i][0] != '-') {
+            if (user != NULL) {
+                return pop3ext_usage_error("quota set needs exactly one "
+                                           "USER");
+            }
+
+            user = argv[i];
+            continue;
+        }
+
+        if (strcmp(argv[i], "--") == 0) {
+            words = 1;
+            continue;
+        }
 
         if (strcmp(argv[i], "--octets") == 0
             || strcmp(argv[i], "--messages") == 0)
@@ -544,16 +560,9 @@ pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
             dst = &messages;
             v = argv[i] + 11;
 
-        } else if (argv[i][0] == '-') {
+        } else {
             return pop3ext_usage_error("quota set: unknown option \"%s\"",
                                        argv[i]);
-
-        } else if (user != NULL) {
-            return pop3ext_usage_error("quota set needs exactly one USER");
-
-        } else {
-            user = argv[i];
-            continue;
         }
 
         *dst = v;
