@@ -227,7 +227,9 @@ ngx_p3x_retention_delayed(ngx_p3x_ctx_t *ctx, redisReply *reply)
 
     ms = 0;
 
-    if (reply->len > (int) sizeof("LOGIN-DELAY")) {
+    /* "LOGIN-DELAY " and the milliseconds */
+
+    if ((size_t) reply->len > sizeof("LOGIN-DELAY")) {
         ms = ngx_atoi((u_char *) reply->str + sizeof("LOGIN-DELAY"),
                       reply->len - sizeof("LOGIN-DELAY"));
     }

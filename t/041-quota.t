@@ -97,7 +97,7 @@ is(join(',', map { $_ // 'undef' } meta('alice', 'quota_octets')), '0',
 like($out, qr/^octets: 0 \/ none \[mailbox\]$/m,
     'quota get: 0 is no limit of the mailbox');
 
-($rc) = $x->pop3ext('quota', 'set', 'alice', '--octets', 'default');
+($rc) = $x->pop3ext('quota', 'set', '--octets', 'default', '--', 'alice');
 is(join(',', map { $_ // 'undef' } meta('alice', 'quota_octets')), 'undef',
     'quota set --octets default: the field goes');
 

@@ -170,8 +170,8 @@ unlike($out, qr/^expire:/m, 'user show: none of its own, no line');
 is($rc . ' ' . field('u60'), '0 never', 'user set --expire NEVER');
 ($rc) = $x->pop3ext('user', 'set', '--expire=default', 'u60');
 is($rc . ' ' . field('u60'), '0 undef', 'user set --expire=default');
-$x->pop3ext('user', 'set', 'u60', '--expire', '60');
-is(field('u60'), '60', 'user set --expire 60');
+$x->pop3ext('user', 'set', '--expire', '60', '--', 'u60');
+is(field('u60'), '60', 'user set --expire 60 -- USER');
 
 ($rc) = $x->pop3ext('user', 'set', 'u60', '--expire', '-1');
 is($rc, 64, 'user set --expire -1: 64');
