@@ -126,8 +126,8 @@ pop3ext_quota_number(const char *s, int suffix, unsigned long long *v)
 /*
  * The server's default quota, "OCTETS:MESSAGES" (0: none), from --quota
  * or, without it, $POP3EXT_QUOTA; both 0 when neither is given.  It is
- * what nginx's pop3_ext_quota says, for the mailboxes with no limits of
- * their own.
+ * what nginx's pop3_ext_quota_octets and pop3_ext_quota_messages say,
+ * for the mailboxes with no limits of their own.
  */
 
 int
