@@ -105,13 +105,16 @@ main(int argc, char **argv)
 
     if (strcmp(cmd, "user") == 0) {
         if (i >= argc) {
-            return pop3ext_usage_error("user needs \"add\", \"del\", "
-                                       "\"show\", \"disable\" or "
+            return pop3ext_usage_error("user needs \"add\", \"set\", "
+                                       "\"del\", \"show\", \"disable\" or "
                                        "\"enable\"");
         }
 
         if (strcmp(argv[i], "add") == 0) {
             rc = pop3ext_user_add(&cx, argc - i - 1, argv + i + 1);
+
+        } else if (strcmp(argv[i], "set") == 0) {
+            rc = pop3ext_user_set(&cx, argc - i - 1, argv + i + 1);
 
         } else if (strcmp(argv[i], "del") == 0) {
             rc = pop3ext_user_del(&cx, argc - i - 1, argv + i + 1);
@@ -135,6 +138,12 @@ main(int argc, char **argv)
 
     } else if (strcmp(cmd, "stat") == 0) {
         rc = pop3ext_stat(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "quota") == 0) {
+        rc = pop3ext_quota(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "expunge") == 0) {
+        rc = pop3ext_expunge(&cx, argc - i, argv + i);
 
     } else {
         return pop3ext_usage_error("unknown command \"%s\"", cmd);
@@ -306,13 +315,20 @@ pop3ext_usage(void)
 {
     fputs(
 "usage: pop3ext [OPTIONS] user add [--scheme SCHEME] [--hash]\n"
-"                                  [--mailbox MBOX] USER\n"
+"                                  [--mailbox MBOX] [--expire DAYS] USER\n"
+"       pop3ext [OPTIONS] user set --expire DAYS USER\n"
 "       pop3ext [OPTIONS] user del USER\n"
 "       pop3ext [OPTIONS] user show USER\n"
 "       pop3ext [OPTIONS] user disable USER\n"
 "       pop3ext [OPTIONS] user enable USER\n"
-"       pop3ext [OPTIONS] deliver [--id ID] USER...\n"
+"       pop3ext [OPTIONS] deliver [--id ID] [--quota OCTETS:MESSAGES]\n"
+"                                 [--quota-full tempfail|permanent] USER...\n"
 "       pop3ext [OPTIONS] stat USER\n"
+"       pop3ext [OPTIONS] quota get [--json] [--quota OCTETS:MESSAGES] USER\n"
+"       pop3ext [OPTIONS] quota set [--octets N] [--messages N] USER\n"
+"       pop3ext [OPTIONS] quota recalc USER\n"
+"       pop3ext [OPTIONS] expunge [--older-than DAYS] [--dry-run]\n"
+"                                 USER... | --all\n"
 "       pop3ext -h | --help\n"
 "\n"
 "  OPTIONS    -r SPEC, --tls-ca FILE, --tls-cert FILE, --tls-key FILE,\n"
@@ -327,6 +343,12 @@ pop3ext_usage(void)
 "    --mailbox   USER reads the mailbox MBOX (several users may share one);\n"
 "                an empty MBOX gives USER its own mailbox back; without\n"
 "                --mailbox the mailbox of an existing USER stays as it is\n"
+"    --expire    how many days a message of USER is kept at least: DAYS\n"
+"                (0 to 36500; 0 is RFC 2449's EXPIRE 0: what a session\n"
+"                retrieved is removed at its QUIT), \"never\", or \"default\"\n"
+"                (the server's pop3_ext_expire); the module announces it\n"
+"                in CAPA, expunge enforces it\n"
+"  user set      change the --expire of an existing USER\n"
 "  user del      delete USER, and the mailbox named USER with every message\n"
 "                in it, even if other users read it through --mailbox; a\n"
 "                mailbox USER reads through --mailbox is kept\n"
@@ -339,7 +361,30 @@ pop3ext_usage(void)
 "    --id        the message's id from the MTA: a delivery tried again\n"
 "                with the same ID (for a week) stores nothing twice;\n"
 "                Postfix pipe: --id ${queue_id}, Exim: --id $message_exim_id\n"
+"    --quota     the server's default quota, OCTETS:MESSAGES (0: none;\n"
+"                OCTETS may end in k, m, g, t), as nginx's\n"
+"                pop3_ext_quota_octets and _messages, for mailboxes\n"
+"                without limits of their own; default $POP3EXT_QUOTA\n"
+"    --quota-full  a full mailbox: tempfail (the default: status 75, the\n"
+"                MTA retries) or permanent (status 77, the MTA bounces);\n"
+"                the other mailboxes still get the message\n"
 "  stat          print \"COUNT OCTETS\" of the mailbox of USER\n"
+"  quota get     print the limits, usage and percent used of the mailbox\n"
+"                of USER ([mailbox]: its own limit, [default]: --quota);\n"
+"                --json for a JSON object\n"
+"  quota set     set the limits of the mailbox of USER: N is a number (0:\n"
+"                no limit; --octets takes k, m, g, t) or \"default\" (the\n"
+"                mailbox's own limit goes, --quota applies)\n"
+"  quota recalc  count the usage of the mailbox of USER again from its\n"
+"                index, store it and print \"COUNT OCTETS\"\n"
+"  expunge       remove messages delivered longer ago than their retention:\n"
+"                the user's --expire, else --older-than DAYS (give it what\n"
+"                pop3_ext_expire says), else $POP3EXT_EXPIRE, else never;\n"
+"                a mailbox of several users keeps the longest; retention 0\n"
+"                is left to the module (QUIT); a mailbox a session holds is\n"
+"                skipped (status 75: run again later); for cron\n"
+"    --all       every user, on every master of a cluster\n"
+"    --dry-run   print what would be removed, remove nothing\n"
 "\n"
 "  SCHEME     ", stdout);
 
@@ -368,13 +413,17 @@ pop3ext_usage(void)
 "             --tls-cert and --tls-key ($POP3EXT_REDIS_CERT, _KEY): a\n"
 "             client certificate\n"
 "  POP3EXT_MAX_SIZE  largest message in octets; default 67108864\n"
+"  POP3EXT_QUOTA  the default quota, OCTETS:MESSAGES, without --quota\n"
+"  POP3EXT_EXPIRE  the default retention of expunge, without --older-than\n"
 "  POP3EXT_REDIS_PASSWORD, POP3EXT_REDIS_USER  Redis AUTH, if required\n"
 "             and not in SPEC (where ps(1) would show it)\n"
 "\n"
 "  exit status: 0 ok, 64 usage, 65 bad password, hash or message,\n"
 "  67 unknown user, 69 scheme unavailable, 70 internal error,\n"
 "  74 I/O error, 75 temporary failure (try again later: Redis down,\n"
-"  fewer replicas than wait=N confirmed), 78 TLS file unusable\n", stdout);
+"  fewer replicas than wait=N confirmed, a mailbox full, a mailbox in\n"
+"  use for expunge), 77 a mailbox full with --quota-full permanent,\n"
+"  78 TLS file unusable\n", stdout);
 
     if (fflush(stdout) == EOF) {
         pop3ext_error("cannot write: %s", strerror(errno));

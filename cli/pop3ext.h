@@ -96,7 +96,8 @@
 
 /*
  * user add: the secret, the mailbox (ARGV[2] "set" with ARGV[3], "del",
- * or "keep"), and the end of "disabled", at once.
+ * or "keep"), the retention (ARGV[4] "set" with ARGV[5], "del", or
+ * absent), and the end of "disabled", at once.
  */
 #define POP3EXT_SCRIPT_USER_SET                                               \
     "redis.call('HSET', KEYS[1], '" P3X_FIELD_SECRET "', ARGV[1])\n"          \
@@ -104,6 +105,11 @@
     "  redis.call('HSET', KEYS[1], '" P3X_FIELD_MAILBOX "', ARGV[3])\n"       \
     "elseif ARGV[2] == 'del' then\n"                                          \
     "  redis.call('HDEL', KEYS[1], '" P3X_FIELD_MAILBOX "')\n"                \
+    "end\n"                                                                   \
+    "if ARGV[4] == 'set' then\n"                                              \
+    "  redis.call('HSET', KEYS[1], '" P3X_FIELD_EXPIRE "', ARGV[5])\n"        \
+    "elseif ARGV[4] == 'del' then\n"                                          \
+    "  redis.call('HDEL', KEYS[1], '" P3X_FIELD_EXPIRE "')\n"                 \
     "end\n"                                                                   \
     "redis.call('HDEL', KEYS[1], '" P3X_FIELD_DISABLED "')\n"                 \
     "return 1\n"
@@ -245,6 +251,19 @@ int pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv);
 
 /* pop3ext_message.c */
 int pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv);
+
+/* pop3ext_quota.c */
+int pop3ext_quota(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_quota_number(const char *s, int suffix, unsigned long long *v);
+int pop3ext_quota_default(const char *opt, unsigned long long *octets,
+    unsigned long long *messages);
+
+/* pop3ext_expire.c */
+int pop3ext_expire_parse(const char *s, size_t len, unsigned long long *days);
+int pop3ext_expire_field(const char *v, char *buf, size_t size,
+    const char **field);
+int pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_expunge(pop3ext_ctx_t *cx, int argc, char **argv);
 
 
 #endif /* _POP3EXT_H_INCLUDED_ */

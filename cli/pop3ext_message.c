@@ -194,6 +194,14 @@ no_memory:
  * All recipients are resolved before anything is stored, so an unknown
  * user fails the delivery for everyone.  Recipients that share a mailbox
  * get one copy.
+ *
+ * A full mailbox (DELIVER's OVERQUOTA) does not stop the others: each
+ * mailbox with room gets the message, and the status says that one was
+ * full, temporarily (75, the MTA retries; with --id the retry stores
+ * nothing twice) or, with --quota-full permanent, for good (77).  The
+ * line that says so starts with the enhanced status code, 4.2.2 or 5.2.2
+ * (RFC 3463, "mailbox full"), which Postfix's pipe(8) takes over the
+ * exit status's own.
  */
 
 int
@@ -213,8 +221,16 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
     unsigned long long  ms;
     char                index[POP3EXT_KEY_MAX], body[POP3EXT_KEY_MAX];
     char                dlv[POP3EXT_KEY_MAX], hex[2 * 32 + 1];
+    int                 permanent, full;
+    const char         *quota;
+    unsigned long long  def_octets, def_messages;
+    char                q_octets[32], q_messages[32];
+    char                full_mbox[P3X_NAME_MAX + 1], full_what[16];
 
     id = NULL;
+    quota = NULL;
+    permanent = 0;
+    full = 0;
 
     while (argc > 0 && argv[0][0] == '-') {
 
@@ -242,6 +258,52 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
             continue;
         }
 
+        if (strcmp(argv[0], "--quota") == 0
+            || strcmp(argv[0], "--quota-full") == 0)
+        {
+            if (argc < 2) {
+                return pop3ext_usage_error("%s needs a value", argv[0]);
+            }
+
+            if (argv[0][7] == '\0') {
+                quota = argv[1];
+
+            } else if (strcmp(argv[1], "tempfail") == 0
+                       || strcmp(argv[1], "permanent") == 0)
+            {
+                permanent = (argv[1][0] == 'p');
+
+            } else {
+                return pop3ext_usage_error("--quota-full must be \"tempfail\" "
+                                           "or \"permanent\"");
+            }
+
+            argc -= 2;
+            argv += 2;
+            continue;
+        }
+
+        if (strncmp(argv[0], "--quota=", 8) == 0) {
+            quota = argv[0] + 8;
+            argc--;
+            argv++;
+            continue;
+        }
+
+        if (strncmp(argv[0], "--quota-full=", 13) == 0) {
+            if (strcmp(argv[0] + 13, "tempfail") != 0
+                && strcmp(argv[0] + 13, "permanent") != 0)
+            {
+                return pop3ext_usage_error("--quota-full must be \"tempfail\" "
+                                           "or \"permanent\"");
+            }
+
+            permanent = (argv[0][13] == 'p');
+            argc--;
+            argv++;
+            continue;
+        }
+
         return pop3ext_usage_error("deliver: unknown option \"%s\"",
                                    argv[0]);
     }
@@ -261,6 +323,16 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
     if (rc != EX_OK) {
         return rc;
     }
+
+    /* the server's default, for mailboxes without limits of their own */
+
+    rc = pop3ext_quota_default(quota, &def_octets, &def_messages);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    snprintf(q_octets, sizeof(q_octets), "%llu", def_octets);
+    snprintf(q_messages, sizeof(q_messages), "%llu", def_messages);
 
     rc = pop3ext_read_message(max, &msg, &len);
     if (rc != EX_OK) {
@@ -336,11 +408,10 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
     avlen[5 + nkeys] = strlen(ttl);
     av[6 + nkeys] = when;
 
-    /* no server default quota here: a mailbox's own limits apply */
-    av[7 + nkeys] = "0";
-    avlen[7 + nkeys] = 1;
-    av[8 + nkeys] = "0";
-    avlen[8 + nkeys] = 1;
+    av[7 + nkeys] = q_octets;
+    avlen[7 + nkeys] = strlen(q_octets);
+    av[8 + nkeys] = q_messages;
+    avlen[8 + nkeys] = strlen(q_messages);
 
     for (j = 0; j < n; j++) {
 
@@ -425,6 +496,22 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
             continue;
         }
 
+        /* the others may have room: they get it, the status says */
+
+        if (r->type == REDIS_REPLY_ERROR
+            && strncmp(r->str, "OVERQUOTA", 9) == 0)
+        {
+            if (!full) {
+                memcpy(full_mbox, mbox[j], strlen(mbox[j]) + 1);
+                snprintf(full_what, sizeof(full_what), "%s",
+                         (r->len > 10) ? r->str + 10 : "");
+            }
+
+            full++;
+            freeReplyObject(r);
+            continue;
+        }
+
         /* a body the script refuses is refused for good, not for now */
 
         if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BADBODY", 7) == 0)
@@ -455,6 +542,22 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
 done:
+
+    /*
+     * the first line of output, so that Postfix reads its code; only when
+     * it is the reason for the status
+     */
+
+    if (full && rc == EX_OK) {
+        fprintf(stderr, "%s mailbox \"%s\" is full (its %s quota)%s\n",
+                permanent ? "5.2.2" : "4.2.2", full_mbox, full_what,
+                (full > 1) ? ", and others" : "");
+        rc = permanent ? EX_NOPERM : EX_TEMPFAIL;
+
+    } else if (full) {
+        pop3ext_error("mailbox \"%s\" is full (its %s quota)", full_mbox,
+                      full_what);
+    }
 
     free(mbox);
     free(msg);

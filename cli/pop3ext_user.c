@@ -193,18 +193,21 @@ int
 pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int                      i, rc, hash, given;
-    size_t                   len, k, avlen[7];
-    const char              *user, *name, *mbox, *av[7];
+    size_t                   len, k, avlen[9];
+    const char              *user, *name, *mbox, *av[9], *expire, *field;
     redisReply              *r;
     const pop3ext_scheme_t  *s;
     char                     key[POP3EXT_KEY_MAX];
     char                     line[POP3EXT_LINE_MAX + 3];
     char                     secret[POP3EXT_SECRET_MAX];
+    char                     days[32];
 
     s = pop3ext_schemes;
     given = 0;
     hash = 0;
     mbox = NULL;
+    expire = NULL;
+    field = NULL;
 
     for (i = 0; i < argc; i++) {
 
@@ -224,6 +227,21 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
 
         if (strncmp(argv[i], "--mailbox=", 10) == 0) {
             mbox = argv[i] + 10;
+            continue;
+        }
+
+        if (strcmp(argv[i], "--expire") == 0) {
+            if (++i == argc) {
+                return pop3ext_usage_error("--expire needs DAYS, \"never\" "
+                                           "or \"default\"");
+            }
+
+            expire = argv[i];
+            continue;
+        }
+
+        if (strncmp(argv[i], "--expire=", 9) == 0) {
+            expire = argv[i] + 9;
             continue;
         }
 
@@ -288,6 +306,12 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
         return EX_USAGE;
     }
 
+    if (expire != NULL
+        && pop3ext_expire_field(expire, days, sizeof(days), &field) != 0)
+    {
+        return EX_USAGE;
+    }
+
     /* found before stdin is read */
 
     if (!hash && !(pop3ext_scheme_flags(s) & P3X_SCHEME_MAKE)) {
@@ -327,12 +351,14 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
     av[4] = secret;
     av[5] = (mbox == NULL) ? "keep" : (mbox[0] != '\0') ? "set" : "del";
     av[6] = (mbox != NULL) ? mbox : "";
+    av[7] = (expire == NULL) ? "keep" : (field != NULL) ? "set" : "del";
+    av[8] = (field != NULL) ? field : "";
 
-    for (i = 0; i < 7; i++) {
+    for (i = 0; i < 9; i++) {
         avlen[i] = strlen(av[i]);
     }
 
-    rc = pop3ext_call(cx, key, 1, 7, av, avlen, &r);
+    rc = pop3ext_call(cx, key, 1, 9, av, avlen, &r);
     if (rc != EX_OK) {
         goto done;
     }
@@ -374,6 +400,7 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
     redisReply              *r, *e;
     const pop3ext_scheme_t  *s;
     unsigned                 flags;
+    unsigned long long       v;
     char                     mbox[P3X_NAME_MAX + 1];
     char                     name[64], mlist[64];
 
@@ -475,6 +502,16 @@ pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv)
 
     } else {
         printf("failures: 0\n");
+    }
+
+    /* the user's own retention, when it has one (else the server's) */
+
+    e = (r->elements > 4) ? r->element[4] : NULL;
+
+    if (e != NULL && e->type == REDIS_REPLY_STRING && e->len > 0) {
+        printf("expire: %s\n",
+               pop3ext_expire_parse(e->str, e->len, &v) == 0
+               ? e->str : "invalid (the server's applies)");
     }
 
     if (fflush(stdout) == EOF) {

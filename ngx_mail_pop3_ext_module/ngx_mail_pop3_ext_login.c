@@ -780,7 +780,7 @@ ngx_p3x_login_start(ngx_p3x_ctx_t *ctx, ngx_p3x_auth_method_e method)
 }
 
 
-/* { secret, mailbox, disabled, failures } */
+/* { secret, mailbox, disabled, failures, expire } */
 
 static void
 ngx_p3x_login_info(void *data, redisReply *reply, ngx_uint_t status)
@@ -849,6 +849,9 @@ ngx_p3x_login_info(void *data, redisReply *reply, ngx_uint_t status)
     } else if (el->type == REDIS_REPLY_STRING) {
         ctx->user_failures = ngx_atoi((u_char *) el->str, el->len);
     }
+
+    ngx_p3x_retention_user(ctx, reply->elements > 4 ? reply->element[4]
+                                                    : NULL);
 
 done:
 
@@ -1087,6 +1090,15 @@ ngx_p3x_login_locked(void *data, redisReply *reply, ngx_uint_t status)
 
         ngx_p3x_login_abort(ctx, "-ERR [IN-USE] maildrop is locked by "
                                  "another session");
+        return;
+    }
+
+    /* RFC 2449 LOGIN-DELAY: the last login of the maildrop was too recent */
+
+    if (status == NGX_P3X_REDIS_OK
+        && ngx_p3x_store_error(reply, "LOGIN-DELAY"))
+    {
+        ngx_p3x_login_abort(ctx, ngx_p3x_retention_delayed(ctx, reply));
         return;
     }
 

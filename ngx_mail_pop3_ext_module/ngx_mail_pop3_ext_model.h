@@ -23,7 +23,7 @@
  * KEYS, message bodies included, so that a script is routed right and
  * stays correct while its slot migrates.
  *
- *   pop3:user:{NAME}           hash    secret, mailbox, disabled
+ *   pop3:user:{NAME}           hash    secret, mailbox, disabled, expire
  *   pop3:mbox:{MBOX}:index     list    "UID SIZE", oldest first
  *   pop3:mbox:{MBOX}:msg:UID   string  the message, CRLF lines, unstuffed
  *   pop3:mbox:{MBOX}:dlv:ID    string  the UID a delivery id was stored
@@ -32,8 +32,7 @@
  *                                      DELIVER, COMMIT and EXPUNGE),
  *                                      quota_messages, quota_octets
  *                                      (limits; absent: the server's
- *                                      default; 0: none), expire (days
- *                                      kept; absent: the server's)
+ *                                      default; 0: none)
  *   pop3:mbox:{MBOX}:time      hash    UID -> delivery time, ms since the
  *                                      epoch (the writer's clock, or the
  *                                      original one for imported mail)
@@ -82,12 +81,26 @@
 #define P3X_FIELD_DISABLED     "disabled"
 #define P3X_FIELD_EXPIRE       "expire"
 
+/*
+ * A user's retention (RFC 2449, 6.7 EXPIRE), in the user record: the
+ * days a message is kept at least after its delivery, 0 to
+ * P3X_EXPIRE_DAYS_MAX in decimal, or "never"; absent: the server's
+ * (pop3_ext_expire).  It lives with the user, not the mailbox, because
+ * it is what the user is promised: AUTHINFO returns it with the login's
+ * other fields, so announcing and enforcing it costs a login nothing.
+ * Users that share a mailbox keep its messages for the longest of their
+ * retentions (pop3ext expunge); EXPIRE 0 removes at QUIT what the session
+ * retrieved.
+ */
+#define P3X_EXPIRE_NEVER       "never"
+#define P3X_EXPIRE_DAYS_MAX    36500
+#define P3X_DAY_MS             86400000ULL
+
 /* meta fields */
 #define P3X_META_MESSAGES      "messages"
 #define P3X_META_OCTETS        "octets"
 #define P3X_META_QUOTA_MESSAGES "quota_messages"
 #define P3X_META_QUOTA_OCTETS  "quota_octets"
-#define P3X_META_EXPIRE        "expire"
 
 /*
  * The owner of a lock, for "pop3ext who": space-separated fields

@@ -20,6 +20,8 @@ static char *ngx_mail_pop3_ext_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_mail_pop3_ext_auth_concurrency(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_mail_pop3_ext_expire(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_p3x_redis_t *ngx_mail_pop3_ext_add_redis(ngx_conf_t *cf,
     ngx_p3x_redis_t *want, ngx_str_t *addrs, ngx_uint_t naddrs);
 static ngx_int_t ngx_mail_pop3_ext_redis_ssl(ngx_conf_t *cf,
@@ -124,6 +126,20 @@ static ngx_command_t  ngx_mail_pop3_ext_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_MAIL_SRV_CONF_OFFSET,
       offsetof(ngx_mail_pop3_ext_srv_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("pop3_ext_login_delay"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, login_delay),
+      NULL },
+
+    { ngx_string("pop3_ext_expire"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE12,
+      ngx_mail_pop3_ext_expire,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("pop3_ext_lock_ttl"),
@@ -479,6 +495,8 @@ ngx_mail_pop3_ext_create_srv_conf(ngx_conf_t *cf)
     conf->idle_timeout = NGX_CONF_UNSET_MSEC;
     conf->login_timeout = NGX_CONF_UNSET_MSEC;
     conf->login_delay = NGX_CONF_UNSET_MSEC;
+    conf->expire = NGX_CONF_UNSET;
+    conf->expire_user_min = NGX_CONF_UNSET;
     conf->lock_ttl = NGX_CONF_UNSET_MSEC;
     conf->plaintext = NGX_CONF_UNSET_UINT;
     conf->secure_networks = NGX_CONF_UNSET_PTR;
@@ -548,6 +566,18 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->login_timeout, prev->login_timeout,
                               60000);
     ngx_conf_merge_msec_value(conf->login_delay, prev->login_delay, 0);
+
+    /* both parameters come from the one directive that gave the days */
+
+    if (conf->expire == NGX_CONF_UNSET) {
+        conf->expire = prev->expire;
+        conf->expire_user_min = prev->expire_user_min;
+    }
+
+    if (conf->expire == NGX_CONF_UNSET) {
+        conf->expire = NGX_P3X_EXPIRE_NEVER;
+        conf->expire_user_min = NGX_P3X_EXPIRE_NEVER;
+    }
     ngx_conf_merge_bitmask_value(conf->auth_methods, prev->auth_methods,
                                  (NGX_CONF_BITMASK_SET|NGX_P3X_AUTH_USER
                                   |NGX_P3X_AUTH_PLAIN|NGX_P3X_AUTH_LOGIN));
@@ -728,6 +758,73 @@ ngx_mail_pop3_ext_auth_concurrency(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (mcf->auth_concurrency == NGX_ERROR || mcf->auth_concurrency < 1) {
         return "invalid value";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * pop3_ext_expire days | never [user_min=days];
+ *
+ * user_min=: the least a user's own retention may be (the user record's
+ * "expire"), which CAPA must announce before login (RFC 2449, 6.7); by
+ * default users may only keep mail longer than the server.
+ */
+
+static char *
+ngx_mail_pop3_ext_expire(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_mail_pop3_ext_srv_conf_t  *pscf = conf;
+
+    ngx_str_t  *value, s;
+
+    if (pscf->expire != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    pscf->expire = ngx_p3x_retention_parse(value[1].data, value[1].len);
+
+    if (pscf->expire == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid retention \"%V\": days from 0 to %d, "
+                           "or \"never\"", &value[1], P3X_EXPIRE_DAYS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    pscf->expire_user_min = pscf->expire;
+
+    if (cf->args->nelts == 2) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[2].data, "user_min=", 9) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = value[2].data + 9;
+    s.len = value[2].len - 9;
+
+    pscf->expire_user_min = ngx_p3x_retention_parse(s.data, s.len);
+
+    if (pscf->expire_user_min == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid user_min \"%V\": days from 0 to %d, "
+                           "or \"never\"", &s, P3X_EXPIRE_DAYS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    /* users without their own value have the server's: it is a bound */
+
+    if (pscf->expire_user_min > pscf->expire) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "user_min \"%V\" is longer than the retention "
+                           "\"%V\"", &s, &value[1]);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

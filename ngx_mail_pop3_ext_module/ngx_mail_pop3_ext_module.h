@@ -15,6 +15,8 @@
  *   _auth.c         credential checks in a thread pool
  *   _limit.c        cluster-wide abuse limits: login attempts, slots
  *   _store.c        the mailbox store: keys and scripts of the model
+ *   _retention.c    EXPIRE and LOGIN-DELAY (RFC 2449): what CAPA says,
+ *                   the user's retention, EXPIRE 0 at UPDATE
  *   _redis.c        Redis requests and connections owned by nginx
  *   _redis_topology.c  standalone, Sentinel or Cluster routing
  *   _script.c       the model's server-side scripts, by name
@@ -50,6 +52,9 @@
 
 /* room for one reply line; checked before each command */
 #define NGX_P3X_REPLY_ROOM  1024
+
+/* a retention of "never": longer than any number of days */
+#define NGX_P3X_EXPIRE_NEVER  NGX_MAX_INT_T_VALUE
 
 
 typedef struct ngx_p3x_redis_s         ngx_p3x_redis_t;
@@ -188,6 +193,9 @@ typedef struct {
     ngx_msec_t                idle_timeout;
     ngx_msec_t                login_timeout;
     ngx_msec_t                login_delay;    /* LOGIN-DELAY, 0: none */
+    ngx_int_t                 expire;         /* days, or _EXPIRE_NEVER */
+    ngx_int_t                 expire_user_min;  /* the least a user may
+                                                 have, for CAPA */
     ngx_msec_t                lock_ttl;
 
     ngx_uint_t                auth_methods;
@@ -229,6 +237,7 @@ typedef struct {
     uint32_t                  size;
     uint8_t                   uid_len;
     uint8_t                   deleted;
+    uint8_t                   retrieved;      /* a whole RETR: EXPIRE 0 */
 } ngx_p3x_msg_t;
 
 
@@ -327,6 +336,10 @@ struct ngx_p3x_ctx_s {
 
     ngx_uint_t                retrieved;
     off_t                     retrieved_octets;
+    ngx_int_t                 expire;         /* the user's own retention,
+                                                 NGX_CONF_UNSET: none */
+    ngx_uint_t                nforced;        /* EXPIRE 0: retrieved, not
+                                                 deleted, removed at QUIT */
     ngx_uint_t                removed;        /* by the commit, as Redis
                                                  counted */
     off_t                     removed_octets;
@@ -502,6 +515,13 @@ void ngx_p3x_redis_cancel(ngx_queue_t *owner, ngx_uint_t tag);
 
 /* _script.c */
 ngx_int_t ngx_p3x_scripts_init(void);
+
+/* _retention.c */
+ngx_int_t ngx_p3x_retention_parse(u_char *p, size_t len);
+void ngx_p3x_retention_user(ngx_p3x_ctx_t *ctx, redisReply *el);
+void ngx_p3x_retention_capa(ngx_p3x_ctx_t *ctx);
+ngx_uint_t ngx_p3x_retention_forced(ngx_p3x_ctx_t *ctx);
+const char *ngx_p3x_retention_delayed(ngx_p3x_ctx_t *ctx, redisReply *reply);
 
 /* _store.c */
 ngx_int_t ngx_p3x_store_lock(ngx_p3x_ctx_t *ctx,

@@ -886,8 +886,10 @@ ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
                              "UIDL" CRLF
                              "PIPELINING" CRLF
                              "RESP-CODES" CRLF
-                             "AUTH-RESP-CODE" CRLF
-                             "EXPIRE NEVER" CRLF);
+                             "AUTH-RESP-CODE" CRLF);
+
+    /* EXPIRE, LOGIN-DELAY: by the state and the user (_retention.c) */
+    ngx_p3x_retention_capa(ctx);
 
     if (ctx->state == ngx_p3x_state_auth) {
         methods = ngx_p3x_login_methods(ctx);

@@ -19,6 +19,9 @@
 
 #define NGX_P3X_ENTRY_MAX  (P3X_UID_MAX + 1 + NGX_INT_T_LEN)
 
+/* a COMMIT entry: "!" before it forces it (EXPIRE 0) */
+#define NGX_P3X_COMMIT_ENTRY_MAX  (1 + NGX_P3X_ENTRY_MAX)
+
 
 static u_char *ngx_p3x_store_key(ngx_p3x_ctx_t *ctx, u_char *buf,
     const char *suffix, size_t len);
@@ -297,7 +300,9 @@ ngx_p3x_store_marks_apply(ngx_p3x_ctx_t *ctx, redisReply *reply)
 /*
  * The session names what it deleted, and the body key of each, so that
  * every key the script touches is one of its KEYS; see P3X_SCRIPT_COMMIT.
- * With wait= the commit is acknowledged only when replicas have it.
+ * Under EXPIRE 0 it also names what it retrieved (ctx->nforced of them),
+ * as "!UID SIZE": those go whether marked or not.  With wait= the commit
+ * is acknowledged only when replicas have it.
  */
 
 ngx_int_t
@@ -314,10 +319,10 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     ngx_p3x_msg_t   *msg;
     ngx_p3x_rcall_t  call;
 
-    n = ctx->ndeleted;
+    n = ctx->ndeleted + ctx->nforced;
 
     keys = ngx_alloc((6 + n + 1 + n) * (sizeof(char *) + sizeof(size_t))
-                     + n * (NGX_P3X_ENTRY_MAX + NGX_P3X_KEY_MAX),
+                     + n * (NGX_P3X_COMMIT_ENTRY_MAX + NGX_P3X_KEY_MAX),
                      ctx->connection->log);
     if (keys == NULL) {
         return NGX_ERROR;
@@ -326,7 +331,7 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     args = keys + 6 + n;
     lens = (size_t *) (args + 1 + n);
     entries = (u_char *) (lens + 6 + n + 1 + n);
-    bodies = entries + n * NGX_P3X_ENTRY_MAX;
+    bodies = entries + n * NGX_P3X_COMMIT_ENTRY_MAX;
 
     keys[0] = (const char *) lock;
     keys[1] = (const char *) dele;
@@ -355,7 +360,7 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
     for (i = 0; i < ctx->nmsgs && nkeys < 6 + n; i++) {
         msg = &ctx->msgs[i];
 
-        if (!msg->deleted) {
+        if (!msg->deleted && !(ctx->nforced && msg->retrieved)) {
             continue;
         }
 
@@ -375,8 +380,13 @@ ngx_p3x_store_commit(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
         *q++ = '\0';
 
         args[k] = (const char *) p;
-        lens[6 + n + k] = ngx_p3x_store_entry(p, msg);
-        p += lens[6 + n + k];
+
+        if (!msg->deleted) {
+            *p++ = '!';
+        }
+
+        p += ngx_p3x_store_entry(p, msg);
+        lens[6 + n + k] = p - (u_char *) args[k];
         k++;
     }
 
@@ -672,6 +682,7 @@ ngx_p3x_store_index_add(ngx_p3x_ctx_t *ctx, redisReply *reply)
         m->uid_len = (uint8_t) uid_len;
         m->size = (uint32_t) size;
         m->deleted = 0;
+        m->retrieved = 0;
 
         ctx->octets += size;
         continue;

@@ -412,6 +412,7 @@ ngx_p3x_body_end(ngx_p3x_ctx_t *ctx)
     }
 
     if (ctx->top_lines < 0) {
+        msg->retrieved = 1;
         ctx->retrieved++;
         ctx->retrieved_octets += msg->size;
         ctx->last = ngx_max(ctx->last, (ngx_uint_t) (msg - ctx->msgs + 1));
@@ -725,6 +726,9 @@ ngx_p3x_update(ngx_p3x_ctx_t *ctx)
     ctx->state = ngx_p3x_state_update;
     ctx->connection->log->action = "in update state";
 
+    /* EXPIRE 0: what was retrieved goes too (_retention.c) */
+    ctx->nforced = ngx_p3x_retention_forced(ctx);
+
     if (ngx_p3x_store_commit(ctx, ngx_p3x_committed) != NGX_OK) {
         ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] mail store unavailable, "
                                  "no message removed" CRLF);
@@ -754,7 +758,7 @@ ngx_p3x_committed(void *data, redisReply *reply, ngx_uint_t status)
         ctx->removed = (ngx_uint_t) reply->element[0]->integer;
         ctx->removed_octets = (off_t) reply->element[1]->integer;
 
-        if (ctx->removed < ctx->ndeleted) {
+        if (ctx->removed < ctx->ndeleted + ctx->nforced) {
 
             /*
              * Redis had lost some marks the session had acknowledged (a
@@ -764,11 +768,11 @@ ngx_p3x_committed(void *data, redisReply *reply, ngx_uint_t status)
             ngx_log_error(NGX_LOG_WARN, ctx->connection->log, 0,
                           "pop3_ext: commit of \"%V\" removed %ui of the %ui "
                           "messages marked in the session", &ctx->mailbox,
-                          ctx->removed, ctx->ndeleted);
+                          ctx->removed, ctx->ndeleted + ctx->nforced);
 
             ngx_p3x_reply(ctx, "-ERR [SYS/TEMP] some deleted messages not "
                           "removed: %ui of %ui removed, %ui messages left",
-                          ctx->removed, ctx->ndeleted,
+                          ctx->removed, ctx->ndeleted + ctx->nforced,
                           ctx->nmsgs - ctx->removed);
             ctx->end_reason = "some deleted messages not removed";
             return;

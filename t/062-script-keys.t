@@ -5,7 +5,8 @@
 # client records a session mix that runs every script of the data model
 # (deliver, login with connection slots and the attempt counters, DELE,
 # RSET, the marks read back after an RSET of unknown outcome, QUIT, a
-# dropped session's release, lock refreshes); for each command a script
+# dropped session's release, lock refreshes, an EXPIRE 0 commit, expunge,
+# quota recalc); for each command a script
 # runs, COMMAND GETKEYS names its keys, and each must be a declared KEY.
 # Redis Cluster routes a script by its KEYS and migrates slots key by key:
 # an undeclared key would go to the wrong node or break mid-migration.
@@ -78,6 +79,19 @@ $x->pop3ext('user', 'show', 'alice');
     $c->cmd('RSET', 10);
     $c->cmd('STAT', 10);
     $c->cmd('QUIT', 10);
+
+    # retention and quotas: COMMIT's forced entries (EXPIRE 0) with their
+    # bodies, and pop3ext's EXPUNGE and USAGE
+    $x->add_user('zed', 'zedpw', '--expire', '0');
+    $x->deliver('zed', "Subject: z$_\n\nz\n") for 1 .. 2;
+    $c = $x->session(port(8110), 'zed', 'zedpw');
+    $c->cmd_multi('RETR 1');
+    $c->cmd('QUIT');
+    my ($old) = split / /, $x->redis_cmd('LINDEX',
+        $x->mbox_key('bob', 'INDEX'), 0);
+    $x->redis_cmd('HSET', $x->mbox_key('bob', 'TIME'), $old, 1000);
+    $x->pop3ext('expunge', '--older-than', '1', 'bob');
+    $x->pop3ext('quota', 'recalc', 'alice');
 }
 
 sleep(0.5);
