@@ -85,6 +85,11 @@ main(int argc, char **argv)
         return pop3ext_usage_error("no command given");
     }
 
+    /* the command line from the command's name on, for the audit trail */
+
+    cx.argc = argc - i;
+    cx.argv = argv + i;
+
     cmd = argv[i++];
 
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
@@ -106,8 +111,9 @@ main(int argc, char **argv)
     if (strcmp(cmd, "user") == 0) {
         if (i >= argc) {
             return pop3ext_usage_error("user needs \"add\", \"del\", "
-                                       "\"show\", \"disable\" or "
-                                       "\"enable\"");
+                                       "\"show\", \"disable\", "
+                                       "\"enable\", \"list\" or "
+                                       "\"rename\"");
         }
 
         if (strcmp(argv[i], "add") == 0) {
@@ -125,6 +131,12 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "enable") == 0) {
             rc = pop3ext_user_disable(&cx, argc - i - 1, argv + i + 1, 0);
 
+        } else if (strcmp(argv[i], "list") == 0) {
+            rc = pop3ext_user_list(&cx, argc - i - 1, argv + i + 1);
+
+        } else if (strcmp(argv[i], "rename") == 0) {
+            rc = pop3ext_user_rename(&cx, argc - i - 1, argv + i + 1);
+
         } else {
             return pop3ext_usage_error("unknown command \"user %s\"",
                                        argv[i]);
@@ -135,6 +147,25 @@ main(int argc, char **argv)
 
     } else if (strcmp(cmd, "stat") == 0) {
         rc = pop3ext_stat(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "mailbox") == 0) {
+        if (i >= argc || strcmp(argv[i], "list") != 0) {
+            return pop3ext_usage_error("mailbox needs \"list\"");
+        }
+
+        rc = pop3ext_mailbox_list(&cx, argc - i - 1, argv + i + 1);
+
+    } else if (strcmp(cmd, "who") == 0) {
+        rc = pop3ext_who(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "kick") == 0) {
+        rc = pop3ext_kick(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "export") == 0) {
+        rc = pop3ext_export(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "audit") == 0) {
+        rc = pop3ext_audit_show(&cx, argc - i, argv + i);
 
     } else {
         return pop3ext_usage_error("unknown command \"%s\"", cmd);
@@ -193,6 +224,7 @@ pop3ext_error(const char *fmt, ...)
     va_list   args;
 
     if (!pop3ext_deferring) {
+        pop3ext_progress_end();
         fputs("pop3ext: ", stderr);
 
         va_start(args, fmt);
@@ -271,6 +303,8 @@ pop3ext_defer_end(int started, int print)
     pop3ext_deferring = 0;
 
     if (print) {
+        pop3ext_progress_end();
+
         for (i = 0, start = 0; i < pop3ext_ndeferred; i++) {
             if (pop3ext_deferred[i] == '\n') {
                 fprintf(stderr, "pop3ext: %.*s\n", (int) (i - start),
@@ -311,8 +345,15 @@ pop3ext_usage(void)
 "       pop3ext [OPTIONS] user show USER\n"
 "       pop3ext [OPTIONS] user disable USER\n"
 "       pop3ext [OPTIONS] user enable USER\n"
+"       pop3ext [OPTIONS] user list [--json]\n"
+"       pop3ext [OPTIONS] user rename OLD NEW\n"
 "       pop3ext [OPTIONS] deliver [--id ID] USER...\n"
 "       pop3ext [OPTIONS] stat USER\n"
+"       pop3ext [OPTIONS] mailbox list [--json] USER\n"
+"       pop3ext [OPTIONS] who [--json]\n"
+"       pop3ext [OPTIONS] kick USER\n"
+"       pop3ext [OPTIONS] export (--mbox FILE | --maildir DIR) USER\n"
+"       pop3ext [OPTIONS] audit [--since TIME] [--json]\n"
 "       pop3ext -h | --help\n"
 "\n"
 "  OPTIONS    -r SPEC, --tls-ca FILE, --tls-cert FILE, --tls-key FILE,\n"
@@ -340,6 +381,35 @@ pop3ext_usage(void)
 "                with the same ID (for a week) stores nothing twice;\n"
 "                Postfix pipe: --id ${queue_id}, Exim: --id $message_exim_id\n"
 "  stat          print \"COUNT OCTETS\" of the mailbox of USER\n"
+"  user list     print every user, one a line: the name, then mailbox=MBOX\n"
+"                if it reads another mailbox, and \"disabled\" if it is\n"
+"  user rename   rename user OLD to NEW; the mailbox keeps its name (NEW\n"
+"                reads it through its mailbox field); refused while a\n"
+"                session holds the maildrop (75) or if NEW exists (73); an\n"
+"                interrupted rename is finished by running it again\n"
+"  mailbox list  print \"NUMBER UID SIZE DELIVERED\" for each message of\n"
+"                the mailbox of USER, numbered as a login numbers them;\n"
+"                DELIVERED in ISO 8601, or - when unknown\n"
+"  who           print the sessions holding a maildrop: user, mailbox,\n"
+"                host, pid of the nginx worker, client address, since\n"
+"  kick          end the session holding the maildrop of USER: the lock\n"
+"                goes, nothing is deleted, the session ends within seconds;\n"
+"                prints the session, or exits 1 when there was none\n"
+"  export        write every message of the mailbox of USER as stored,\n"
+"                octet for octet (CRLF line ends)\n"
+"    --mbox      into FILE, made new, as mboxrd (- for stdout)\n"
+"    --maildir   into DIR/cur, a Maildir made if missing\n"
+"  audit         print the audit trail, oldest first: who changed what with\n"
+"                pop3ext, and when\n"
+"    --since     entries since TIME: an age (90m, 12h, 2d, 1w) or a date\n"
+"                (2026-11-28, 2026-11-28T10:00; local time unless Z or\n"
+"                +HH:MM follows)\n"
+"  --json        one JSON document instead of lines (user list, mailbox\n"
+"                list, who, audit; fields in pop3ext(1))\n"
+"\n"
+"  Changes (user add, del, disable, enable, rename, kick) and exports are\n"
+"  entered in the audit trail, the Redis stream " P3X_AUDIT_KEY ", before they are\n"
+"  made; without the entry nothing is done (75).  Deliveries are not.\n"
 "\n"
 "  SCHEME     ", stdout);
 
@@ -371,10 +441,12 @@ pop3ext_usage(void)
 "  POP3EXT_REDIS_PASSWORD, POP3EXT_REDIS_USER  Redis AUTH, if required\n"
 "             and not in SPEC (where ps(1) would show it)\n"
 "\n"
-"  exit status: 0 ok, 64 usage, 65 bad password, hash or message,\n"
-"  67 unknown user, 69 scheme unavailable, 70 internal error,\n"
-"  74 I/O error, 75 temporary failure (try again later: Redis down,\n"
-"  fewer replicas than wait=N confirmed), 78 TLS file unusable\n", stdout);
+"  exit status: 0 ok, 1 kick found no session, 64 usage, 65 bad\n"
+"  password, hash or message, 67 unknown user, 69 scheme unavailable,\n"
+"  70 internal error, 73 cannot create (export's FILE or DIR, user\n"
+"  rename's NEW exists), 74 I/O error, 75 temporary failure (try again\n"
+"  later: Redis down, fewer replicas than wait=N confirmed, a session\n"
+"  holds the maildrop of user rename), 78 TLS file unusable\n", stdout);
 
     if (fflush(stdout) == EOF) {
         pop3ext_error("cannot write: %s", strerror(errno));
