@@ -367,7 +367,9 @@ pop3ext_usage(void)
 "                a crypt, ARGON2ID or PBKDF2 hash, which name their scheme\n"
 "    --mailbox   USER reads the mailbox MBOX (several users may share one);\n"
 "                an empty MBOX gives USER its own mailbox back; without\n"
-"                --mailbox the mailbox of an existing USER stays as it is\n"
+"                --mailbox the mailbox of an existing USER stays as it is,\n"
+"                and a new USER whose mailbox holds mail already (a user\n"
+"                renamed from USER reads it) is refused (73)\n"
 "  user del      delete USER, and the mailbox named USER with every message\n"
 "                in it, even if other users read it through --mailbox; a\n"
 "                mailbox USER reads through --mailbox is kept\n"
@@ -444,9 +446,10 @@ pop3ext_usage(void)
 "  exit status: 0 ok, 1 kick found no session, 64 usage, 65 bad\n"
 "  password, hash or message, 67 unknown user, 69 scheme unavailable,\n"
 "  70 internal error, 73 cannot create (export's FILE or DIR, user\n"
-"  rename's NEW exists), 74 I/O error, 75 temporary failure (try again\n"
-"  later: Redis down, fewer replicas than wait=N confirmed, a session\n"
-"  holds the maildrop of user rename), 78 TLS file unusable\n", stdout);
+"  rename's NEW exists, user add's mailbox is another's), 74 I/O error,\n"
+"  75 temporary failure (try again later: Redis down, fewer replicas\n"
+"  than wait=N confirmed, a session holds the maildrop of user rename,\n"
+"  the audit entry not written), 78 TLS file unusable\n", stdout);
 
     if (fflush(stdout) == EOF) {
         pop3ext_error("cannot write: %s", strerror(errno));

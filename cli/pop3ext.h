@@ -289,6 +289,7 @@ unsigned long long pop3ext_delivery_time(redisReply *t, const char *uid,
     size_t len, const char **src);
 int pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user);
 int pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_who(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv);

@@ -1204,6 +1204,62 @@ pop3ext_delivery_time(redisReply *t, const char *uid, size_t len,
 }
 
 
+/*
+ * A new user without --mailbox reads the mailbox of its own name.  If that
+ * mailbox holds mail while no user of the name exists, the mail is
+ * another's: a user renamed away from the name reads it through its
+ * "mailbox" field (user rename keeps mailboxes where they are), or a
+ * deleted user's shared mailbox was kept.  user add refuses it then
+ * (EX_CANTCREAT), unless --mailbox names the mailbox on purpose.
+ */
+
+int
+pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user)
+{
+    int          rc;
+    long long    n;
+    redisReply  *r;
+    char         key[POP3EXT_KEY_MAX], index[POP3EXT_KEY_MAX];
+
+    if (pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX) != EX_OK
+        || pop3ext_key(index, P3X_MBOX_PREFIX, user, P3X_INDEX_SUFFIX)
+           != EX_OK)
+    {
+        return EX_SOFTWARE;
+    }
+
+    r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
+    if (r == NULL) {
+        return rc;
+    }
+
+    n = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
+    freeReplyObject(r);
+
+    if (n != 0) {
+        return (n == 1) ? EX_OK : EX_SOFTWARE;
+    }
+
+    r = pop3ext_read(cx, &rc, index, "EXISTS %s", index);
+    if (r == NULL) {
+        return rc;
+    }
+
+    n = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
+    freeReplyObject(r);
+
+    if (n == 1) {
+        pop3ext_error("mailbox \"%s\" holds mail, and no user \"%s\" "
+                      "exists: it is another's (a user renamed from \"%s\" "
+                      "reads it); give --mailbox %s to read it anyway, or "
+                      "--mailbox with another name", user, user, user, user);
+        return EX_CANTCREAT;
+    }
+
+    return (n == 0) ? EX_OK : EX_SOFTWARE;
+}
+
+
 /* the user record as HGETALL gives it; an unknown user is EX_NOUSER */
 
 static int

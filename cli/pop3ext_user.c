@@ -320,6 +320,13 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
         goto done;
     }
 
+    if (mbox == NULL) {
+        rc = pop3ext_mailbox_taken(cx, user);
+        if (rc != EX_OK) {
+            goto done;
+        }
+    }
+
     rc = pop3ext_audit(cx, argc, argv);
     if (rc != EX_OK) {
         goto done;

@@ -61,7 +61,7 @@ my $CCONF = join(' ', map { $_->conf_addr } @masters[0, 1]) . ' cluster';
 
 $x->run_pop3(mail => $x->server(8111, '', redis => $CCONF));
 
-$t->plan(151);
+$t->plan(154);
 
 my $JSON = JSON::PP->new->utf8(0);
 my $D = $t->testdir();
@@ -325,6 +325,16 @@ undef $s;
 
 ($rc) = $x->pop3ext('deliver', 'alice', { stdin => "Subject: x\n\nx\n" });
 is($rc, 67, 'deliver to the old name: unknown user');
+
+# the old name cannot be taken by a new user unawares: it would read the
+# mailbox that keeps the name
+
+($rc, undef, $err) = $x->pop3ext('user', 'add', 'alice',
+    { stdin => "newpw\n" });
+is($rc, 73, 'user add of the old name: 73');
+like($err, qr/mailbox "alice" holds mail, and no user "alice" exists/,
+    'says why');
+is($x->redis_cmd('EXISTS', $x->user_key('alice')), 0, 'no user made');
 $x->deliver('alice.smith', "Subject: a3\n\nthird\n");
 is(($x->mailbox_stat('bob'))[0], 3, 'deliver to the new name: the mailbox');
 
