@@ -409,9 +409,10 @@ pop3ext_usage(void)
 "  --json        one JSON document instead of lines (user list, mailbox\n"
 "                list, who, audit; fields in pop3ext(1))\n"
 "\n"
-"  Changes (user add, del, disable, enable, rename, kick) and exports are\n"
-"  entered in the audit trail, the Redis stream " P3X_AUDIT_KEY ", before they are\n"
-"  made; without the entry nothing is done (75).  Deliveries are not.\n"
+"  Changes (user add, del, disable, enable, rename, kick) and exports\n"
+"  are entered in the audit trail, the Redis stream " P3X_AUDIT_KEY ",\n"
+"  before they are made; without the entry nothing is done (75).\n"
+"  Deliveries are not.\n"
 "\n"
 "  SCHEME     ", stdout);
 

@@ -28,7 +28,7 @@ typedef struct {
 } pop3ext_users_t;
 
 
-/* the fields of an owner record, P3X_OWNER_* order; NULL when absent */
+/* the fields of an owner record, in the model's order; NULL when absent */
 
 typedef struct {
     char               *mailbox;
@@ -1096,12 +1096,12 @@ int
 pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
     size_t first, size_t max, redisReply **tp)
 {
-    int           rc;
-    size_t        i, n, uid_len;
-    size_t       *lens;
-    redisReply   *e, *t;
-    const char  **av;
-    unsigned long long  size;
+    int                  rc;
+    size_t               i, n, uid_len;
+    size_t              *lens;
+    redisReply          *e, *t;
+    const char         **av;
+    unsigned long long   size;
 
     n = r->elements - first;
 
@@ -1653,6 +1653,8 @@ pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old, const char *new,
         freeReplyObject(r);
         return EX_SOFTWARE;
     }
+
+    /* -1: OLD is gone already, deleted by someone else; done all the same */
 
     if (r->integer == 0) {
         pop3ext_error("user \"%s\" changed while it was renamed: \"%s\" "

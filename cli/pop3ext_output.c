@@ -145,7 +145,8 @@ pop3ext_time_text(char *buf, unsigned long long ms)
 
     off = tm.tm_gmtoff / 60;
 
-    snprintf(buf, POP3EXT_TIME_LEN, "%04d-%02d-%02dT%02d:%02d:%02d%c%02ld:%02ld",
+    snprintf(buf, POP3EXT_TIME_LEN,
+             "%04d-%02d-%02dT%02d:%02d:%02d%c%02ld:%02ld",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
              tm.tm_min, tm.tm_sec, off < 0 ? '-' : '+',
              (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);

@@ -61,7 +61,7 @@ my $CCONF = join(' ', map { $_->conf_addr } @masters[0, 1]) . ' cluster';
 
 $x->run_pop3(mail => $x->server(8111, '', redis => $CCONF));
 
-$t->plan(154);
+$t->plan(156);
 
 my $JSON = JSON::PP->new->utf8(0);
 my $D = $t->testdir();
@@ -155,6 +155,18 @@ is_deeply(json($out), { count => 3, users => [
     { user => 'bob', mailbox => 'alice', disabled => JSON::PP::false },
     { user => 'carol', mailbox => 'carol', disabled => JSON::PP::true } ] },
     'user list --json');
+
+# names are octets: UTF-8 passes, an octet outside it is \u00XX
+
+$x->add_user("j\xc3\xb6rg", 'pw');
+$x->add_user("x\xff", 'pw');
+($rc, $out) = $x->pop3ext('user', 'list', '--json');
+like($out, qr/"user":"j\xc3\xb6rg".*"user":"x\\u00ff"/,
+    'user list --json: UTF-8 as it is, another octet escaped');
+is_deeply([ map { $_->{user} } @{ JSON::PP->new->utf8->decode($out)->{users} } ],
+    [ 'alice', 'bob', 'carol', "j\x{f6}rg", "x\x{ff}" ],
+    'user list --json: valid JSON');
+$x->pop3ext('user', 'del', $_) for "j\xc3\xb6rg", "x\xff";
 
 # mailbox list: a native UID without a time entry, an imported UID
 # without one, a malformed entry; numbered as UIDL numbers them
