@@ -29,6 +29,8 @@ typedef struct {
 } pop3ext_export_t;
 
 
+static void pop3ext_export_signal(int signo);
+static void pop3ext_export_signals(void (*handler)(int));
 static int pop3ext_export_open(pop3ext_export_t *ex);
 static int pop3ext_export_mbox(pop3ext_export_t *ex, const char *body,
     size_t len, unsigned long long ms);
@@ -39,11 +41,19 @@ static int pop3ext_write_all(int fd, const char *p, size_t len);
 static int pop3ext_mkdir(const char *dir, const char *sub);
 
 
+static volatile sig_atomic_t  pop3ext_export_stop;
+
+
 /*
  * pop3ext export USER --mbox FILE | --maildir DIR.  The index is read in
  * one LRANGE, a snapshot of the mailbox; each message is then read whole
  * (GET) and written.  A message that a session removes meanwhile is left
  * out, with a warning.
+ *
+ * Interrupted (SIGINT, SIGTERM, SIGHUP), it stops after the message at
+ * hand, removes a partial mbox file, which would look whole, and then
+ * dies of the signal, so that a shell sees the interruption.  A Maildir
+ * keeps the messages written, each whole.
  */
 
 int
@@ -143,25 +153,27 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
+    pop3ext_export_signals(pop3ext_export_signal);
+
     /* reading a user's mail is entered in the audit trail too */
+
+    t = NULL;
 
     rc = pop3ext_audit(cx, argc, argv);
     if (rc != EX_OK) {
-        pop3ext_export_close(&ex, 0);
-        return rc;
+        r = NULL;
+        goto failed;
     }
 
     r = pop3ext_read(cx, &rc, index, "LRANGE %s 0 -1", index);
     if (r == NULL) {
-        pop3ext_export_close(&ex, 0);
-        return rc;
+        goto failed;
     }
 
     if (r->type != REDIS_REPLY_ARRAY) {
         pop3ext_error("unexpected reply to LRANGE");
-        freeReplyObject(r);
-        pop3ext_export_close(&ex, 0);
-        return EX_SOFTWARE;
+        rc = EX_SOFTWARE;
+        goto failed;
     }
 
     octets = 0;
@@ -179,7 +191,6 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     now = pop3ext_clock_ms();
-    t = NULL;
     first = 0;
     done = 0;
     n = 0;
@@ -187,6 +198,14 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
 
     for (k = 0; k < r->elements; k++) {
         e = r->element[k];
+
+        if (pop3ext_export_stop) {
+            pop3ext_error("interrupted after %zu of %zu messages%s", done,
+                          count, ex.maildir ? "; those are in the Maildir"
+                                            : "");
+            rc = EX_TEMPFAIL;
+            goto failed;
+        }
 
         if (e->type != REDIS_REPLY_STRING
             || !pop3ext_entry(e->str, e->len, &uid_len, &size))
@@ -289,7 +308,11 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
                       "was added to each in the mbox", ex.unterminated);
     }
 
-    return pop3ext_export_close(&ex, 1);
+    rc = pop3ext_export_close(&ex, 1);
+
+    pop3ext_export_signals(SIG_DFL);
+
+    return rc;
 
 failed:
 
@@ -297,12 +320,44 @@ failed:
         freeReplyObject(t);
     }
 
-    freeReplyObject(r);
+    if (r != NULL) {
+        freeReplyObject(r);
+    }
 
     pop3ext_progress_end();
     pop3ext_export_close(&ex, 0);
 
+    pop3ext_export_signals(SIG_DFL);
+
+    if (pop3ext_export_stop) {
+        raise(pop3ext_export_stop);
+    }
+
     return rc;
+}
+
+
+static void
+pop3ext_export_signal(int signo)
+{
+    pop3ext_export_stop = signo;
+}
+
+
+/* no SA_RESTART: the Redis layer tries a call again after EINTR itself */
+
+static void
+pop3ext_export_signals(void (*handler)(int))
+{
+    struct sigaction  sa;
+
+    memset(&sa, 0, sizeof(struct sigaction));
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+
+    (void) sigaction(SIGINT, &sa, NULL);
+    (void) sigaction(SIGTERM, &sa, NULL);
+    (void) sigaction(SIGHUP, &sa, NULL);
 }
 
 
@@ -650,7 +705,8 @@ pop3ext_export_close(pop3ext_export_t *ex, int ok)
 
     if (!ok && ex->created) {
         if (unlink(ex->mbox_file) == 0) {
-            pop3ext_error("the partial \"%s\" was removed", ex->mbox_file);
+            pop3ext_error("\"%s\" was removed: the export did not finish",
+                          ex->mbox_file);
         }
 
         ex->created = 0;

@@ -61,7 +61,7 @@ my $CCONF = join(' ', map { $_->conf_addr } @masters[0, 1]) . ' cluster';
 
 $x->run_pop3(mail => $x->server(8111, '', redis => $CCONF));
 
-$t->plan(156);
+$t->plan(160);
 
 my $JSON = JSON::PP->new->utf8(0);
 my $D = $t->testdir();
@@ -643,6 +643,30 @@ my $cm = "$D/cluster.mbox";
 is($rc, 0, 'cluster: export') or diag($err);
 like($x->read_file($cm), qr/^From MAILER-DAEMON .*\nSubject: \Q$ru\E\r\n/s,
     'cluster: the message exported');
+
+# an export interrupted: held at its audit entry by CLIENT PAUSE of writes
+# on the master of the audit trail, once its file is made (the user's
+# keys are on another master), then SIGTERM; when the pause ends it
+# stops, removes the file and dies of the signal
+
+my $amaster = $cluster->master_of($x->model('P3X_AUDIT_KEY'));
+my ($iu) = grep { $cluster->master_of($x->user_key($_))->port
+    != $amaster->port && $_ ne $ru } sort @cu;
+my $im = "$D/interrupted.mbox";
+$amaster->cmd('CLIENT', 'PAUSE', 10000, 'WRITE');
+my $pid = $x->spawn("$D/interrupted.out", $x->cli_path, '-r', $CSPEC,
+    'export', $iu, '--mbox', $im);
+my $wait = time() + 10;
+sleep(0.05) until -e $im || time() > $wait;
+ok(-e $im, 'interrupted export: the file made, the export held');
+kill 'TERM', $pid;
+sleep(0.2);
+$amaster->cmd('CLIENT', 'UNPAUSE');
+my $st = Test::Nginx::POP3Ext::reap($pid, 20) // -1;
+is($st & 127, 15, 'interrupted export: dies of SIGTERM') or diag($st);
+ok(!-e $im, 'interrupted export: the file removed');
+like($x->read_file('interrupted.out'), qr/interrupted after 0 of 1 (?#
+    )messages.*"\Q$im\E" was removed/s, 'interrupted export: says so');
 
 ###############################################################################
 
