@@ -149,11 +149,12 @@ main(int argc, char **argv)
         rc = pop3ext_stat(&cx, argc - i, argv + i);
 
     } else if (strcmp(cmd, "mailbox") == 0) {
-        if (i >= argc || strcmp(argv[i], "list") != 0) {
-            return pop3ext_usage_error("mailbox needs \"list\"");
-        }
+        if (i < argc && strcmp(argv[i], "list") == 0) {
+            rc = pop3ext_mailbox_list(&cx, argc - i - 1, argv + i + 1);
 
-        rc = pop3ext_mailbox_list(&cx, argc - i - 1, argv + i + 1);
+        } else {
+            rc = pop3ext_usage_error("mailbox needs \"list\"");
+        }
 
     } else if (strcmp(cmd, "who") == 0) {
         rc = pop3ext_who(&cx, argc - i, argv + i);
