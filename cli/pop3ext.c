@@ -85,6 +85,11 @@ main(int argc, char **argv)
         return pop3ext_usage_error("no command given");
     }
 
+    /* the command line from the command's name on, for the audit trail */
+
+    cx.argc = argc - i;
+    cx.argv = argv + i;
+
     cmd = argv[i++];
 
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
@@ -106,8 +111,9 @@ main(int argc, char **argv)
     if (strcmp(cmd, "user") == 0) {
         if (i >= argc) {
             return pop3ext_usage_error("user needs \"add\", \"set\", "
-                                       "\"del\", \"show\", \"disable\" or "
-                                       "\"enable\"");
+                                       "\"del\", \"show\", \"disable\", "
+                                       "\"enable\", \"list\" or "
+                                       "\"rename\"");
         }
 
         if (strcmp(argv[i], "add") == 0) {
@@ -128,6 +134,12 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "enable") == 0) {
             rc = pop3ext_user_disable(&cx, argc - i - 1, argv + i + 1, 0);
 
+        } else if (strcmp(argv[i], "list") == 0) {
+            rc = pop3ext_user_list(&cx, argc - i - 1, argv + i + 1);
+
+        } else if (strcmp(argv[i], "rename") == 0) {
+            rc = pop3ext_user_rename(&cx, argc - i - 1, argv + i + 1);
+
         } else {
             return pop3ext_usage_error("unknown command \"user %s\"",
                                        argv[i]);
@@ -144,6 +156,25 @@ main(int argc, char **argv)
 
     } else if (strcmp(cmd, "expunge") == 0) {
         rc = pop3ext_expunge(&cx, argc - i, argv + i);
+    } else if (strcmp(cmd, "mailbox") == 0) {
+        if (i < argc && strcmp(argv[i], "list") == 0) {
+            rc = pop3ext_mailbox_list(&cx, argc - i - 1, argv + i + 1);
+
+        } else {
+            rc = pop3ext_usage_error("mailbox needs \"list\"");
+        }
+
+    } else if (strcmp(cmd, "who") == 0) {
+        rc = pop3ext_who(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "kick") == 0) {
+        rc = pop3ext_kick(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "export") == 0) {
+        rc = pop3ext_export(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "audit") == 0) {
+        rc = pop3ext_audit_show(&cx, argc - i, argv + i);
 
     } else {
         return pop3ext_usage_error("unknown command \"%s\"", cmd);
@@ -202,6 +233,7 @@ pop3ext_error(const char *fmt, ...)
     va_list   args;
 
     if (!pop3ext_deferring) {
+        pop3ext_progress_end();
         fputs("pop3ext: ", stderr);
 
         va_start(args, fmt);
@@ -280,6 +312,8 @@ pop3ext_defer_end(int started, int print)
     pop3ext_deferring = 0;
 
     if (print) {
+        pop3ext_progress_end();
+
         for (i = 0, start = 0; i < pop3ext_ndeferred; i++) {
             if (pop3ext_deferred[i] == '\n') {
                 fprintf(stderr, "pop3ext: %.*s\n", (int) (i - start),
@@ -321,6 +355,8 @@ pop3ext_usage(void)
 "       pop3ext [OPTIONS] user show USER\n"
 "       pop3ext [OPTIONS] user disable USER\n"
 "       pop3ext [OPTIONS] user enable USER\n"
+"       pop3ext [OPTIONS] user list [--json]\n"
+"       pop3ext [OPTIONS] user rename OLD NEW\n"
 "       pop3ext [OPTIONS] deliver [--id ID] [--quota OCTETS:MESSAGES]\n"
 "                                 [--quota-full tempfail|permanent] USER...\n"
 "       pop3ext [OPTIONS] stat USER\n"
@@ -329,6 +365,11 @@ pop3ext_usage(void)
 "       pop3ext [OPTIONS] quota recalc USER\n"
 "       pop3ext [OPTIONS] expunge [--older-than DAYS] [--dry-run]\n"
 "                                 USER... | --all\n"
+"       pop3ext [OPTIONS] mailbox list [--json] USER\n"
+"       pop3ext [OPTIONS] who [--json]\n"
+"       pop3ext [OPTIONS] kick USER\n"
+"       pop3ext [OPTIONS] export (--mbox FILE | --maildir DIR) USER\n"
+"       pop3ext [OPTIONS] audit [--since TIME] [--json]\n"
 "       pop3ext -h | --help\n"
 "\n"
 "  OPTIONS    -r SPEC, --tls-ca FILE, --tls-cert FILE, --tls-key FILE,\n"
@@ -342,7 +383,9 @@ pop3ext_usage(void)
 "                a crypt, ARGON2ID or PBKDF2 hash, which name their scheme\n"
 "    --mailbox   USER reads the mailbox MBOX (several users may share one);\n"
 "                an empty MBOX gives USER its own mailbox back; without\n"
-"                --mailbox the mailbox of an existing USER stays as it is\n"
+"                --mailbox the mailbox of an existing USER stays as it is,\n"
+"                and a new USER whose mailbox holds mail already (a user\n"
+"                renamed from USER reads it) is refused (73)\n"
 "    --expire    how many days a message of USER is kept at least: DAYS\n"
 "                (0 to 36500; 0 is RFC 2449's EXPIRE 0: what a session\n"
 "                retrieved is removed at its QUIT), \"never\", or \"default\"\n"
@@ -385,6 +428,36 @@ pop3ext_usage(void)
 "                skipped (status 75: run again later); for cron\n"
 "    --all       every user, on every master of a cluster\n"
 "    --dry-run   print what would be removed, remove nothing\n"
+"  user list     print every user, one a line: the name, then mailbox=MBOX\n"
+"                if it reads another mailbox, and \"disabled\" if it is\n"
+"  user rename   rename user OLD to NEW; the mailbox keeps its name (NEW\n"
+"                reads it through its mailbox field); refused while a\n"
+"                session holds the maildrop (75) or if NEW exists (73); an\n"
+"                interrupted rename is finished by running it again\n"
+"  mailbox list  print \"NUMBER UID SIZE DELIVERED\" for each message of\n"
+"                the mailbox of USER, numbered as a login numbers them;\n"
+"                DELIVERED in ISO 8601, or - when unknown\n"
+"  who           print the sessions holding a maildrop: user, mailbox,\n"
+"                host, pid of the nginx worker, client address, since\n"
+"  kick          end the session holding the maildrop of USER: the lock\n"
+"                goes, nothing is deleted, the session ends within seconds;\n"
+"                prints the session, or exits 1 when there was none\n"
+"  export        write every message of the mailbox of USER as stored,\n"
+"                octet for octet (CRLF line ends)\n"
+"    --mbox      into FILE, made new, as mboxrd (- for stdout)\n"
+"    --maildir   into DIR/cur, a Maildir made if missing\n"
+"  audit         print the audit trail, oldest first: who changed what with\n"
+"                pop3ext, and when\n"
+"    --since     entries since TIME: an age (90m, 12h, 2d, 1w) or a date\n"
+"                (2026-11-28, 2026-11-28T10:00; local time unless Z or\n"
+"                +HH:MM follows)\n"
+"  --json        one JSON document instead of lines (user list, mailbox\n"
+"                list, who, audit; fields in pop3ext(1))\n"
+"\n"
+"  Changes (user add, set, del, disable, enable, rename, kick, quota\n"
+"  set, expunge) and exports are entered in the audit trail, the Redis\n"
+"  stream " P3X_AUDIT_KEY ", before they are made; without the entry\n"
+"  nothing is done (75).  Deliveries are not.\n"
 "\n"
 "  SCHEME     ", stdout);
 
@@ -418,12 +491,14 @@ pop3ext_usage(void)
 "  POP3EXT_REDIS_PASSWORD, POP3EXT_REDIS_USER  Redis AUTH, if required\n"
 "             and not in SPEC (where ps(1) would show it)\n"
 "\n"
-"  exit status: 0 ok, 64 usage, 65 bad password, hash or message,\n"
-"  67 unknown user, 69 scheme unavailable, 70 internal error,\n"
-"  74 I/O error, 75 temporary failure (try again later: Redis down,\n"
-"  fewer replicas than wait=N confirmed, a mailbox full, a mailbox in\n"
-"  use for expunge), 77 a mailbox full with --quota-full permanent,\n"
-"  78 TLS file unusable\n", stdout);
+"  exit status: 0 ok, 1 kick found no session, 64 usage, 65 bad\n"
+"  password, hash or message, 67 unknown user, 69 scheme unavailable,\n"
+"  70 internal error, 73 cannot create (export's FILE or DIR, user\n"
+"  rename's NEW exists, user add's mailbox is another's), 74 I/O error,\n"
+"  75 temporary failure (try again later: Redis down, fewer replicas\n"
+"  than wait=N confirmed, a mailbox full, a mailbox in use for expunge\n"
+"  or user rename, the audit entry not written), 77 a mailbox full\n"
+"  with --quota-full permanent, 78 TLS file unusable\n", stdout);
 
     if (fflush(stdout) == EOF) {
         pop3ext_error("cannot write: %s", strerror(errno));

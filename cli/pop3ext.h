@@ -67,6 +67,14 @@
 #define POP3EXT_DEL_BATCH         1000
 #define POP3EXT_SCAN_COUNT        "1000"
 
+/* admin commands: index entries per HMGET of delivery times */
+#define POP3EXT_LIST_BATCH        1000
+/* "2026-11-28T21:53:01+01:00", with room for any struct tm */
+#define POP3EXT_TIME_LEN          128
+
+/* kick: no session held the maildrop; as pkill(1), "nothing matched" */
+#define POP3EXT_EX_NOSESSION      1
+
 /* the parameters "doveadm pw" uses, so that hashes look like Dovecot's */
 #define POP3EXT_ARGON2_T          3
 #define POP3EXT_ARGON2_M          65536       /* KiB */
@@ -189,7 +197,16 @@ typedef struct {
     unsigned            lost_dirty:1;  /* a written connection was lost */
     unsigned            resent:1;    /* the last command may have run twice */
     char                last[POP3EXT_HOST_MAX + 16];  /* its replier */
+
+    /* the command line from the command's name on, for pop3ext_audit() */
+    int                 argc;
+    char              **argv;
 } pop3ext_ctx_t;
+
+
+/* a batch of keys from SCAN, on the m-th of masters */
+typedef int (*pop3ext_scan_pt)(pop3ext_ctx_t *cx, redisReply *keys,
+    unsigned m, unsigned masters, void *data);
 
 
 extern const pop3ext_scheme_t  pop3ext_schemes[];
@@ -246,6 +263,8 @@ int pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv,
 
 /* pop3ext_mailbox.c */
 int pop3ext_mailbox(pop3ext_ctx_t *cx, const char *user, char *mbox);
+int pop3ext_entry(const char *p, size_t len, size_t *uid_len,
+    unsigned long long *size);
 int pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan);
 int pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv);
 
@@ -264,6 +283,37 @@ int pop3ext_expire_field(const char *v, char *buf, size_t size,
     const char **field);
 int pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_expunge(pop3ext_ctx_t *cx, int argc, char **argv);
+/* pop3ext_output.c */
+void pop3ext_json_string(FILE *f, const char *s, size_t len);
+unsigned long long pop3ext_clock_ms(void);
+void pop3ext_time_text(char *buf, unsigned long long ms);
+int pop3ext_parse_since(const char *s, unsigned long long now,
+    unsigned long long *ms);
+void pop3ext_progress(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+void pop3ext_progress_end(void);
+int pop3ext_flush(FILE *f);
+
+/* pop3ext_audit.c */
+int pop3ext_audit(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_audit_show(pop3ext_ctx_t *cx, int argc, char **argv);
+
+/* pop3ext_admin.c */
+int pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
+    pop3ext_scan_pt handler, void *data);
+int pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
+    size_t first, size_t max, redisReply **tp);
+unsigned long long pop3ext_delivery_time(redisReply *t, const char *uid,
+    size_t len, const char **src);
+int pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user);
+int pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_who(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv);
+
+/* pop3ext_export.c */
+int pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv);
 
 
 #endif /* _POP3EXT_H_INCLUDED_ */

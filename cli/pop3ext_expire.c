@@ -198,6 +198,11 @@ pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
+    rc = pop3ext_audit(cx, argc, argv);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
     if (field != NULL) {
         r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s %s",
                           POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_EXPIRE,
@@ -351,6 +356,16 @@ pop3ext_expunge(pop3ext_ctx_t *cx, int argc, char **argv)
     if (rc != EX_OK) {
         free(ts.t);
         return rc;
+    }
+
+    /* a run that may remove mail is a change: entered first */
+
+    if (!dry && ts.n > 0) {
+        rc = pop3ext_audit(cx, argc, argv);
+        if (rc != EX_OK) {
+            free(ts.t);
+            return rc;
+        }
     }
 
     /* one entry per mailbox, with the longest retention of its users */

@@ -10,8 +10,6 @@
 #include "pop3ext.h"
 
 
-static int pop3ext_entry(const char *p, size_t len, size_t *uid_len,
-    unsigned long long *size);
 static int pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix);
 static int pop3ext_scan_master(pop3ext_ctx_t *cx, unsigned m,
     const char *prefix, const char *pattern);
@@ -64,7 +62,7 @@ done:
 
 /* splits an index entry "UID SIZE"; returns 0 if it is malformed */
 
-static int
+int
 pop3ext_entry(const char *p, size_t len, size_t *uid_len,
     unsigned long long *size)
 {

@@ -47,7 +47,6 @@ static void pop3ext_quota_print(const char *name,
     pop3ext_quota_item_t *q);
 static void pop3ext_quota_json_item(const char *name,
     pop3ext_quota_item_t *q);
-static void pop3ext_json_string(const char *s);
 
 
 int
@@ -336,9 +335,9 @@ pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv)
 
     if (json) {
         fputs("{\"user\":", stdout);
-        pop3ext_json_string(user);
+        pop3ext_json_string(stdout, user, strlen(user));
         fputs(",\"mailbox\":", stdout);
-        pop3ext_json_string(mbox);
+        pop3ext_json_string(stdout, mbox, strlen(mbox));
         printf(",\"usage_kept\":%s,", kept ? "true" : "false");
         pop3ext_quota_json_item("messages", &msgs);
         fputc(',', stdout);
@@ -394,25 +393,6 @@ pop3ext_quota_json_item(const char *name, pop3ext_quota_item_t *q)
     }
 
     printf("\"source\":\"%s\"}", q->source);
-}
-
-
-/* names hold no control octets, but may hold '"' and '\' */
-
-static void
-pop3ext_json_string(const char *s)
-{
-    fputc('"', stdout);
-
-    for ( /* void */ ; *s != '\0'; s++) {
-        if (*s == '"' || *s == '\\') {
-            fputc('\\', stdout);
-        }
-
-        fputc(*s, stdout);
-    }
-
-    fputc('"', stdout);
 }
 
 
@@ -616,6 +596,11 @@ pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     rc = pop3ext_key(meta, P3X_MBOX_PREFIX, mbox, P3X_META_SUFFIX);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_audit(cx, argc, argv);
     if (rc != EX_OK) {
         return rc;
     }

@@ -344,6 +344,18 @@ pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv)
         goto done;
     }
 
+    if (mbox == NULL) {
+        rc = pop3ext_mailbox_taken(cx, user);
+        if (rc != EX_OK) {
+            goto done;
+        }
+    }
+
+    rc = pop3ext_audit(cx, argc, argv);
+    if (rc != EX_OK) {
+        goto done;
+    }
+
     av[0] = "EVAL";
     av[1] = POP3EXT_SCRIPT_USER_SET;
     av[2] = "1";
@@ -559,6 +571,34 @@ pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv, int disable)
         return rc;
     }
 
+    /* an unknown name is said before the audit trail gets an entry */
+
+    r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_INTEGER || r->integer == 0) {
+        rc = (r->type == REDIS_REPLY_INTEGER) ? EX_NOUSER : EX_SOFTWARE;
+        freeReplyObject(r);
+
+        if (rc == EX_NOUSER) {
+            pop3ext_error("unknown user \"%s\"", user);
+
+        } else {
+            pop3ext_error("unexpected reply to EXISTS");
+        }
+
+        return rc;
+    }
+
+    freeReplyObject(r);
+
+    rc = pop3ext_audit(cx, argc, argv);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
     if (disable) {
         r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s 1",
                           POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
@@ -656,6 +696,11 @@ pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     freeReplyObject(r);
+
+    rc = pop3ext_audit(cx, argc, argv);
+    if (rc != EX_OK) {
+        return rc;
+    }
 
     rc = pop3ext_purge(cx, user, 1);
     if (rc != EX_OK) {

@@ -1,0 +1,1670 @@
+
+/*
+ * Copyright (C) ngx_mail_pop3_ext_module developers
+ *
+ * pop3ext: the admin commands, user list, user rename, mailbox list, who
+ * and kick, and a SCAN of every master for them.
+ */
+
+
+#include "pop3ext.h"
+
+
+#define POP3EXT_OWNER_FIELDS  5
+
+/* "pop3:user:{" NAME "}", with the user's mailbox and state */
+
+typedef struct {
+    char               *name;
+    char               *mailbox;     /* NULL: the user's own */
+    unsigned            disabled:1;
+} pop3ext_user_t;
+
+
+typedef struct {
+    pop3ext_user_t     *users;
+    size_t              n;
+    size_t              alloc;
+} pop3ext_users_t;
+
+
+/* the fields of an owner record, in the model's order; NULL when absent */
+
+typedef struct {
+    char               *mailbox;
+    const char         *v[POP3EXT_OWNER_FIELDS];
+    size_t              len[POP3EXT_OWNER_FIELDS];
+    char               *record;
+} pop3ext_owner_t;
+
+
+typedef struct {
+    pop3ext_owner_t    *owners;
+    size_t              n;
+    size_t              alloc;
+} pop3ext_owners_t;
+
+
+static int pop3ext_admin_args(int argc, char **argv, const char *cmd,
+    int *json, const char **names, int nnames);
+static int pop3ext_user_batch(pop3ext_ctx_t *cx, redisReply *keys,
+    unsigned m, unsigned masters, void *data);
+static int pop3ext_user_cmp(const void *a, const void *b);
+static int pop3ext_who_batch(pop3ext_ctx_t *cx, redisReply *keys,
+    unsigned m, unsigned masters, void *data);
+static int pop3ext_owner_cmp(const void *a, const void *b);
+static void pop3ext_owner_parse(pop3ext_owner_t *o, char *record);
+static void pop3ext_owner_print(pop3ext_owner_t *o, int json);
+static int pop3ext_key_name(const char *key, size_t len,
+    const char *prefix, const char *suffix, char **name);
+static int pop3ext_record_read(pop3ext_ctx_t *cx, const char *key,
+    redisReply **rp);
+static int pop3ext_record_same(redisReply *a, redisReply *b,
+    const char *mbox);
+static int pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old,
+    const char *new, const char *okey, redisReply *rec);
+
+
+static const char  *pop3ext_owner_names[POP3EXT_OWNER_FIELDS] = {
+    "host", "pid", "client", "since", "user"
+};
+
+
+/*
+ * Creates a user record from field-value pairs, only if no record of
+ * that name exists: a rename never overwrites a user.
+ *   KEYS[1] the new record; ARGV field, value, ...
+ */
+
+#define POP3EXT_SCRIPT_CREATE                                                 \
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"                            \
+    "  return redis.error_reply('EXISTS user exists')\n"                      \
+    "end\n"                                                                   \
+    "redis.call('HSET', KEYS[1], unpack(ARGV))\n"                             \
+    "return 1\n"
+
+/*
+ * Deletes a user record only if it still holds exactly the field-value
+ * pairs given: a change made while it was copied is not lost unseen.
+ *   KEYS[1] the record; ARGV field, value, ...
+ *   returns 1 when deleted, 0 when it changed, -1 when it is gone
+ */
+
+#define POP3EXT_SCRIPT_DELETE_SAME                                            \
+    "local cur = redis.call('HGETALL', KEYS[1])\n"                            \
+    "if #cur == 0 then\n"                                                     \
+    "  return -1\n"                                                           \
+    "end\n"                                                                   \
+    "if #cur ~= #ARGV then\n"                                                 \
+    "  return 0\n"                                                            \
+    "end\n"                                                                   \
+    "local want = {}\n"                                                       \
+    "for i = 1, #ARGV, 2 do\n"                                                \
+    "  want[ARGV[i]] = ARGV[i + 1]\n"                                         \
+    "end\n"                                                                   \
+    "for i = 1, #cur, 2 do\n"                                                 \
+    "  if want[cur[i]] ~= cur[i + 1] then\n"                                  \
+    "    return 0\n"                                                          \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
+    "redis.call('DEL', KEYS[1])\n"                                            \
+    "return 1\n"
+
+
+/*
+ * --json anywhere before "--", and exactly nnames other words; a name is
+ * checked by the model's rule.
+ */
+
+static int
+pop3ext_admin_args(int argc, char **argv, const char *cmd, int *json,
+    const char **names, int nnames)
+{
+    int  i, n, rc, opts;
+
+    n = 0;
+    opts = 1;
+
+    for (i = 0; i < argc; i++) {
+
+        if (opts && strcmp(argv[i], "--") == 0) {
+            opts = 0;
+            continue;
+        }
+
+        if (opts && json != NULL && strcmp(argv[i], "--json") == 0) {
+            *json = 1;
+            continue;
+        }
+
+        if (opts && argv[i][0] == '-') {
+            return pop3ext_usage_error("%s: unknown option \"%s\"", cmd,
+                                       argv[i]);
+        }
+
+        if (n == nnames) {
+            break;
+        }
+
+        names[n++] = argv[i];
+    }
+
+    if (n != nnames || i != argc) {
+        switch (nnames) {
+        case 0:
+            return pop3ext_usage_error("%s takes no USER", cmd);
+        case 1:
+            return pop3ext_usage_error("%s needs exactly one USER", cmd);
+        default:
+            return pop3ext_usage_error("%s needs OLD and NEW", cmd);
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        rc = pop3ext_valid_user(names[i]);
+        if (rc != EX_OK) {
+            return rc;
+        }
+    }
+
+    return EX_OK;
+}
+
+
+/*
+ * Calls handler with each batch of keys matching pattern, from SCAN on
+ * every master: the one Redis, or each master of a cluster, which holds
+ * the keys of its own slots.  SCAN returns a key at least once, not
+ * exactly once, so a handler that collects drops duplicates.
+ */
+
+int
+pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
+    pop3ext_scan_pt handler, void *data)
+{
+    int          rc;
+    unsigned     m, masters;
+    redisReply  *r;
+    char         cursor[32];
+
+    masters = pop3ext_masters(cx);
+
+    if (masters == 0) {
+        return EX_TEMPFAIL;
+    }
+
+    for (m = 0; m < masters; m++) {
+        memcpy(cursor, "0", 2);
+
+        do {
+            r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
+                                    cursor, pattern, POP3EXT_SCAN_COUNT);
+            if (r == NULL) {
+                return rc;
+            }
+
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+                || r->element[0]->type != REDIS_REPLY_STRING
+                || r->element[0]->len == 0
+                || r->element[0]->len >= sizeof(cursor)
+                || r->element[1]->type != REDIS_REPLY_ARRAY)
+            {
+                pop3ext_error("unexpected reply to SCAN");
+                freeReplyObject(r);
+                return EX_SOFTWARE;
+            }
+
+            memcpy(cursor, r->element[0]->str, r->element[0]->len);
+            cursor[r->element[0]->len] = '\0';
+
+            rc = handler(cx, r->element[1], m, masters, data);
+
+            freeReplyObject(r);
+
+            if (rc != EX_OK) {
+                return rc;
+            }
+
+        } while (strcmp(cursor, "0") != 0);
+    }
+
+    return EX_OK;
+}
+
+
+/*
+ * *name: NAME of a key PREFIX NAME SUFFIX, allocated, or NULL for a key of
+ * another shape (SCAN's pattern cannot tell every one apart)
+ */
+
+static int
+pop3ext_key_name(const char *key, size_t len, const char *prefix,
+    const char *suffix, char **name)
+{
+    size_t  plen, slen, n;
+
+    plen = strlen(prefix);
+    slen = strlen(suffix);
+    *name = NULL;
+
+    if (len <= plen + slen || memcmp(key, prefix, plen) != 0
+        || memcmp(key + len - slen, suffix, slen) != 0)
+    {
+        return EX_OK;
+    }
+
+    n = len - plen - slen;
+
+    if (!p3x_valid_name((const u_char *) key + plen, n)) {
+        return EX_OK;
+    }
+
+    *name = malloc(n + 1);
+    if (*name == NULL) {
+        pop3ext_error("out of memory");
+        return EX_TEMPFAIL;
+    }
+
+    memcpy(*name, key + plen, n);
+    (*name)[n] = '\0';
+
+    return EX_OK;
+}
+
+
+/*
+ * pop3ext user list [--json]: every user record, found by SCAN on every
+ * master, with its mailbox and whether it is disabled, sorted by name.
+ */
+
+int
+pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv)
+{
+    int               rc, json;
+    size_t            i, k;
+    pop3ext_user_t   *u;
+    pop3ext_users_t   list;
+    char              pattern[POP3EXT_KEY_MAX];
+
+    json = 0;
+
+    rc = pop3ext_admin_args(argc, argv, "user list", &json, NULL, 0);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    /* a brace is no glob character: the pattern is the key's shape */
+
+    snprintf(pattern, sizeof(pattern), "%s*%s", P3X_USER_PREFIX,
+             P3X_USER_SUFFIX);
+
+    memset(&list, 0, sizeof(pop3ext_users_t));
+
+    rc = pop3ext_scan_keys(cx, pattern, pop3ext_user_batch, &list);
+
+    pop3ext_progress_end();
+
+    if (rc != EX_OK) {
+        goto done;
+    }
+
+    if (list.n > 1) {
+        qsort(list.users, list.n, sizeof(pop3ext_user_t), pop3ext_user_cmp);
+    }
+
+    /* SCAN may have given a key twice */
+
+    for (i = 0, k = 0; i < list.n; i++) {
+        if (k > 0 && strcmp(list.users[k - 1].name, list.users[i].name) == 0)
+        {
+            free(list.users[i].name);
+            free(list.users[i].mailbox);
+            continue;
+        }
+
+        list.users[k++] = list.users[i];
+    }
+
+    list.n = k;
+
+    if (json) {
+        fputs("{\"users\":[", stdout);
+    }
+
+    for (i = 0; i < list.n; i++) {
+        u = &list.users[i];
+
+        if (json) {
+            fputs(i ? ",{\"user\":" : "{\"user\":", stdout);
+            pop3ext_json_string(stdout, u->name, strlen(u->name));
+            fputs(",\"mailbox\":", stdout);
+            pop3ext_json_string(stdout, u->mailbox ? u->mailbox : u->name,
+                                strlen(u->mailbox ? u->mailbox : u->name));
+            printf(",\"disabled\":%s}", u->disabled ? "true" : "false");
+
+        } else {
+            printf("%s%s%s%s\n", u->name, u->mailbox ? " mailbox=" : "",
+                   u->mailbox ? u->mailbox : "",
+                   u->disabled ? " disabled" : "");
+        }
+    }
+
+    if (json) {
+        printf("],\"count\":%zu}\n", list.n);
+    }
+
+    rc = pop3ext_flush(stdout);
+
+done:
+
+    for (i = 0; i < list.n; i++) {
+        free(list.users[i].name);
+        free(list.users[i].mailbox);
+    }
+
+    free(list.users);
+
+    return rc;
+}
+
+
+/* the users of one SCAN batch, each with its mailbox and flag */
+
+static int
+pop3ext_user_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
+    unsigned masters, void *data)
+{
+    int               rc;
+    char             *name;
+    size_t            i;
+    redisReply       *r, *k, *mb, *dis;
+    pop3ext_user_t   *u;
+    pop3ext_users_t  *list;
+
+    list = data;
+
+    for (i = 0; i < keys->elements; i++) {
+        k = keys->element[i];
+
+        if (k->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        rc = pop3ext_key_name(k->str, k->len, P3X_USER_PREFIX,
+                              P3X_USER_SUFFIX, &name);
+        if (rc != EX_OK) {
+            return rc;
+        }
+
+        if (name == NULL) {
+            continue;
+        }
+
+        r = pop3ext_read(cx, &rc, k->str, "HMGET %b %s %s", k->str, k->len,
+                         P3X_FIELD_MAILBOX, P3X_FIELD_DISABLED);
+        if (r == NULL) {
+            free(name);
+            return rc;
+        }
+
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            pop3ext_error("unexpected reply to HMGET of user \"%s\"", name);
+            freeReplyObject(r);
+            free(name);
+            return EX_SOFTWARE;
+        }
+
+        mb = r->element[0];
+        dis = r->element[1];
+
+        if (list->n == list->alloc) {
+            u = realloc(list->users,
+                        (list->alloc * 2 + 64) * sizeof(pop3ext_user_t));
+            if (u == NULL) {
+                goto no_memory;
+            }
+
+            list->users = u;
+            list->alloc = list->alloc * 2 + 64;
+        }
+
+        u = &list->users[list->n];
+        u->name = name;
+        u->mailbox = NULL;
+        u->disabled = (dis->type == REDIS_REPLY_STRING && dis->len > 0
+                       && !(dis->len == 1 && dis->str[0] == '0'));
+
+        /* the mailbox named, if it is not the user's own */
+
+        if (mb->type == REDIS_REPLY_STRING && mb->len > 0
+            && strcmp(mb->str, name) != 0)
+        {
+            u->mailbox = malloc(mb->len + 1);
+            if (u->mailbox == NULL) {
+                goto no_memory;
+            }
+
+            /* shown as text: a name breaking the rules is shown as such */
+
+            if (p3x_valid_name((u_char *) mb->str, mb->len)) {
+                memcpy(u->mailbox, mb->str, mb->len + 1);
+
+            } else {
+                memcpy(u->mailbox, "(invalid)", sizeof("(invalid)"));
+            }
+        }
+
+        list->n++;
+        freeReplyObject(r);
+
+        pop3ext_progress("user list: %zu users (master %u of %u)", list->n,
+                         m + 1, masters);
+    }
+
+    return EX_OK;
+
+no_memory:
+
+    pop3ext_error("out of memory");
+    freeReplyObject(r);
+    free(name);
+
+    return EX_TEMPFAIL;
+}
+
+
+static int
+pop3ext_user_cmp(const void *a, const void *b)
+{
+    return strcmp(((const pop3ext_user_t *) a)->name,
+                  ((const pop3ext_user_t *) b)->name);
+}
+
+
+/*
+ * pop3ext who [--json]: the sessions holding a maildrop, from the owner
+ * records the module writes beside each lock, found by SCAN on every
+ * master.  A record lives as long as its lock; a session of a module
+ * older than 0.3 writes none and is not listed.
+ */
+
+int
+pop3ext_who(pop3ext_ctx_t *cx, int argc, char **argv)
+{
+    int                rc, json;
+    size_t             i, k;
+    pop3ext_owners_t   list;
+    char               pattern[POP3EXT_KEY_MAX];
+
+    json = 0;
+
+    rc = pop3ext_admin_args(argc, argv, "who", &json, NULL, 0);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    snprintf(pattern, sizeof(pattern), "%s*%s", P3X_MBOX_PREFIX,
+             P3X_OWNER_SUFFIX);
+
+    memset(&list, 0, sizeof(pop3ext_owners_t));
+
+    rc = pop3ext_scan_keys(cx, pattern, pop3ext_who_batch, &list);
+
+    pop3ext_progress_end();
+
+    if (rc != EX_OK) {
+        goto done;
+    }
+
+    if (list.n > 1) {
+        qsort(list.owners, list.n, sizeof(pop3ext_owner_t),
+              pop3ext_owner_cmp);
+    }
+
+    for (i = 0, k = 0; i < list.n; i++) {
+        if (k > 0
+            && strcmp(list.owners[k - 1].mailbox, list.owners[i].mailbox)
+               == 0)
+        {
+            free(list.owners[i].mailbox);
+            free(list.owners[i].record);
+            continue;
+        }
+
+        list.owners[k++] = list.owners[i];
+    }
+
+    list.n = k;
+
+    if (json) {
+        fputs("{\"sessions\":[", stdout);
+    }
+
+    for (i = 0; i < list.n; i++) {
+        if (json && i > 0) {
+            putc(',', stdout);
+        }
+
+        pop3ext_owner_print(&list.owners[i], json);
+    }
+
+    if (json) {
+        printf("],\"count\":%zu}\n", list.n);
+    }
+
+    rc = pop3ext_flush(stdout);
+
+done:
+
+    for (i = 0; i < list.n; i++) {
+        free(list.owners[i].mailbox);
+        free(list.owners[i].record);
+    }
+
+    free(list.owners);
+
+    return rc;
+}
+
+
+static int
+pop3ext_who_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
+    unsigned masters, void *data)
+{
+    int                rc;
+    char              *mbox, *record;
+    size_t             i;
+    redisReply        *r, *k;
+    pop3ext_owner_t   *o;
+    pop3ext_owners_t  *list;
+
+    list = data;
+
+    for (i = 0; i < keys->elements; i++) {
+        k = keys->element[i];
+
+        if (k->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        rc = pop3ext_key_name(k->str, k->len, P3X_MBOX_PREFIX,
+                              P3X_OWNER_SUFFIX, &mbox);
+        if (rc != EX_OK) {
+            return rc;
+        }
+
+        if (mbox == NULL) {
+            continue;
+        }
+
+        r = pop3ext_read(cx, &rc, k->str, "GET %b", k->str, k->len);
+        if (r == NULL) {
+            free(mbox);
+            return rc;
+        }
+
+        /* the session ended since SCAN saw it */
+
+        if (r->type != REDIS_REPLY_STRING) {
+            freeReplyObject(r);
+            free(mbox);
+            continue;
+        }
+
+        if (list->n == list->alloc) {
+            o = realloc(list->owners,
+                        (list->alloc * 2 + 16) * sizeof(pop3ext_owner_t));
+            if (o == NULL) {
+                goto no_memory;
+            }
+
+            list->owners = o;
+            list->alloc = list->alloc * 2 + 16;
+        }
+
+        record = malloc(r->len + 1);
+        if (record == NULL) {
+            goto no_memory;
+        }
+
+        memcpy(record, r->str, r->len + 1);
+        freeReplyObject(r);
+
+        o = &list->owners[list->n++];
+        o->mailbox = mbox;
+        pop3ext_owner_parse(o, record);
+
+        pop3ext_progress("who: %zu sessions (master %u of %u)", list->n,
+                         m + 1, masters);
+    }
+
+    return EX_OK;
+
+no_memory:
+
+    pop3ext_error("out of memory");
+    freeReplyObject(r);
+    free(mbox);
+
+    return EX_TEMPFAIL;
+}
+
+
+/* by user, then mailbox */
+
+static int
+pop3ext_owner_cmp(const void *a, const void *b)
+{
+    int                     c;
+    size_t                  n;
+    const pop3ext_owner_t  *x, *y;
+
+    x = a;
+    y = b;
+
+    if (x->v[4] != NULL && y->v[4] != NULL) {
+        n = x->len[4] < y->len[4] ? x->len[4] : y->len[4];
+        c = memcmp(x->v[4], y->v[4], n);
+
+        if (c != 0) {
+            return c;
+        }
+
+        if (x->len[4] != y->len[4]) {
+            return x->len[4] < y->len[4] ? -1 : 1;
+        }
+    }
+
+    return strcmp(x->mailbox, y->mailbox);
+}
+
+
+/* "host=H pid=P client=ADDR since=MS user=NAME", in any order */
+
+static void
+pop3ext_owner_parse(pop3ext_owner_t *o, char *record)
+{
+    int      f;
+    char    *p, *end, *eq;
+    size_t   n;
+
+    memset(o->v, 0, sizeof(o->v));
+    memset(o->len, 0, sizeof(o->len));
+    o->record = record;
+
+    for (p = record; *p != '\0'; p = end) {
+        while (*p == ' ') {
+            p++;
+        }
+
+        end = p + strcspn(p, " ");
+        eq = memchr(p, '=', end - p);
+
+        if (eq == NULL) {
+            continue;
+        }
+
+        n = eq - p;
+
+        for (f = 0; f < POP3EXT_OWNER_FIELDS; f++) {
+            if (strlen(pop3ext_owner_names[f]) == n
+                && memcmp(p, pop3ext_owner_names[f], n) == 0)
+            {
+                o->v[f] = eq + 1;
+                o->len[f] = end - eq - 1;
+                break;
+            }
+        }
+    }
+}
+
+
+/*
+ * One session: text "user=U mailbox=M host=H pid=P client=A since=TIME",
+ * or a JSON object with the same names (pid and since as numbers, since
+ * in ms; null for a field the record lacks).
+ */
+
+static void
+pop3ext_owner_print(pop3ext_owner_t *o, int json)
+{
+    int                  f, numeric;
+    size_t               len;
+    const char          *v;
+    unsigned long long   ms;
+    char                 text[POP3EXT_TIME_LEN];
+
+    static const int     order[POP3EXT_OWNER_FIELDS] = { 4, 0, 1, 2, 3 };
+
+    if (json) {
+        putc('{', stdout);
+
+    } else if (o->v[4] != NULL) {
+        printf("user=%.*s ", (int) o->len[4], o->v[4]);
+
+    } else {
+        fputs("user=? ", stdout);
+    }
+
+    if (json) {
+        fputs("\"user\":", stdout);
+
+        if (o->v[4] != NULL) {
+            pop3ext_json_string(stdout, o->v[4], o->len[4]);
+
+        } else {
+            fputs("null", stdout);
+        }
+
+        fputs(",\"mailbox\":", stdout);
+        pop3ext_json_string(stdout, o->mailbox, strlen(o->mailbox));
+
+    } else {
+        printf("mailbox=%s", o->mailbox);
+    }
+
+    for (f = 1; f < POP3EXT_OWNER_FIELDS; f++) {
+        v = o->v[order[f]];
+        len = o->len[order[f]];
+
+        numeric = (order[f] == 1 || order[f] == 3) && v != NULL && len > 0
+                  && len <= 19 && strspn(v, "0123456789") >= len;
+
+        if (json) {
+            printf(",\"%s\":", pop3ext_owner_names[order[f]]);
+
+            if (numeric) {
+                printf("%.*s", (int) len, v);
+
+            } else if (v != NULL && order[f] != 1 && order[f] != 3) {
+                pop3ext_json_string(stdout, v, len);
+
+            } else {
+                fputs("null", stdout);
+            }
+
+            continue;
+        }
+
+        printf(" %s=", pop3ext_owner_names[order[f]]);
+
+        if (v == NULL) {
+            putc('?', stdout);
+
+        } else if (order[f] == 3 && numeric) {
+            sscanf(v, "%llu", &ms);
+            pop3ext_time_text(text, ms);
+            fputs(text, stdout);
+
+        } else {
+            printf("%.*s", (int) len, v);
+        }
+    }
+
+    fputs(json ? "}" : "\n", stdout);
+}
+
+
+/*
+ * pop3ext kick USER: the KICK script on the user's mailbox.  The lock and
+ * the marks go, nothing is deleted; the session finds its lock lost at
+ * its next refresh or command and ends.  Exit 0 and the session on
+ * stdout, or POP3EXT_EX_NOSESSION when none held the maildrop.
+ */
+
+int
+pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
+{
+    int               rc;
+    char             *record;
+    redisReply       *r;
+    const char       *user;
+    pop3ext_owner_t   o;
+    char              mbox[P3X_NAME_MAX + 1];
+    char              lock[POP3EXT_KEY_MAX], dele[POP3EXT_KEY_MAX];
+    char              owner[POP3EXT_KEY_MAX];
+
+    rc = pop3ext_admin_args(argc, argv, "kick", NULL, &user, 1);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_mailbox(cx, user, mbox);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
+        || pop3ext_key(dele, P3X_MBOX_PREFIX, mbox, P3X_DELE_SUFFIX) != EX_OK
+        || pop3ext_key(owner, P3X_MBOX_PREFIX, mbox, P3X_OWNER_SUFFIX)
+           != EX_OK)
+    {
+        return EX_SOFTWARE;
+    }
+
+    /* nothing to do is said without writing to the audit trail */
+
+    r = pop3ext_read(cx, &rc, lock, "EXISTS %s", lock);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_INTEGER) {
+        pop3ext_error("unexpected reply to EXISTS");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    if (r->integer == 0) {
+        freeReplyObject(r);
+        pop3ext_error("no session holds the maildrop of user \"%s\" "
+                      "(mailbox \"%s\"): nothing done", user, mbox);
+        return POP3EXT_EX_NOSESSION;
+    }
+
+    freeReplyObject(r);
+
+    rc = pop3ext_audit(cx, argc, argv);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    r = pop3ext_write(cx, &rc, lock, "EVAL %s 3 %s %s %s", P3X_SCRIPT_KICK,
+                      lock, dele, owner);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type == REDIS_REPLY_NIL) {
+        /*
+         * The lock was there a moment ago: its session ended since, or,
+         * of a module older than 0.3, it kept no owner record
+         */
+
+        freeReplyObject(r);
+        printf("kicked mailbox=%s: the session left no owner record, or "
+               "ended just now\n", mbox);
+
+        return pop3ext_flush(stdout);
+    }
+
+    if (r->type != REDIS_REPLY_STRING) {
+        pop3ext_error("unexpected reply to KICK");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    record = malloc(r->len + 1);
+    if (record == NULL) {
+        pop3ext_error("out of memory");
+        freeReplyObject(r);
+        return EX_TEMPFAIL;
+    }
+
+    memcpy(record, r->str, r->len + 1);
+    freeReplyObject(r);
+
+    o.mailbox = mbox;
+    pop3ext_owner_parse(&o, record);
+
+    fputs("kicked ", stdout);
+    pop3ext_owner_print(&o, 0);
+
+    free(record);
+
+    return pop3ext_flush(stdout);
+}
+
+
+/*
+ * pop3ext mailbox list USER [--json]: the messages a login would list,
+ * with the number, UID and size a session would give them and the
+ * delivery time: from the mailbox's time hash, else from a UID of the
+ * native form (its first 12 hex digits are the writer's clock in ms),
+ * else unknown.  The index is read in one LRANGE, a snapshot.
+ */
+
+int
+pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
+{
+    int                  rc, json;
+    size_t               i, n, uid_len, count, first;
+    redisReply          *r, *e, *t;
+    const char          *user, *src;
+    unsigned long long   size, octets, ms;
+    char                 mbox[P3X_NAME_MAX + 1], text[POP3EXT_TIME_LEN];
+    char                 index[POP3EXT_KEY_MAX], mtime[POP3EXT_KEY_MAX];
+
+    json = 0;
+
+    rc = pop3ext_admin_args(argc, argv, "mailbox list", &json, &user, 1);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_mailbox(cx, user, mbox);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
+        || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox, P3X_TIME_SUFFIX)
+           != EX_OK)
+    {
+        return EX_SOFTWARE;
+    }
+
+    r = pop3ext_read(cx, &rc, index, "LRANGE %s 0 -1", index);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY) {
+        pop3ext_error("unexpected reply to LRANGE");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    octets = 0;
+    count = 0;
+
+    for (i = 0; i < r->elements; i++) {
+        e = r->element[i];
+
+        if (e->type == REDIS_REPLY_STRING
+            && pop3ext_entry(e->str, e->len, &uid_len, &size))
+        {
+            octets += size;
+            count++;
+        }
+    }
+
+    if (json) {
+        fputs("{\"user\":", stdout);
+        pop3ext_json_string(stdout, user, strlen(user));
+        fputs(",\"mailbox\":", stdout);
+        pop3ext_json_string(stdout, mbox, strlen(mbox));
+        printf(",\"count\":%zu,\"octets\":%llu,\"messages\":[", count,
+               octets);
+    }
+
+    n = 0;
+    t = NULL;
+    first = 0;
+
+    for (i = 0; i < r->elements; i++) {
+        e = r->element[i];
+
+        /* the module leaves a malformed entry out, and so numbers */
+
+        if (e->type != REDIS_REPLY_STRING
+            || !pop3ext_entry(e->str, e->len, &uid_len, &size))
+        {
+            pop3ext_error("warning: entry %zu of the index of mailbox "
+                          "\"%s\" is malformed, and left out as a login "
+                          "leaves it out", i + 1, mbox);
+            continue;
+        }
+
+        /* the delivery times of a batch of entries, at once */
+
+        if (t == NULL || i >= first + POP3EXT_LIST_BATCH) {
+            if (t != NULL) {
+                freeReplyObject(t);
+            }
+
+            first = i;
+
+            rc = pop3ext_times(cx, mtime, r, first, POP3EXT_LIST_BATCH, &t);
+            if (rc != EX_OK) {
+                freeReplyObject(r);
+                return rc;
+            }
+        }
+
+        ms = pop3ext_delivery_time(t->element[i - first], e->str, uid_len,
+                                   &src);
+
+        n++;
+
+        if (json) {
+            printf("%s{\"number\":%zu,\"uid\":", n > 1 ? "," : "", n);
+            pop3ext_json_string(stdout, e->str, uid_len);
+            printf(",\"size\":%llu,\"delivered\":", size);
+
+            if (src != NULL) {
+                printf("%llu,\"delivered_from\":\"%s\"}", ms, src);
+
+            } else {
+                fputs("null,\"delivered_from\":null}", stdout);
+            }
+
+        } else {
+            if (src != NULL) {
+                pop3ext_time_text(text, ms);
+
+            } else {
+                memcpy(text, "-", 2);
+            }
+
+            printf("%zu %.*s %llu %s\n", n, (int) uid_len, e->str, size,
+                   text);
+        }
+    }
+
+    if (t != NULL) {
+        freeReplyObject(t);
+    }
+
+    freeReplyObject(r);
+
+    if (json) {
+        fputs("]}\n", stdout);
+    }
+
+    return pop3ext_flush(stdout);
+}
+
+
+/*
+ * HMGET of the time hash for the UIDs of index entries first .. first +
+ * max - 1 of r (a malformed entry asks for a field no UID can be); *tp
+ * has one element per entry.
+ */
+
+int
+pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
+    size_t first, size_t max, redisReply **tp)
+{
+    int                  rc;
+    size_t               i, n, uid_len;
+    size_t              *lens;
+    redisReply          *e, *t;
+    const char         **av;
+    unsigned long long   size;
+
+    n = r->elements - first;
+
+    if (n > max) {
+        n = max;
+    }
+
+    av = malloc((n + 2) * sizeof(const char *));
+    lens = malloc((n + 2) * sizeof(size_t));
+
+    if (av == NULL || lens == NULL) {
+        pop3ext_error("out of memory");
+        free(lens);
+        free(av);
+        return EX_TEMPFAIL;
+    }
+
+    av[0] = "HMGET";
+    lens[0] = 5;
+    av[1] = mtime;
+    lens[1] = strlen(mtime);
+
+    for (i = 0; i < n; i++) {
+        e = r->element[first + i];
+
+        if (e->type == REDIS_REPLY_STRING
+            && pop3ext_entry(e->str, e->len, &uid_len, &size))
+        {
+            av[2 + i] = e->str;
+            lens[2 + i] = uid_len;
+
+        } else {
+            av[2 + i] = " ";
+            lens[2 + i] = 1;
+        }
+    }
+
+    rc = pop3ext_call(cx, mtime, 0, (int) n + 2, av, lens, &t);
+
+    free(lens);
+    free(av);
+
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_check(cx, t);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (t->type != REDIS_REPLY_ARRAY || t->elements != n) {
+        pop3ext_error("unexpected reply to HMGET of \"%s\"", mtime);
+        freeReplyObject(t);
+        return EX_SOFTWARE;
+    }
+
+    *tp = t;
+
+    return EX_OK;
+}
+
+
+/*
+ * A message's delivery time in ms: the time hash's value, else the clock
+ * in a native UID (24 lowercase hex digits, the first 12 the writer's
+ * clock), else unknown (*src NULL).  *src says which: "time" or "uid".
+ */
+
+unsigned long long
+pop3ext_delivery_time(redisReply *t, const char *uid, size_t len,
+    const char **src)
+{
+    size_t               i;
+    unsigned long long   ms;
+
+    if (t->type == REDIS_REPLY_STRING && t->len > 0 && t->len <= 19
+        && strspn(t->str, "0123456789") == t->len)
+    {
+        *src = "time";
+        return strtoull(t->str, NULL, 10);
+    }
+
+    if (len == P3X_UID_NEW_LEN
+        && strspn(uid, "0123456789abcdef") >= P3X_UID_NEW_LEN)
+    {
+        ms = 0;
+
+        for (i = 0; i < 12; i++) {
+            ms = ms * 16 + (uid[i] <= '9' ? uid[i] - '0' : uid[i] - 'a' + 10);
+        }
+
+        *src = "uid";
+        return ms;
+    }
+
+    *src = NULL;
+
+    return 0;
+}
+
+
+/*
+ * A new user without --mailbox reads the mailbox of its own name.  If that
+ * mailbox holds mail while no user of the name exists, the mail is
+ * another's: a user renamed away from the name reads it through its
+ * "mailbox" field (user rename keeps mailboxes where they are), or a
+ * deleted user's shared mailbox was kept.  user add refuses it then
+ * (EX_CANTCREAT), unless --mailbox names the mailbox on purpose.
+ */
+
+int
+pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user)
+{
+    int          rc;
+    long long    n;
+    redisReply  *r;
+    char         key[POP3EXT_KEY_MAX], index[POP3EXT_KEY_MAX];
+
+    if (pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX) != EX_OK
+        || pop3ext_key(index, P3X_MBOX_PREFIX, user, P3X_INDEX_SUFFIX)
+           != EX_OK)
+    {
+        return EX_SOFTWARE;
+    }
+
+    r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
+    if (r == NULL) {
+        return rc;
+    }
+
+    n = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
+    freeReplyObject(r);
+
+    if (n != 0) {
+        return (n == 1) ? EX_OK : EX_SOFTWARE;
+    }
+
+    r = pop3ext_read(cx, &rc, index, "EXISTS %s", index);
+    if (r == NULL) {
+        return rc;
+    }
+
+    n = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
+    freeReplyObject(r);
+
+    if (n == 1) {
+        pop3ext_error("mailbox \"%s\" holds mail, and no user \"%s\" "
+                      "exists: it is another's (a user renamed from \"%s\" "
+                      "reads it); give --mailbox %s to read it anyway, or "
+                      "--mailbox with another name", user, user, user, user);
+        return EX_CANTCREAT;
+    }
+
+    return (n == 0) ? EX_OK : EX_SOFTWARE;
+}
+
+
+/* the user record as HGETALL gives it; an unknown user is EX_NOUSER */
+
+static int
+pop3ext_record_read(pop3ext_ctx_t *cx, const char *key, redisReply **rp)
+{
+    int          rc;
+    size_t       i;
+    redisReply  *r;
+
+    r = pop3ext_read(cx, &rc, key, "HGETALL %s", key);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
+        pop3ext_error("unexpected reply to HGETALL");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    for (i = 0; i < r->elements; i++) {
+        if (r->element[i]->type != REDIS_REPLY_STRING) {
+            pop3ext_error("unexpected reply to HGETALL");
+            freeReplyObject(r);
+            return EX_SOFTWARE;
+        }
+    }
+
+    *rp = r;
+
+    return EX_OK;
+}
+
+
+/*
+ * Does record b hold the fields of record a, with "mailbox" set to mbox
+ * (as a rename writes it)?
+ */
+
+static int
+pop3ext_record_same(redisReply *a, redisReply *b, const char *mbox)
+{
+    size_t        i, j, n, vlen;
+    const char   *v;
+
+    n = 0;
+
+    for (i = 0; i < a->elements; i += 2) {
+        if (strcmp(a->element[i]->str, P3X_FIELD_MAILBOX) == 0) {
+            continue;
+        }
+
+        n++;
+    }
+
+    /* the fields of a but its mailbox, and the mailbox */
+
+    if (b->elements != 2 * (n + 1)) {
+        return 0;
+    }
+
+    for (j = 0; j < b->elements; j += 2) {
+
+        if (strcmp(b->element[j]->str, P3X_FIELD_MAILBOX) == 0) {
+            v = mbox;
+            vlen = strlen(mbox);
+
+        } else {
+            for (i = 0; i < a->elements; i += 2) {
+                if (a->element[i]->len == b->element[j]->len
+                    && memcmp(a->element[i]->str, b->element[j]->str,
+                              a->element[i]->len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (i == a->elements) {
+                return 0;
+            }
+
+            v = a->element[i + 1]->str;
+            vlen = a->element[i + 1]->len;
+        }
+
+        if (b->element[j + 1]->len != vlen
+            || memcmp(b->element[j + 1]->str, v, vlen) != 0)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * pop3ext user rename OLD NEW.  The user record moves; the mailbox stays
+ * where it is, under its own name: a record that named a mailbox keeps
+ * naming it, and one that read the mailbox named OLD (the implicit one)
+ * now names it in its "mailbox" field.  Moving a mailbox would copy every
+ * message between two hash tags (two slots of a cluster) while mail keeps
+ * arriving, which cannot be made atomic, and would break the users who
+ * share it; its name is seen by no client.
+ *
+ * The two records are in different slots too, so the move is two
+ * scripts: NEW is created (never over an existing user), then OLD is
+ * deleted if it still holds what was copied.  Interrupted in between,
+ * both exist with the same secret and mailbox, and running the rename
+ * again finishes it.  Refused while a session holds the maildrop (a
+ * check, not a lock: a login may come during the rename, and is not
+ * harmed, since the mailbox stays).
+ */
+
+int
+pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
+{
+    int           rc, held, implicit;
+    size_t        k, n;
+    redisReply   *rec, *nrec, *r;
+    const char   *names[2], *old, *new, **av;
+    size_t       *lens;
+    char          mbox[P3X_NAME_MAX + 1];
+    char          okey[POP3EXT_KEY_MAX], nkey[POP3EXT_KEY_MAX];
+    char          lock[POP3EXT_KEY_MAX], owner[POP3EXT_KEY_MAX];
+
+    rc = pop3ext_admin_args(argc, argv, "user rename", NULL, names, 2);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    old = names[0];
+    new = names[1];
+
+    if (strcmp(old, new) == 0) {
+        return pop3ext_usage_error("user rename: OLD and NEW are the same");
+    }
+
+    if (pop3ext_key(okey, P3X_USER_PREFIX, old, P3X_USER_SUFFIX) != EX_OK
+        || pop3ext_key(nkey, P3X_USER_PREFIX, new, P3X_USER_SUFFIX) != EX_OK)
+    {
+        return EX_SOFTWARE;
+    }
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_record_read(cx, okey, &rec);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    nrec = NULL;
+    av = NULL;
+    lens = NULL;
+
+    if (rec->elements == 0) {
+        pop3ext_error("unknown user \"%s\"", old);
+        rc = EX_NOUSER;
+        goto done;
+    }
+
+    /* the mailbox OLD reads: its "mailbox" field, else its own name */
+
+    implicit = 1;
+    memcpy(mbox, old, strlen(old) + 1);
+
+    for (k = 0; k < rec->elements; k += 2) {
+        if (strcmp(rec->element[k]->str, P3X_FIELD_MAILBOX) == 0
+            && rec->element[k + 1]->len > 0)
+        {
+            if (!p3x_valid_name((u_char *) rec->element[k + 1]->str,
+                                rec->element[k + 1]->len))
+            {
+                pop3ext_error("user \"%s\" has an invalid mailbox name",
+                              old);
+                rc = EX_SOFTWARE;
+                goto done;
+            }
+
+            memcpy(mbox, rec->element[k + 1]->str,
+                   rec->element[k + 1]->len + 1);
+            implicit = 0;
+        }
+    }
+
+    rc = pop3ext_record_read(cx, nkey, &nrec);
+    if (rc != EX_OK) {
+        goto done;
+    }
+
+    if (nrec->elements > 0) {
+
+        /* a rename interrupted after NEW was made: finish it */
+
+        if (pop3ext_record_same(rec, nrec, mbox)) {
+            rc = pop3ext_audit(cx, argc, argv);
+
+            if (rc == EX_OK) {
+                rc = pop3ext_rename_finish(cx, old, new, okey, rec);
+            }
+
+            goto done;
+        }
+
+        pop3ext_error("user \"%s\" exists", new);
+        rc = EX_CANTCREAT;
+        goto done;
+    }
+
+    if (pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
+        || pop3ext_key(owner, P3X_MBOX_PREFIX, mbox, P3X_OWNER_SUFFIX)
+           != EX_OK)
+    {
+        rc = EX_SOFTWARE;
+        goto done;
+    }
+
+    r = pop3ext_read(cx, &rc, lock, "EXISTS %s", lock);
+    if (r == NULL) {
+        goto done;
+    }
+
+    held = (r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+
+    if (held) {
+        r = pop3ext_read(cx, &rc, owner, "GET %s", owner);
+        if (r == NULL) {
+            goto done;
+        }
+
+        pop3ext_error("a session holds the maildrop of user \"%s\" "
+                      "(mailbox \"%s\"%s%.*s): try again once it ends, or "
+                      "end it with \"pop3ext kick %s\"", old, mbox,
+                      r->type == REDIS_REPLY_STRING ? ", " : "",
+                      r->type == REDIS_REPLY_STRING ? (int) r->len : 0,
+                      r->type == REDIS_REPLY_STRING ? r->str : "", old);
+        freeReplyObject(r);
+        rc = EX_TEMPFAIL;
+        goto done;
+    }
+
+    rc = pop3ext_audit(cx, argc, argv);
+    if (rc != EX_OK) {
+        goto done;
+    }
+
+    /* NEW: OLD's fields, with the mailbox named */
+
+    av = malloc((rec->elements + 6) * sizeof(const char *));
+    lens = malloc((rec->elements + 6) * sizeof(size_t));
+
+    if (av == NULL || lens == NULL) {
+        pop3ext_error("out of memory");
+        rc = EX_TEMPFAIL;
+        goto done;
+    }
+
+    n = 0;
+    av[n] = "EVAL";
+    lens[n++] = 4;
+    av[n] = POP3EXT_SCRIPT_CREATE;
+    lens[n++] = sizeof(POP3EXT_SCRIPT_CREATE) - 1;
+    av[n] = "1";
+    lens[n++] = 1;
+    av[n] = nkey;
+    lens[n++] = strlen(nkey);
+
+    for (k = 0; k < rec->elements; k += 2) {
+        if (strcmp(rec->element[k]->str, P3X_FIELD_MAILBOX) == 0) {
+            continue;
+        }
+
+        av[n] = rec->element[k]->str;
+        lens[n++] = rec->element[k]->len;
+        av[n] = rec->element[k + 1]->str;
+        lens[n++] = rec->element[k + 1]->len;
+    }
+
+    av[n] = P3X_FIELD_MAILBOX;
+    lens[n++] = sizeof(P3X_FIELD_MAILBOX) - 1;
+    av[n] = mbox;
+    lens[n++] = strlen(mbox);
+
+    rc = pop3ext_call(cx, nkey, 1, (int) n, av, lens, &r);
+    if (rc != EX_OK) {
+        goto done;
+    }
+
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "EXISTS", 6) == 0) {
+        freeReplyObject(r);
+        pop3ext_error("user \"%s\" exists", new);
+        rc = EX_CANTCREAT;
+        goto done;
+    }
+
+    rc = pop3ext_check(cx, r);
+    if (rc != EX_OK) {
+        pop3ext_error("user \"%s\" is unchanged", old);
+        goto done;
+    }
+
+    freeReplyObject(r);
+
+    rc = pop3ext_rename_finish(cx, old, new, okey, rec);
+
+    if (rc == EX_OK && implicit) {
+        pop3ext_error("note: user \"%s\" reads mailbox \"%s\", which keeps "
+                      "its name", new, mbox);
+    }
+
+done:
+
+    free(lens);
+    free(av);
+
+    if (nrec != NULL) {
+        freeReplyObject(nrec);
+    }
+
+    /* the record holds the secret, which may be a PLAIN password */
+
+    for (k = 0; k < rec->elements; k++) {
+        explicit_bzero(rec->element[k]->str, rec->element[k]->len);
+    }
+
+    freeReplyObject(rec);
+
+    return rc;
+}
+
+
+/* the second half of a rename: OLD goes, if it is what was copied */
+
+static int
+pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old, const char *new,
+    const char *okey, redisReply *rec)
+{
+    int           rc;
+    size_t        k, n;
+    size_t       *lens;
+    redisReply   *r;
+    const char  **av;
+
+    av = malloc((rec->elements + 4) * sizeof(const char *));
+    lens = malloc((rec->elements + 4) * sizeof(size_t));
+
+    if (av == NULL || lens == NULL) {
+        pop3ext_error("out of memory");
+        free(lens);
+        free(av);
+        return EX_TEMPFAIL;
+    }
+
+    n = 0;
+    av[n] = "EVAL";
+    lens[n++] = 4;
+    av[n] = POP3EXT_SCRIPT_DELETE_SAME;
+    lens[n++] = sizeof(POP3EXT_SCRIPT_DELETE_SAME) - 1;
+    av[n] = "1";
+    lens[n++] = 1;
+    av[n] = okey;
+    lens[n++] = strlen(okey);
+
+    for (k = 0; k < rec->elements; k++) {
+        av[n] = rec->element[k]->str;
+        lens[n++] = rec->element[k]->len;
+    }
+
+    rc = pop3ext_call(cx, okey, 1, (int) n, av, lens, &r);
+
+    free(lens);
+    free(av);
+
+    if (rc == EX_OK) {
+        rc = pop3ext_check(cx, r);
+    }
+
+    if (rc != EX_OK) {
+        pop3ext_error("user \"%s\" was made, but \"%s\" may not be deleted "
+                      "yet: both may log in, to the same mailbox; run the "
+                      "rename again to finish it", new, old);
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_INTEGER) {
+        pop3ext_error("unexpected reply to EVAL");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    /* -1: OLD is gone already, deleted by someone else; done all the same */
+
+    if (r->integer == 0) {
+        pop3ext_error("user \"%s\" changed while it was renamed: \"%s\" "
+                      "was made as it was before, and both exist now; "
+                      "check them, and delete one", old, new);
+        freeReplyObject(r);
+        return EX_TEMPFAIL;
+    }
+
+    freeReplyObject(r);
+
+    return EX_OK;
+}
