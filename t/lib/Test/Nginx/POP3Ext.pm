@@ -737,9 +737,11 @@ sub redis_server {
 }
 
 # redis_tls($num, %o): a Redis that speaks only TLS on port($num), with a
-# certificate of a CA made here (make_ca, make_signed), client
-# certificates required unless auth_clients => 'no'; the object (cli()
-# talks to it with redis-cli --tls; {tls} has the file names)
+# certificate of a CA made here (make_ca, make_signed) for CN=localhost,
+# DNS:localhost and IP:127.0.0.1 (cn => and san => as make_signed's),
+# client certificates required unless auth_clients => 'no'; the object
+# (cli() talks to it with redis-cli --tls; {tls} has the file names: cert,
+# key, ca, client_cert, client_key)
 
 sub redis_tls {
     my ($self, $num, %o) = @_;
@@ -749,8 +751,9 @@ sub redis_tls {
 
     my $name = $o{name} // "redis-tls-$num";
     my ($ca) = $self->make_ca("$name-ca", "p3x redis test CA");
-    my ($crt, $key) = $self->make_signed("$name-server", 'localhost',
-        "$name-ca", server => 1);
+    my ($crt, $key) = $self->make_signed("$name-server",
+        delete $o{cn} // 'localhost', "$name-ca", server => 1,
+        (defined $o{san} ? (san => delete $o{san}) : ()));
     my ($ccrt, $ckey) = $self->make_signed("$name-client", 'p3x client',
         "$name-ca");
 
@@ -1039,15 +1042,16 @@ sub make_ca {
 }
 
 # NAME.crt / NAME.key for CN=$cn signed by the CA $ca (a make_ca name); a
-# client certificate, or a server one (also for DNS:$cn and IP:127.0.0.1)
-# with server => 1
+# client certificate, or a server one (also for DNS:$cn and IP:127.0.0.1,
+# or for the names of san => 'DNS:a,IP:...' instead) with server => 1
 
 sub make_signed {
     my ($self, $name, $cn, $ca, %o) = @_;
     my $d = $self->testdir();
     my $ext = "basicConstraints=CA:false\nextendedKeyUsage="
         . ($o{server} ? 'serverAuth' : 'clientAuth') . "\n";
-    $ext .= "subjectAltName=DNS:$cn,IP:127.0.0.1\n" if $o{server};
+    $ext .= 'subjectAltName=' . ($o{san} // "DNS:$cn,IP:127.0.0.1") . "\n"
+        if $o{server};
     $self->{t}->write_file("$name.ext", $ext);
     $self->_openssl('req', '-newkey', 'rsa:2048', '-nodes',
         '-subj', "/CN=$cn", '-keyout', "$d/$name.key",

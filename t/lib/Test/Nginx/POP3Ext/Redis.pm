@@ -107,6 +107,9 @@ sub _argv {
         '--appendonly', $self->{aof} ? 'yes' : 'no',
         '--appendfsync', 'everysec');
     push @a, '--save', '' unless $self->{save};
+    # a replica's first sync at once, not after the default 5 s: a
+    # replica that has not synced cannot confirm wait=N nor fail over
+    push @a, '--repl-diskless-sync-delay', 0;
     # Redis 7 refuses DEBUG unless told (debug_sleep needs it)
     push @a, '--enable-debug-command', 'local' if $self->server_major >= 7;
 
