@@ -35,15 +35,27 @@ orig=${src}_$upver.orig.tar.gz
 rm -rf "$out"
 mkdir -p "$out"
 
-# the same excludes as .gitignore, and the packaging itself (quilt format:
-# debian/ is not part of the upstream tarball); fixed owner, order and
-# times, so that the tarball depends on the sources only
+# the tree's files without what git ignores (builds, test and bench
+# output), and without the packaging itself (quilt format: debian/ is not
+# part of the upstream tarball); fixed owner, order and times, so that the
+# tarball depends on the sources only.  Outside a git checkout, the
+# excludes of .gitignore are repeated here.
+files=$(mktemp)
+trap 'rm -f "$files"' EXIT
+if git -C "$top" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git -C "$top" ls-files -z --cached --others --exclude-standard \
+        | tr '\0' '\n' | grep -v '^debian/' | sed 's,^,./,' \
+        | while IFS= read -r f; do
+              if [ -e "$top/$f" ]; then echo "$f"; fi
+          done | LC_ALL=C sort > "$files"
+else
+    (cd "$top" && find . -type f ! -path './.git/*' ! -path './debian/*' \
+        ! -path './build*' ! -path './var/*' ! -path './t/servroot*' \
+        ! -name '*.o' ! -name '*.tmp') | LC_ALL=C sort > "$files"
+fi
 tar -C "$top" -cf - --sort=name --owner=0 --group=0 --numeric-owner \
-    --mtime="@$when" --transform="s,^\\.,$dir," \
-    --exclude=./.git --exclude=./debian --exclude=./build \
-    --exclude=./build-asan --exclude=./build-fuzz --exclude=./var \
-    --exclude='./t/servroot*' --exclude='*.o' \
-    --exclude='./bench/results/*.tmp' . \
+    --mtime="@$when" --transform="s,^\\.,$dir," --verbatim-files-from \
+    -T "$files" \
     | gzip -n9 > "$out/$orig"
 
 tar -C "$out" -xzf "$out/$orig"
