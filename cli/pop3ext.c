@@ -19,6 +19,7 @@ static const char *pop3ext_option(int argc, char **argv, int *i,
 static int     pop3ext_deferring;
 static size_t  pop3ext_ndeferred;
 static char    pop3ext_deferred[8192];
+static int     pop3ext_progressing;    /* a progress line is on stderr */
 
 
 int
@@ -136,6 +137,9 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "stat") == 0) {
         rc = pop3ext_stat(&cx, argc - i, argv + i);
 
+    } else if (strcmp(cmd, "import") == 0) {
+        rc = pop3ext_import_mail(&cx, argc - i, argv + i);
+
     } else {
         return pop3ext_usage_error("unknown command \"%s\"", cmd);
     }
@@ -193,6 +197,7 @@ pop3ext_error(const char *fmt, ...)
     va_list   args;
 
     if (!pop3ext_deferring) {
+        pop3ext_progress(NULL);
         fputs("pop3ext: ", stderr);
 
         va_start(args, fmt);
@@ -271,6 +276,8 @@ pop3ext_defer_end(int started, int print)
     pop3ext_deferring = 0;
 
     if (print) {
+        pop3ext_progress(NULL);
+
         for (i = 0, start = 0; i < pop3ext_ndeferred; i++) {
             if (pop3ext_deferred[i] == '\n') {
                 fprintf(stderr, "pop3ext: %.*s\n", (int) (i - start),
@@ -281,6 +288,40 @@ pop3ext_defer_end(int started, int print)
     }
 
     pop3ext_ndeferred = 0;
+}
+
+
+/*
+ * A line that says how far a long command is, drawn over itself on
+ * stderr (the caller draws it only when stderr is a terminal); a message
+ * erases it first, and so does fmt NULL.
+ */
+
+void
+pop3ext_progress(const char *fmt, ...)
+{
+    va_list  args;
+
+    if (fmt == NULL) {
+        if (pop3ext_progressing) {
+            fputs("\r\033[K", stderr);
+            fflush(stderr);
+            pop3ext_progressing = 0;
+        }
+
+        return;
+    }
+
+    fputc('\r', stderr);
+
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+
+    fputs("\033[K", stderr);
+    fflush(stderr);
+
+    pop3ext_progressing = 1;
 }
 
 
@@ -313,6 +354,7 @@ pop3ext_usage(void)
 "       pop3ext [OPTIONS] user enable USER\n"
 "       pop3ext [OPTIONS] deliver [--id ID] USER...\n"
 "       pop3ext [OPTIONS] stat USER\n"
+"       pop3ext [OPTIONS] import USER --from SOURCE [IMPORT OPTIONS]\n"
 "       pop3ext -h | --help\n"
 "\n"
 "  OPTIONS    -r SPEC, --tls-ca FILE, --tls-cert FILE, --tls-key FILE,\n"
@@ -340,6 +382,22 @@ pop3ext_usage(void)
 "                with the same ID (for a week) stores nothing twice;\n"
 "                Postfix pipe: --id ${queue_id}, Exim: --id $message_exim_id\n"
 "  stat          print \"COUNT OCTETS\" of the mailbox of USER\n"
+"  import        copy the mailbox SOURCE into the mailbox of USER, each\n"
+"                message under the UIDL its POP3 clients know, in their\n"
+"                order, so that they download nothing again; nothing is\n"
+"                deleted at SOURCE; a run repeated adds what is missing.\n"
+"                Prints \"imported N, already there N, skipped N\"\n"
+"    --from      maildir:DIR, a Dovecot Maildir (cur/, new/ and\n"
+"                dovecot-uidlist), or pop3://LOGIN@HOST[:PORT] (STLS when\n"
+"                offered) or pop3s://LOGIN@HOST[:PORT], the password the\n"
+"                first line of stdin\n"
+"    --uidl-format  Maildir: Dovecot's pop3_uidl_format (%v %u %m %f %g),\n"
+"                for messages without a saved UIDL; default %08Xu%08Xv\n"
+"    --reuse-xuidl, --uidl-duplicates allow|rename  Maildir: as Dovecot's\n"
+"                pop3_reuse_xuidl and pop3_uidl_duplicates\n"
+"    --uidlist   Maildir: the dovecot-uidlist, if not in DIR\n"
+"    --tls-ca    POP3: CA certificates for the source (else the system's);\n"
+"                --insecure: its certificate is not checked\n"
 "\n"
 "  SCHEME     ", stdout);
 
@@ -371,10 +429,13 @@ pop3ext_usage(void)
 "  POP3EXT_REDIS_PASSWORD, POP3EXT_REDIS_USER  Redis AUTH, if required\n"
 "             and not in SPEC (where ps(1) would show it)\n"
 "\n"
-"  exit status: 0 ok, 64 usage, 65 bad password, hash or message,\n"
-"  67 unknown user, 69 scheme unavailable, 70 internal error,\n"
-"  74 I/O error, 75 temporary failure (try again later: Redis down,\n"
-"  fewer replicas than wait=N confirmed), 78 TLS file unusable\n", stdout);
+"  exit status: 0 ok, 64 usage, 65 bad password, hash or message (import:\n"
+"  messages skipped), 66 no such Maildir, 67 unknown user, 69 scheme\n"
+"  unavailable or source without UIDL, 70 internal error, 73 mailbox over\n"
+"  quota, 74 I/O error, 75 temporary failure (try again later: Redis or\n"
+"  the source down, fewer replicas than wait=N confirmed), 76 source\n"
+"  broke POP3, 77 source refused the login, 78 TLS file unusable\n",
+        stdout);
 
     if (fflush(stdout) == EOF) {
         pop3ext_error("cannot write: %s", strerror(errno));

@@ -199,6 +199,8 @@ void pop3ext_defer_end(int started, int print);
 int pop3ext_key(char *buf, const char *prefix, const char *name,
     const char *suffix);
 int pop3ext_random(void *buf, size_t len);
+void pop3ext_progress(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 /* pop3ext_redis.c */
 int pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text);
@@ -250,6 +252,9 @@ int pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_max_size(size_t *max);
 int pop3ext_crlf(u_char **msg, size_t *len, size_t max);
+
+/* pop3ext_import.c */
+int pop3ext_import_mail(pop3ext_ctx_t *cx, int argc, char **argv);
 
 
 #endif /* _POP3EXT_H_INCLUDED_ */
