@@ -374,8 +374,8 @@ pop3ext_uidlist_read(pop3ext_maildir_t *md, pop3ext_uidlist_t *ul)
 
     /* one record per line at most */
 
-    for (p = ul->text, lineno = 0; p != NULL; p = strchr(p + 1, '\n')) {
-        lineno++;
+    for (p = ul->text, lineno = 1; *p != '\0'; p++) {
+        lineno += (*p == '\n');
     }
 
     ul->recs = calloc(lineno, sizeof(pop3ext_uidrec_t));
@@ -518,7 +518,8 @@ pop3ext_uidlist_record(pop3ext_uidlist_t *ul, char *line, unsigned version,
 
         case 'O':
             /* as Dovecot: a value that is not a number orders last */
-            order = strtoul(f + 1, &f, 10);
+            order = (f[1] >= '0' && f[1] <= '9') ? strtoul(f + 1, &f, 10)
+                                                 : UINT_MAX;
             rec->order = (*f == '\0' && order < UINT_MAX) ? order
                                                           : UINT_MAX;
             break;
