@@ -41,7 +41,7 @@ my $dv = $x->dovecot(port => $port, tls => [ $crt, $key ],
 
 my %client = map { $_ => $x->prog($_) } qw/ fetchmail mpop getmail /;
 
-$t->plan(78);
+$t->plan(80);
 
 ###############################################################################
 
@@ -262,7 +262,16 @@ like($dlist{alice}[3][1], qr/^00000004[0-9a-f]{8}\z/,
 
 # the imports
 
-$x->add_user($_, "$_-pw") for qw/ alice bob /;
+# the users, with their Dovecot secrets, as docs/migration.md says
+
+for my $u (qw/ alice bob /) {
+    my $cli = Test::Nginx::POP3Ext::cli_path();
+    my ($rc, $out, $err) = $x->run_cmd([ 'sh', '-c', "grep '^$u:' "
+        . $dv->dir . "/passwd | cut -d: -f2 | $cli -r 127.0.0.1:"
+        . $x->redis_port() . " user add --hash $u" ]);
+    is($rc, 0, "$u: user add --hash from Dovecot's passwd-file")
+        or diag($err);
+}
 
 ($rc, $out, $err) = import_cmd('alice', '--from',
     'maildir:' . $dv->maildir('alice'));

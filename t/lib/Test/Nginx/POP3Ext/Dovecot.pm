@@ -27,6 +27,7 @@ use Test::Nginx ();
 
 our $DOVECOT = 'dovecot';
 our $LDA = '/usr/lib/dovecot/dovecot-lda';
+our $POP3 = '/usr/lib/dovecot/pop3';
 
 
 # new($ext, port => P, tls => [ crt, key ] (STLS and a pop3s port),
@@ -66,13 +67,14 @@ sub log { $_[0]{ext}->read_file("$_[0]{dir}/dovecot.log") }
 sub home { "$_[0]{dir}/home/$_[1]" }
 sub maildir { "$_[0]{dir}/home/$_[1]/Maildir" }
 
-# (available, why not): dovecot and its LDA are installed
+# (available, why not): dovecot, its LDA and its POP3 server are installed
 
 sub available {
     my ($class, $ext) = @_;
     return (0, 'dovecot not found (dovecot-core)')
         unless $ext->find_prog($DOVECOT) || -x "/usr/sbin/$DOVECOT";
     return (0, "$LDA not found (dovecot-core)") unless -x $LDA;
+    return (0, "$POP3 not found (dovecot-pop3d)") unless -x $POP3;
     return (1, '');
 }
 
