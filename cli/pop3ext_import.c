@@ -459,11 +459,11 @@ static int
 pop3ext_import_one(pop3ext_import_t *im, pop3ext_import_msg_t *m,
     pop3ext_maildir_t *md, pop3ext_pop3_t *pop)
 {
-    int       rc, known, i;
-    char      label[512], first[512], shown[96], hex[2 * 32 + 1];
-    char      index[POP3EXT_KEY_MAX], dlv[POP3EXT_KEY_MAX];
-    u_char   *msg, digest[32];
-    size_t    len;
+    int          rc, known, i;
+    char         label[512], first[512], shown[96], hex[2 * 32 + 1];
+    char         index[POP3EXT_KEY_MAX], dlv[POP3EXT_KEY_MAX];
+    u_char      *msg, digest[32];
+    size_t       len;
     EVP_MD_CTX  *ctx;
 
     pop3ext_import_label(m, label, sizeof(label));
@@ -620,7 +620,7 @@ pop3ext_import_store(pop3ext_import_t *im, pop3ext_import_msg_t *m,
     const char *label, u_char *msg, size_t len, const char *dlv,
     const char *index)
 {
-    int          rc, same;
+    int          rc, same, i;
     char         body[POP3EXT_KEY_MAX], meta[POP3EXT_KEY_MAX];
     char         mtime[POP3EXT_KEY_MAX], ttl[32], when[32];
     char         shown[96];
@@ -667,9 +667,9 @@ pop3ext_import_store(pop3ext_import_t *im, pop3ext_import_msg_t *m,
     avlen[1] = sizeof(P3X_SCRIPT_DELIVER) - 1;
     avlen[8] = len;
 
-    for (rc = 2; rc < 14; rc++) {
-        if (rc != 8) {
-            avlen[rc] = strlen(av[rc]);
+    for (i = 2; i < 14; i++) {
+        if (i != 8) {
+            avlen[i] = strlen(av[i]);
         }
     }
 
@@ -868,8 +868,8 @@ pop3ext_import_progress(pop3ext_import_t *im, unsigned i, unsigned n)
 static unsigned long long
 pop3ext_header_time(const u_char *msg, size_t len)
 {
-    long long            t, date, received;
-    size_t               nlen, vlen;
+    size_t               i, nlen, vlen;
+    long long            date, received;
     const u_char        *p, *end, *name, *value, *semi;
     unsigned long long   now;
 
@@ -888,9 +888,9 @@ pop3ext_header_time(const u_char *msg, size_t len)
 
             semi = NULL;
 
-            for (t = 0; t < (long long) vlen; t++) {
-                if (value[t] == ';') {
-                    semi = value + t;
+            for (i = 0; i < vlen; i++) {
+                if (value[i] == ';') {
+                    semi = value + i;
                 }
             }
 
@@ -903,17 +903,16 @@ pop3ext_header_time(const u_char *msg, size_t len)
         }
     }
 
+    /* a time in the future is a wrong clock: retention would keep it */
+
     now = pop3ext_wall_ms();
 
-    for (t = 0; t < 2; t++) {
-        if (t == 0 ? received > 0 : date > 0) {
-            if ((unsigned long long) (t == 0 ? received : date) * 1000
-                <= now)
-            {
-                return (unsigned long long) (t == 0 ? received : date)
-                       * 1000;
-            }
-        }
+    if (received > 0 && (unsigned long long) received * 1000 <= now) {
+        return (unsigned long long) received * 1000;
+    }
+
+    if (date > 0 && (unsigned long long) date * 1000 <= now) {
+        return (unsigned long long) date * 1000;
     }
 
     return 0;

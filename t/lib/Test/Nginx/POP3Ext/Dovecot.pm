@@ -92,7 +92,9 @@ sub _conf {
     # not root: every process runs as this user, and nothing is chrooted
     my $users = '';
     if ($> != 0) {
+        my $group = getgrgid($self->{gid});
         $users = "default_internal_user = $self->{user}\n"
+            . "default_internal_group = $group\n"
             . "default_login_user = $self->{user}\n";
     }
     my $chroot = $> != 0 ? "  chroot =\n" : '';
