@@ -41,7 +41,7 @@ my $dv = $x->dovecot(port => $port, tls => [ $crt, $key ],
 
 my %client = map { $_ => $x->prog($_) } qw/ fetchmail mpop getmail /;
 
-$t->plan(80);
+$t->plan(82);
 
 ###############################################################################
 
@@ -552,5 +552,16 @@ for my $c (qw/ fetchmail mpop getmail /) {
             "$none{$c} 0", "$c: and then nothing") or diag($log);
     }
 }
+
+# from this server itself, as from another installation of the module:
+# its own UIDs, the new one included, are kept
+
+$x->add_user('alice3', 'pw');
+($rc, $out, $err) = import_cmd('alice3', '--from',
+    "pop3://alice\@127.0.0.1:$port", { stdin => "alice-pw\n" });
+is("$rc $out", "0 imported 8, already there 0, skipped 0\n",
+    'import from this server over POP3') or diag($err);
+is_deeply(uidls_of('alice3'), uidls_of('alice'),
+    'the same UIDs, a native one among them');
 
 ###############################################################################
