@@ -156,6 +156,7 @@ main(int argc, char **argv)
 
     } else if (strcmp(cmd, "expunge") == 0) {
         rc = pop3ext_expunge(&cx, argc - i, argv + i);
+
     } else if (strcmp(cmd, "mailbox") == 0) {
         if (i < argc && strcmp(argv[i], "list") == 0) {
             rc = pop3ext_mailbox_list(&cx, argc - i - 1, argv + i + 1);
@@ -175,6 +176,9 @@ main(int argc, char **argv)
 
     } else if (strcmp(cmd, "audit") == 0) {
         rc = pop3ext_audit_show(&cx, argc - i, argv + i);
+
+    } else if (strcmp(cmd, "import") == 0) {
+        rc = pop3ext_import_mail(&cx, argc - i, argv + i);
 
     } else {
         return pop3ext_usage_error("unknown command \"%s\"", cmd);
@@ -327,6 +331,12 @@ pop3ext_defer_end(int started, int print)
 }
 
 
+/*
+ * A line that says how far a long command is, drawn over itself on
+ * stderr (the caller draws it only when stderr is a terminal); a message
+ * erases it first, and so does fmt NULL.
+ */
+
 int
 pop3ext_usage_error(const char *fmt, ...)
 {
@@ -370,6 +380,9 @@ pop3ext_usage(void)
 "       pop3ext [OPTIONS] kick USER\n"
 "       pop3ext [OPTIONS] export (--mbox FILE | --maildir DIR) USER\n"
 "       pop3ext [OPTIONS] audit [--since TIME] [--json]\n"
+"       pop3ext [OPTIONS] import USER --from SOURCE [--uidl-format FMT]\n"
+"                         [--reuse-xuidl] [--uidl-duplicates allow|rename]\n"
+"                         [--uidlist FILE] [--tls-ca FILE] [--insecure]\n"
 "       pop3ext -h | --help\n"
 "\n"
 "  OPTIONS    -r SPEC, --tls-ca FILE, --tls-cert FILE, --tls-key FILE,\n"
@@ -455,9 +468,26 @@ pop3ext_usage(void)
 "                list, who, audit; fields in pop3ext(1))\n"
 "\n"
 "  Changes (user add, set, del, disable, enable, rename, kick, quota\n"
-"  set, expunge) and exports are entered in the audit trail, the Redis\n"
-"  stream " P3X_AUDIT_KEY ", before they are made; without the entry\n"
-"  nothing is done (75).  Deliveries are not.\n"
+"  set, expunge, import) and exports are entered in the audit trail,\n"
+"  the Redis stream " P3X_AUDIT_KEY ", before they are made; without\n"
+"  the entry nothing is done (75).  Deliveries are not.\n"
+"  import        copy the mailbox SOURCE into the mailbox of USER, each\n"
+"                message under the UIDL its POP3 clients know, in their\n"
+"                order, so that they download nothing again; nothing is\n"
+"                deleted at SOURCE; a run repeated adds what is missing.\n"
+"                Prints \"imported N, already there N, skipped N\"\n"
+"    --from      maildir:DIR, a Dovecot Maildir (cur/, new/ and\n"
+"                dovecot-uidlist), or pop3://LOGIN@HOST[:PORT] (STLS when\n"
+"                offered) or pop3s://LOGIN@HOST[:PORT], the password the\n"
+"                first line of stdin\n"
+"    --uidl-format  Maildir: Dovecot's pop3_uidl_format (%v %u %m %f %g),\n"
+"                for messages without a saved UIDL; default %08Xu%08Xv\n"
+"    --reuse-xuidl, --uidl-duplicates  Maildir: Dovecot's\n"
+"                pop3_reuse_xuidl = yes and pop3_uidl_duplicates\n"
+"    --uidlist   Maildir: the dovecot-uidlist, if not in DIR\n"
+"    --tls-ca    POP3: CA certificates for the source (else the system's;\n"
+"                a --tls-ca before the command is Redis's)\n"
+"    --insecure  POP3: the source's certificate is not checked\n"
 "\n"
 "  SCHEME     ", stdout);
 
@@ -492,13 +522,16 @@ pop3ext_usage(void)
 "             and not in SPEC (where ps(1) would show it)\n"
 "\n"
 "  exit status: 0 ok, 1 kick found no session, 64 usage, 65 bad\n"
-"  password, hash or message, 67 unknown user, 69 scheme unavailable,\n"
-"  70 internal error, 73 cannot create (export's FILE or DIR, user\n"
-"  rename's NEW exists, user add's mailbox is another's), 74 I/O error,\n"
-"  75 temporary failure (try again later: Redis down, fewer replicas\n"
-"  than wait=N confirmed, a mailbox full, a mailbox in use for expunge\n"
-"  or user rename, the audit entry not written), 77 a mailbox full\n"
-"  with --quota-full permanent, 78 TLS file unusable\n", stdout);
+"  password, hash or message (import: messages skipped), 66 no such\n"
+"  Maildir, 67 unknown user, 69 scheme unavailable or source without\n"
+"  UIDL, 70 internal error, 73 cannot create (export's FILE or DIR, user\n"
+"  rename's NEW exists, user add's mailbox is another's; import: mailbox\n"
+"  over quota), 74 I/O error, 75 temporary failure (try again later:\n"
+"  Redis or the source down, fewer replicas than wait=N confirmed, a\n"
+"  mailbox full, a mailbox in use for expunge or user rename, the audit\n"
+"  entry not written), 76 source broke POP3, 77 a mailbox full with\n"
+"  --quota-full permanent, or the source refused the login, 78 TLS file\n"
+"  unusable\n", stdout);
 
     if (fflush(stdout) == EOF) {
         pop3ext_error("cannot write: %s", strerror(errno));

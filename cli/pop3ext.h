@@ -237,6 +237,8 @@ unsigned pop3ext_masters(pop3ext_ctx_t *cx);
 redisReply *pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
     const char *fmt, ...);
 int pop3ext_check(pop3ext_ctx_t *cx, redisReply *r);
+const char *pop3ext_ssl_reason(void);
+unsigned long long pop3ext_now(void);
 int pop3ext_sync(pop3ext_ctx_t *cx);
 unsigned pop3ext_key_slot(const char *key, size_t len);
 
@@ -252,6 +254,7 @@ int pop3ext_import(const pop3ext_scheme_t *s, int given, const char *line,
 /* pop3ext_user.c */
 int pop3ext_user_name(int argc, char **argv, const char *cmd,
     const char **user);
+int pop3ext_read_line(char *buf, size_t size, size_t *len);
 int pop3ext_valid_user(const char *name);
 int pop3ext_user_record(pop3ext_ctx_t *cx, const char *user,
     redisReply **rp);
@@ -270,6 +273,11 @@ int pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv);
 
 /* pop3ext_message.c */
 int pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv);
+int pop3ext_max_size(size_t *max);
+int pop3ext_crlf(u_char **msg, size_t *len, size_t max);
+
+/* pop3ext_import.c */
+int pop3ext_import_mail(pop3ext_ctx_t *cx, int argc, char **argv);
 
 /* pop3ext_quota.c */
 int pop3ext_quota(pop3ext_ctx_t *cx, int argc, char **argv);

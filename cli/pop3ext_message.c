@@ -9,11 +9,12 @@
 #include "pop3ext.h"
 
 
-static int pop3ext_max_size(size_t *max);
 static int pop3ext_read_message(size_t max, u_char **msg, size_t *len);
 
 
-static int
+/* POP3EXT_MAX_SIZE, or the default */
+
+int
 pop3ext_max_size(size_t *max)
 {
     const char          *s, *p;
@@ -49,19 +50,16 @@ pop3ext_max_size(size_t *max)
 
 
 /*
- * Reads the message on stdin and gives every bare LF a CR and every CR
- * alone an LF, as the model's invariants want (DELIVER refuses anything
- * else, and an MTA would retry a refused message for days); a message
- * must end with CRLF.  No more than max + 1 octets are
- * read: normalisation only adds octets, so more cannot fit.
+ * Reads the message on stdin, at most max + 1 octets: normalisation only
+ * adds octets, so more cannot fit.
  */
 
 static int
 pop3ext_read_message(size_t max, u_char **msg, size_t *len)
 {
-    int       crlf;
+    int       rc;
     u_char   *buf, *p;
-    size_t    size, n, i, j, extra;
+    size_t    size, n;
     ssize_t   got;
 
     buf = NULL;
@@ -113,6 +111,60 @@ pop3ext_read_message(size_t max, u_char **msg, size_t *len)
         return EX_DATAERR;
     }
 
+    rc = pop3ext_crlf(&buf, &n, max);
+
+    if (rc == EX_DATAERR) {
+        goto too_large;
+    }
+
+    if (rc != EX_OK) {
+        goto no_memory;
+    }
+
+    *msg = buf;
+    *len = n;
+
+    return EX_OK;
+
+too_large:
+
+    pop3ext_error("message too large: the limit is %zu octets", max);
+    free(buf);
+    return EX_DATAERR;
+
+no_memory:
+
+    /* the size is bounded, so this is transient: let the MTA retry */
+    pop3ext_error("out of memory");
+    free(buf);
+    return EX_TEMPFAIL;
+}
+
+
+/*
+ * Gives every bare LF a CR and every CR alone an LF, as the model's
+ * invariants want (DELIVER refuses anything else, and an MTA would retry
+ * a refused message for days), and a message that does not end with a
+ * line end a CRLF.  *msg, malloc()ed, of *len octets, is reallocated in
+ * place; an empty message stays empty.  A result longer than max is
+ * EX_DATAERR, no memory EX_TEMPFAIL; *msg is unchanged then, and nothing
+ * is printed: the caller names the message.
+ */
+
+int
+pop3ext_crlf(u_char **msg, size_t *len, size_t max)
+{
+    int       crlf;
+    u_char   *buf, *p;
+    size_t    n, i, j, extra;
+
+    buf = *msg;
+    n = *len;
+
+    if (n == 0) {
+        return EX_OK;
+    }
+
     extra = 0;
 
     for (i = 0; i < n; i++) {
@@ -131,20 +183,22 @@ pop3ext_read_message(size_t max, u_char **msg, size_t *len)
         extra += 2;
     }
 
-    /* n <= max <= 512 MiB, so this cannot overflow */
+    /* n <= max + 1 <= 512 MiB + 1, so this cannot overflow */
 
     if (n + extra > max) {
-        goto too_large;
+        return EX_DATAERR;
     }
 
-    if (n + extra != size) {
-        p = realloc(buf, n + extra);
-        if (p == NULL) {
-            goto no_memory;
-        }
-
-        buf = p;
+    if (extra == 0) {
+        return EX_OK;
     }
+
+    p = realloc(buf, n + extra);
+    if (p == NULL) {
+        return EX_TEMPFAIL;
+    }
+
+    buf = p;
 
     /* back to front, in place: the write position never passes the read */
 
@@ -174,19 +228,6 @@ pop3ext_read_message(size_t max, u_char **msg, size_t *len)
     *len = n + extra;
 
     return EX_OK;
-
-too_large:
-
-    pop3ext_error("message too large: the limit is %zu octets", max);
-    free(buf);
-    return EX_DATAERR;
-
-no_memory:
-
-    /* the size is bounded, so this is transient: let the MTA retry */
-    pop3ext_error("out of memory");
-    free(buf);
-    return EX_TEMPFAIL;
 }
 
 

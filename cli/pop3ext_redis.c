@@ -41,9 +41,7 @@
 
 
 static int pop3ext_redis_tls(pop3ext_ctx_t *cx);
-static const char *pop3ext_ssl_reason(void);
 static char *pop3ext_strndup(const char *p, size_t len);
-static unsigned long long pop3ext_now(void);
 static void pop3ext_sleep(unsigned long ms);
 static int pop3ext_node_add(pop3ext_ctx_t *cx, const char *host,
     size_t len, unsigned port);
@@ -285,7 +283,7 @@ pop3ext_redis_tls(pop3ext_ctx_t *cx)
 
 /* OpenSSL's reason for the last failure, for a message */
 
-static const char *
+const char *
 pop3ext_ssl_reason(void)
 {
     unsigned long  e;
@@ -328,7 +326,9 @@ pop3ext_strndup(const char *p, size_t len)
 }
 
 
-static unsigned long long
+/* a monotonic clock in ms, for deadlines */
+
+unsigned long long
 pop3ext_now(void)
 {
     struct timespec  ts;

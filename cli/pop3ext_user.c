@@ -9,9 +9,6 @@
 #include "pop3ext.h"
 
 
-static int pop3ext_read_line(char *buf, size_t size, size_t *len);
-
-
 /* the single USER of "user del" and "stat", after an optional "--" */
 
 int
@@ -115,7 +112,7 @@ unexpected:
  * stdio buffer.
  */
 
-static int
+int
 pop3ext_read_line(char *buf, size_t size, size_t *len)
 {
     char     *nl;

@@ -215,7 +215,7 @@ my %want;
 $want{$1} = 1 while $help =~ /(--[a-z][a-z-]*)/g;
 $want{$1} = 1 while $help =~ /\b(POP3EXT_[A-Z_]*[A-Z])\b/g;
 $want{"user $1"} = 1 while $help =~ /\] user (\w+)/g;
-$want{$1} = 1 while $help =~ /\[OPTIONS\] (deliver|stat)\b/g;
+$want{$1} = 1 while $help =~ /\[OPTIONS\] (deliver|stat|import)\b/g;
 $want{$_} = 1 for qw/ -r -h /;
 my ($schemes) = $help =~ /\n  SCHEME(.*?)APOP needs/s;
 $want{$1} = 1

@@ -230,6 +230,26 @@ sub find_prog {
     return undef;
 }
 
+# Dovecot and its LDA (dovecot-core), for dovecot()
+
+sub has_dovecot {
+    my ($self) = @_;
+    require Test::Nginx::POP3Ext::Dovecot;
+    my ($ok, $why) = Test::Nginx::POP3Ext::Dovecot->available($self);
+    $self->skip_all($why) unless $ok;
+    return $self;
+}
+
+# dovecot(%o): a private Dovecot, not started: port => P (its POP3
+# port), tls => [ crt, key ] (STLS, and pop3s on tls_port => P), conf =>
+# more lines; a Test::Nginx::POP3Ext::Dovecot, stopped at the end
+
+sub dovecot {
+    my ($self, %o) = @_;
+    require Test::Nginx::POP3Ext::Dovecot;
+    return Test::Nginx::POP3Ext::Dovecot->new($self, %o);
+}
+
 # openssl to make certificates, IO::Socket::SSL to talk TLS, nginx's mail
 # TLS
 
