@@ -22,7 +22,7 @@ use Test::Nginx;
 use Test::Nginx::POP3Ext::Client;
 
 our @EXPORT = qw/ lmtp_server lmtp_client lmtp_code lmtp_text
-    lmtp_message /;
+    lmtp_message postfix /;
 
 
 # a server block for conf(mail => ...): PORT_$n, the test's Redis (or
@@ -72,6 +72,191 @@ sub lmtp_message {
     $m .= $line while length($m) < ($size // 0);
     $m .= "end\r\n";
     return $m;
+}
+
+
+# a private Postfix (Test::Nginx::POP3Ext::LMTP::Postfix) that delivers
+# the domains it is given over LMTP: postfix($x, 'example.org' =>
+# port(8024), ...); undef when Postfix is not installed
+
+sub postfix {
+    my ($x, @routes) = @_;
+    return Test::Nginx::POP3Ext::LMTP::Postfix->new($x, @routes);
+}
+
+
+package Test::Nginx::POP3Ext::LMTP::Postfix;
+
+# A Postfix instance of the test's own: its configuration, queue and log
+# in TESTDIR/postfix, no listener at all (mail comes in by its sendmail,
+# -C DIR), loopback only, each domain delivered by
+# "lmtp:inet:127.0.0.1:PORT" (the lines docs/delivery.md shows), its
+# master in the foreground and stopped at the end of the test.  Retries
+# come within seconds.  Needs root (postdrop trusts another configuration
+# directory only for root) and the postfix user.
+
+use strict;
+use warnings;
+
+use Time::HiRes qw/ time sleep /;
+
+our $MASTER = '/usr/lib/postfix/sbin/master';
+our $SENDMAIL = '/usr/sbin/sendmail';
+our $POSTQUEUE = '/usr/sbin/postqueue';
+our $POSTFIX = '/usr/sbin/postfix';
+
+sub available {
+    return -x $MASTER && -x $SENDMAIL && -x $POSTFIX && $> == 0
+        && defined getpwnam('postfix') && defined getgrnam('postdrop');
+}
+
+sub new {
+    my ($class, $x, @routes) = @_;
+
+    return undef unless available();
+
+    my $top = $x->testdir();
+    my $d = "$top/postfix";
+
+    # the postfix user walks to its queue: the test directory is 0700
+    chmod 0711, $top;
+
+    mkdir $d;
+    mkdir "$d/$_" for qw/ conf queue data /;
+    chmod 0755, $d;
+    chown scalar(getpwnam('postfix')), -1, "$d/data";
+
+    my (@domains, @transport);
+
+    while (my ($domain, $port) = splice @routes, 0, 2) {
+        push @domains, $domain;
+        push @transport, "$domain=lmtp:inet:127.0.0.1:$port";
+    }
+
+    my $domains = join ', ', @domains;
+    my $transport = join ' ', @transport;
+
+    $x->write_file('postfix/conf/main.cf', <<"END");
+compatibility_level = 3.6
+queue_directory = $d/queue
+data_directory = $d/data
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = $d/maillog
+maillog_file_prefixes = $d
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = mx.test
+mydomain = test
+myorigin = mx.test
+mydestination =
+alias_maps =
+alias_database =
+local_recipient_maps =
+virtual_mailbox_domains = $domains
+transport_maps = inline:{ $transport }
+virtual_transport = error:no transport
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+lmtp_connect_timeout = 5s
+END
+
+    $x->write_file('postfix/conf/master.cf', <<'END');
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+END
+
+    my $self = bless { x => $x, dir => $d, conf => "$d/conf" }, $class;
+
+    my ($rc, $out, $err) = $x->run_cmd([ $POSTFIX, '-c', "$d/conf",
+        'check' ]);
+    die "postfix check failed ($rc): $out$err" . $self->log() if $rc;
+
+    $self->{pid} = $x->spawn("$d/master.out", $MASTER, '-d', '-c',
+        "$d/conf");
+    $x->_register_proc($self);
+
+    # ready when the pickup service's FIFO is there
+    my $deadline = time() + 10;
+    sleep 0.1 until -p "$d/queue/public/pickup" || time() > $deadline;
+    sleep 0.2;
+
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+
+sub log {
+    my ($self) = @_;
+    my $f = "$self->{dir}/maillog";
+    open my $fh, '<', $f or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
+# a message submitted: (exit code, stdout, stderr)
+
+sub sendmail {
+    my ($self, $from, $rcpts, $msg) = @_;
+    return $self->{x}->run_cmd([ $SENDMAIL, '-C', $self->{conf}, '-i',
+        '-f', $from, @$rcpts ], { stdin => $msg });
+}
+
+# messages in the queue, or undef when it cannot be listed
+
+sub queued {
+    my ($self) = @_;
+    my ($rc, $out) = $self->{x}->run_cmd([ $POSTQUEUE, '-c',
+        $self->{conf}, '-p' ]);
+    return undef if $rc;
+    return 0 if $out =~ /Mail queue is empty/;
+    return $out =~ /in (\d+) Requests?\./ ? $1 : undef;
+}
+
+# wait until the queue holds $n messages (default 0); true when it did
+
+sub wait_queue {
+    my ($self, $n, $timeout) = @_;
+    my $deadline = time() + ($timeout // 30);
+    while (time() < $deadline) {
+        my $q = $self->queued();
+        return 1 if defined $q && $q == ($n // 0);
+        sleep 0.2;
+    }
+    return 0;
+}
+
+# deliver what is deferred now
+
+sub flush {
+    my ($self) = @_;
+    $self->{x}->run_cmd([ $POSTQUEUE, '-c', $self->{conf}, '-f' ]);
+}
+
+sub stop {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    Test::Nginx::POP3Ext::stop_pid($pid, 'TERM', 10);
+    kill 'KILL', -$pid;
 }
 
 
