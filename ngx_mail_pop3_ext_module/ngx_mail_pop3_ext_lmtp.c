@@ -362,7 +362,9 @@ ngx_p3x_lmtp_resume(ngx_p3x_lmtp_ctx_t *ctx)
             return;
         }
 
-        if (ngx_p3x_lmtp_room(ctx) < NGX_P3X_LMTP_REPLY_ROOM) {
+        /* a command writes at most two replies (an error, then 421) */
+
+        if (ngx_p3x_lmtp_room(ctx) < 2 * NGX_P3X_LMTP_REPLY_ROOM) {
             goto flush;
         }
 
@@ -600,6 +602,10 @@ ngx_p3x_lmtp_reply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
     u_char   *p, *end;
     va_list   args;
 
+    if (ngx_p3x_lmtp_room(ctx) < 3) {
+        return;
+    }
+
     p = ctx->out.last;
     end = p + ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_ROOM) - 2;
 
@@ -623,17 +629,20 @@ ngx_p3x_lmtp_error(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
     va_list                    args;
     ngx_mail_core_srv_conf_t  *cscf;
 
-    p = ctx->out.last;
-    end = p + ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_ROOM) - 2;
+    if (ngx_p3x_lmtp_room(ctx) >= 3) {
+        p = ctx->out.last;
+        end = p + ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_ROOM)
+              - 2;
 
-    va_start(args, fmt);
-    p = ngx_vslprintf(p, end, fmt, args);
-    va_end(args);
+        va_start(args, fmt);
+        p = ngx_vslprintf(p, end, fmt, args);
+        va_end(args);
 
-    *p++ = CR;
-    *p++ = LF;
+        *p++ = CR;
+        *p++ = LF;
 
-    ctx->out.last = p;
+        ctx->out.last = p;
+    }
 
     cscf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_core_module);
 
