@@ -40,11 +40,12 @@
 #define NGX_P3X_LMTP_REPLY_ROOM     640
 
 /*
- * The message goes to Redis in chunks, one STAGE per chunk and mailbox,
- * with at most NGX_P3X_LMTP_INFLIGHT chunks per mailbox on their way:
- * a session holds at most about INFLIGHT x mailboxes x chunk octets in
- * requests, and the chunk shrinks with more mailboxes, so that this stays
- * near 1 MB (2 MB with 100 mailboxes of the smallest chunk).
+ * The message goes to Redis in chunks, one STAGE per chunk and mailbox.
+ * The chunk is NGX_P3X_LMTP_CHUNKS_TOTAL / (2 x mailboxes), between
+ * CHUNK_MIN and CHUNK_MAX, and as many chunks are on their way as fit
+ * in CHUNKS_TOTAL, at least 2 per mailbox (one sent while the next is
+ * read): a session's requests hold about 512 KB whatever the message,
+ * 1.6 MB with 100 mailboxes of the smallest chunk.
  */
 #define NGX_P3X_LMTP_CHUNK_MAX      65536
 #define NGX_P3X_LMTP_CHUNK_MIN      8192
@@ -204,6 +205,7 @@ struct ngx_p3x_lmtp_ctx_s {
     u_char                   *chunk;
     size_t                    chunk_size;
     size_t                    chunk_len;
+    ngx_uint_t                window;         /* chunks per mailbox out */
     off_t                     staged;         /* octets given to STAGEs */
     off_t                     body_len;       /* octets decoded */
     off_t                     header_len;     /* the Return-Path line */

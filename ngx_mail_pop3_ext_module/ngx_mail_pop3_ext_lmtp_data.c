@@ -12,8 +12,9 @@
  * fill a chunk; each full chunk goes to every mailbox of the transaction
  * as one STAGE, which writes it at its offset into that mailbox's
  * staging key (a key per mailbox: mailboxes are on different Cluster
- * slots).  At most NGX_P3X_LMTP_INFLIGHT chunks per mailbox are on their
- * way; beyond that the session stops reading from the client.
+ * slots).  A bounded number of chunks is on its way (see
+ * ngx_mail_pop3_ext_lmtp.h); beyond that the session stops reading from
+ * the client.
  *
  * At the end of the message, once a mailbox's chunks are all in, one
  * STORE per mailbox checks the delivery id, the quota and the length of
@@ -493,6 +494,8 @@ ngx_p3x_lmtp_body_start(ngx_p3x_lmtp_ctx_t *ctx)
     }
 
     ctx->chunk_size = size;
+    ctx->window = NGX_P3X_LMTP_CHUNKS_TOTAL / (size * ctx->mboxes.nelts);
+    ctx->window = ngx_max(ctx->window, NGX_P3X_LMTP_INFLIGHT);
 
     ctx->sha = EVP_MD_CTX_new();
 
@@ -526,7 +529,7 @@ ngx_p3x_lmtp_body_start(ngx_p3x_lmtp_ctx_t *ctx)
 ngx_int_t
 ngx_p3x_lmtp_body_read(ngx_p3x_lmtp_ctx_t *ctx)
 {
-    u_char      ch, *p, *last, *d;
+    u_char      ch, *p, *last, *d, *lf;
     size_t      n;
     ngx_buf_t  *b;
     ngx_uint_t  st, bdat, end;
@@ -586,6 +589,38 @@ ngx_p3x_lmtp_body_read(ngx_p3x_lmtp_ctx_t *ctx)
         /* each input octet writes at most three: CR, LF and itself */
 
         while (p < last) {
+
+            /*
+             * The common case, a whole line ending in CRLF with no other
+             * CR or LF (or plain text to the end of the input), is
+             * copied at once; the rest goes octet by octet below.
+             */
+
+            if (st == NGX_P3X_LMTP_D_TEXT || st == NGX_P3X_LMTP_D_NL
+                || (st == NGX_P3X_LMTP_D_BOL && (bdat || *p != '.')))
+            {
+                /* memchr(): libc's, word at a time */
+
+                lf = memchr(p, LF, last - p);
+
+                if (lf) {
+                    if (lf > p && lf[-1] == CR
+                        && memchr(p, CR, lf - 1 - p) == NULL)
+                    {
+                        d = ngx_cpymem(d, p, lf + 1 - p);
+                        p = lf + 1;
+                        st = NGX_P3X_LMTP_D_BOL;
+                        continue;
+                    }
+
+                } else if (memchr(p, CR, last - p) == NULL) {
+                    d = ngx_cpymem(d, p, last - p);
+                    p = last;
+                    st = NGX_P3X_LMTP_D_TEXT;
+                    continue;
+                }
+            }
+
             ch = *p++;
 
             switch (st) {
@@ -718,7 +753,7 @@ ngx_p3x_lmtp_body_window(ngx_p3x_lmtp_ctx_t *ctx)
     n = ngx_p3x_lmtp_active(ctx);
 
     if (n && ctx->body_code == NULL
-        && ctx->pending >= NGX_P3X_LMTP_INFLIGHT * n)
+        && ctx->pending >= ctx->window * n)
     {
         return NGX_AGAIN;
     }
