@@ -1068,9 +1068,9 @@ ngx_p3x_lmtp_data(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 static void
 ngx_p3x_lmtp_bdat(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 {
-    u_char    *p, *last, *sp;
-    off_t      size;
-    ngx_uint_t last_chunk;
+    off_t        size;
+    u_char      *p, *last, *sp;
+    ngx_uint_t   last_chunk;
 
     p = cmd->arg.data;
     last = cmd->arg.data + cmd->arg.len;
