@@ -39,8 +39,8 @@ my $R2 = '127.0.0.1:' . $r2->port();
 $x->run_pop3(
     server => "        pop3_ext_secure_networks 127.0.0.0/8;\n",
     mail => lmtp_server(8024, '')
-        . lmtp_server(8025, '', redis => '127.0.0.1:%%PORT_8380%% '
-            . 'wait=1 wait_timeout=300ms'),
+        . lmtp_server(8025, '', redis => $r2->conf_addr
+            . ' wait=1 wait_timeout=300ms'),
 );
 
 $x->add_user($_, 'secret') for qw/ postmaster alice bob carol /;
