@@ -532,7 +532,7 @@ ngx_p3x_lmtp_body_read(ngx_p3x_lmtp_ctx_t *ctx)
     u_char      ch, *p, *last, *d, *lf;
     size_t      n;
     ngx_buf_t  *b;
-    ngx_uint_t  st, bdat, end;
+    ngx_uint_t  st, bdat, end, slow;
 
     b = &ctx->in;
     bdat = (ctx->state == ngx_p3x_lmtp_state_bdat);
@@ -554,6 +554,7 @@ ngx_p3x_lmtp_body_read(ngx_p3x_lmtp_ctx_t *ctx)
     }
 
     st = ctx->dstate;
+    slow = 0;
 
     while (b->pos < b->last && !end) {
 
@@ -596,8 +597,9 @@ ngx_p3x_lmtp_body_read(ngx_p3x_lmtp_ctx_t *ctx)
              * copied at once; the rest goes octet by octet below.
              */
 
-            if (st == NGX_P3X_LMTP_D_TEXT || st == NGX_P3X_LMTP_D_NL
-                || (st == NGX_P3X_LMTP_D_BOL && (bdat || *p != '.')))
+            if (!slow
+                && (st == NGX_P3X_LMTP_D_TEXT || st == NGX_P3X_LMTP_D_NL
+                    || (st == NGX_P3X_LMTP_D_BOL && (bdat || *p != '.'))))
             {
                 /* memchr(): libc's, word at a time */
 
@@ -619,6 +621,14 @@ ngx_p3x_lmtp_body_read(ngx_p3x_lmtp_ctx_t *ctx)
                     st = NGX_P3X_LMTP_D_TEXT;
                     continue;
                 }
+
+                /*
+                 * A CR or LF of its own in this line: octet by octet to
+                 * the next line start, or a line of lone CRs would be
+                 * scanned again for each of them.
+                 */
+
+                slow = 1;
             }
 
             ch = *p++;
@@ -651,6 +661,7 @@ ngx_p3x_lmtp_body_read(ngx_p3x_lmtp_ctx_t *ctx)
 
                 if (ch == LF) {
                     st = NGX_P3X_LMTP_D_BOL;
+                    slow = 0;
                     continue;
                 }
 
@@ -674,6 +685,7 @@ ngx_p3x_lmtp_body_read(ngx_p3x_lmtp_ctx_t *ctx)
                     *d++ = CR;
                     *d++ = LF;
                     st = NGX_P3X_LMTP_D_NL;
+                    slow = 0;
 
                 } else {
                     *d++ = ch;
