@@ -51,7 +51,7 @@ $x->add_user($_, 'secret') for qw/ alice bob carol dave erin /;
 $x->add_user('frank', 'secret', '--mailbox', 'alice');
 $x->add_user('full@example.org', 'secret');
 
-$t->plan(88);
+$t->plan(90);
 
 my $L = port(8024);
 my $L2 = port(8025);
@@ -316,6 +316,22 @@ like(($c->lmtp('RCPT TO:<alice@example.org>'))[0], qr/^550 5\.1\.1/,
     'pop3_ext_lmtp_recipient address: the local part is not a user');
 (undef, $ra) = $c->data("Subject: full\r\n\r\nx\r\n", 1);
 like($ra, qr/^250 /, 'delivered to an address-named user');
+
+# line ends: LF only, and a long line of lone CRs; what pop3ext deliver
+# would store
+
+$c = lmtp_client($L);
+$c->lmtp('LHLO x');
+$c->lmtp('MAIL FROM:<>');
+$c->lmtp('RCPT TO:<bob@example.org>');
+$c->lmtp('DATA');
+my $crs = "A\r" x 20000;
+$c->print("Subject: lf\nline\n.\n..x\n$crs\nend\r\n.\r\n");
+like(($c->read_reply())[0], qr/^250 /, 'LF line ends, lone CRs');
+(my $want = "Subject: lf\nline\n.\n..x\n$crs\nend\n")
+    =~ s/\r?\n|\r/\r\n/g;
+is(retr('bob', 2), "Return-Path: <>\r\n$want",
+    'LF and lone CR made CRLF, dots after a bare LF kept');
 
 # a client that leaves in the middle of DATA: nothing stored, and the
 # staged body (which had a TTL) is deleted
