@@ -41,7 +41,8 @@ class Bench:
         self.t_start = time.time()
         self.loadavg = " ".join(open("/proc/loadavg").read().split()[:3])
         self.cpu0 = (machine_busy(), own_cpu(), time.monotonic())
-        self.scenarios = e.cfg("BENCH_SCENARIOS", "1 2 3 4 5 6").split()
+        self.scenarios = e.cfg("BENCH_SCENARIOS",
+                                "1 2 3 4 5 6 7").split()
         self.password = PASSWORD
         self.cluster_lines = []
         self.cpu1 = None
@@ -623,6 +624,12 @@ service pop3 {
             c.run()
         finally:
             self.cluster_lines = c.table()
+
+    # -- scenario 7: delivery over LMTP and by pop3ext (bench/lmtp.py)
+
+    def scenario7(self):
+        from lmtp import LmtpScenario
+        LmtpScenario(self).run()
 
     def redis_memory(self):
         sec = "Redis memory per stored message"

@@ -42,6 +42,9 @@
  *   pop3:mbox:{MBOX}:last      string  a login within LOGIN-DELAY, TTL
  *   pop3:mbox:{MBOX}:dele      set     "UID SIZE" entries marked by DELE
  *   pop3:mbox:{MBOX}:gone:TOKEN string  a lock request given up, with a TTL
+ *   pop3:mbox:{MBOX}:stage:TOKEN string a body being received over LMTP,
+ *                                      with a TTL; STORE renames it to
+ *                                      msg:UID
  *
  * Abuse resistance, shared by every host (see docs/security.md):
  *
@@ -69,6 +72,7 @@
 #define P3X_LAST_SUFFIX        "}:last"
 #define P3X_DELE_SUFFIX        "}:dele"
 #define P3X_GONE_SUFFIX        "}:gone:"
+#define P3X_STAGE_SUFFIX       "}:stage:"
 
 #define P3X_FAIL_USER_PREFIX   "pop3:fail:user:{"
 #define P3X_FAIL_ADDR_PREFIX   "pop3:fail:addr:{"
@@ -121,6 +125,19 @@
 
 /* the hex digits of the delivery id's SHA-256 in a dlv key */
 #define P3X_DLV_ID_LEN         64
+
+/*
+ * A body staged over LMTP lives an hour after its last chunk: a session
+ * that ends without STORE deletes it at once; the TTL is for a writer
+ * that died.  A staged body that expired under a (very) slow transfer is
+ * caught by STORE's length check: a temporary failure, never a short
+ * message.
+ */
+#define P3X_STAGE_TTL          3600000
+
+/* the delivery id of an LMTP delivery: this prefix and the hex SHA-256
+   of the body as stored (Return-Path line included) */
+#define P3X_LMTP_ID_PREFIX     "lmtp-sha256:"
 
 
 /*
@@ -330,6 +347,117 @@ p3x_key_slot(const unsigned char *key, size_t len)
     "if KEYS[5] then\n"                                                       \
     "  redis.call('SET', KEYS[5], uid, 'PX', ARGV[3])\n"                      \
     "end\n"                                                                   \
+    "return { uid, 1 }\n"
+
+
+/*
+ * STAGE: one chunk of a body that arrives over LMTP, written at its
+ * offset into the staging key of one mailbox.
+ *   KEYS[1] "pop3:mbox:{MBOX}:stage:TOKEN"
+ *   ARGV[1] the offset, ARGV[2] the octets, ARGV[3] the key's TTL in ms
+ *   returns the length written so far; the error "STAGED" when the key
+ *   is shorter than the offset (it expired, or the session deleted it)
+ *
+ * SETRANGE at an offset, not APPEND, so that sending a chunk twice (a
+ * connection lost before the reply) writes the same octets again: the
+ * Redis client may then send it again.  A key shorter than the offset
+ * is never padded with zeros: the body would be wrong.
+ */
+
+#define P3X_SCRIPT_STAGE                                                      \
+    "local off = tonumber(ARGV[1])\n"                                         \
+    "if redis.call('STRLEN', KEYS[1]) < off then\n"                           \
+    "  return redis.error_reply('STAGED staged body lost')\n"                 \
+    "end\n"                                                                   \
+    "redis.call('SETRANGE', KEYS[1], off, ARGV[2])\n"                         \
+    "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"                               \
+    "return off + #ARGV[2]\n"
+
+
+/*
+ * STORE: DELIVER for a body staged with STAGE: the staged body becomes
+ * the message, with the checks, errors and results of DELIVER.
+ *   KEYS[1] index, KEYS[2] the body "pop3:mbox:{MBOX}:msg:UID",
+ *   KEYS[3] meta, KEYS[4] time, KEYS[5] the staging key
+ *   "pop3:mbox:{MBOX}:stage:TOKEN", KEYS[6] the delivery id's key
+ *   "pop3:mbox:{MBOX}:dlv:ID"
+ *   ARGV[1] the body's length, ARGV[2] UID, ARGV[3] the id's lifetime in
+ *   ms, ARGV[4] the delivery time in ms since the epoch, ARGV[5] and
+ *   ARGV[6] the server's default quota in octets and in messages
+ *   returns { UID, 1 } when stored, { the earlier UID, 0 } when the
+ *   delivery id was stored before; the errors of DELIVER, and "STAGED"
+ *   when the staged body is missing or not ARGV[1] octets long
+ *
+ * All checks come before the first write, so a recipient gets all or
+ * nothing.  The body is renamed (both keys are in one slot), so a big
+ * message costs no copy, and made persistent (RENAME keeps the staging
+ * TTL).  The line ends were normalised by the writer, which is the only
+ * one that stages: scanning a big body here would stall Redis, so only
+ * its ends are checked.  On EXISTS the staged body stays, for the retry
+ * with another UID; on a stored id or a quota refusal it goes.
+ */
+
+#define P3X_SCRIPT_STORE                                                      \
+    "local u = redis.call('GET', KEYS[6])\n"                                  \
+    "if u then\n"                                                             \
+    "  redis.call('PEXPIRE', KEYS[6], ARGV[3])\n"                             \
+    "  redis.call('DEL', KEYS[5])\n"                                          \
+    "  return { u, 0 }\n"                                                     \
+    "end\n"                                                                   \
+    "local t = redis.call('TYPE', KEYS[1])['ok']\n"                           \
+    "if t ~= 'none' and t ~= 'list' then\n"                                   \
+    "  return redis.error_reply('WRONGTYPE index is not a list')\n"           \
+    "end\n"                                                                   \
+    "local uid = ARGV[2]\n"                                                   \
+    "local pre = string.sub(KEYS[1], 1, -6)\n"                                \
+    "if #uid > 70 or not string.find(uid, '^[\\33-\\126]+$')\n"               \
+    "   or KEYS[2] ~= pre .. 'msg:' .. uid\n"                                 \
+    "   or string.sub(KEYS[5], 1, #pre + 6) ~= pre .. 'stage:' then\n"        \
+    "  return redis.error_reply('BADUID invalid UID or body key')\n"          \
+    "end\n"                                                                   \
+    "local len = tonumber(ARGV[1])\n"                                         \
+    "if redis.call('STRLEN', KEYS[5]) ~= len then\n"                          \
+    "  return redis.error_reply('STAGED staged body incomplete')\n"           \
+    "end\n"                                                                   \
+    "if len > 0 and (redis.call('GETRANGE', KEYS[5], -2, -1) ~= '\\r\\n'\n"   \
+    "   or redis.call('GETRANGE', KEYS[5], 0, 0) == '\\n') then\n"            \
+    "  return redis.error_reply('BADBODY line ends must be CRLF')\n"          \
+    "end\n"                                                                   \
+    "local q = redis.call('HMGET', KEYS[3], 'messages', 'octets',\n"          \
+    "                     'quota_messages', 'quota_octets')\n"                \
+    "local nm, no = tonumber(q[1]), tonumber(q[2])\n"                         \
+    "if not nm or not no then\n"                                              \
+    "  nm, no = 0, 0\n"                                                       \
+    "  for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do\n"         \
+    "    nm = nm + 1\n"                                                       \
+    "    no = no + (tonumber(string.match(e, ' (%d+)$')) or 0)\n"             \
+    "  end\n"                                                                 \
+    "  redis.call('HSET', KEYS[3], 'messages', nm, 'octets', no)\n"           \
+    "end\n"                                                                   \
+    "local qm = tonumber(q[3] or ARGV[6] or '0') or 0\n"                      \
+    "local qo = tonumber(q[4] or ARGV[5] or '0') or 0\n"                      \
+    "if qm > 0 and nm + 1 > qm then\n"                                        \
+    "  redis.call('DEL', KEYS[5])\n"                                          \
+    "  return redis.error_reply('OVERQUOTA messages')\n"                      \
+    "end\n"                                                                   \
+    "if qo > 0 and no + len > qo then\n"                                      \
+    "  redis.call('DEL', KEYS[5])\n"                                          \
+    "  return redis.error_reply('OVERQUOTA octets')\n"                        \
+    "end\n"                                                                   \
+    "if redis.call('EXISTS', KEYS[2]) == 1 then\n"                            \
+    "  return redis.error_reply('EXISTS UID in use')\n"                       \
+    "end\n"                                                                   \
+    "if len > 0 then\n"                                                       \
+    "  redis.call('RENAME', KEYS[5], KEYS[2])\n"                              \
+    "  redis.call('PERSIST', KEYS[2])\n"                                      \
+    "else\n"                                                                  \
+    "  redis.call('SET', KEYS[2], '')\n"                                      \
+    "end\n"                                                                   \
+    "redis.call('RPUSH', KEYS[1], uid .. ' ' .. len)\n"                       \
+    "redis.call('HINCRBY', KEYS[3], 'messages', 1)\n"                         \
+    "redis.call('HINCRBY', KEYS[3], 'octets', len)\n"                         \
+    "redis.call('HSET', KEYS[4], uid, ARGV[4])\n"                             \
+    "redis.call('SET', KEYS[6], uid, 'PX', ARGV[3])\n"                        \
     "return { uid, 1 }\n"
 
 

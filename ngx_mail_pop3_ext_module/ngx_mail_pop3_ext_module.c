@@ -538,7 +538,9 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->redis = prev->redis;
     }
 
-    if (cscf->protocol != &ngx_mail_pop3_ext_protocol) {
+    if (cscf->protocol != &ngx_mail_pop3_ext_protocol
+        && cscf->protocol != &ngx_p3x_lmtp_protocol)
+    {
         return NGX_CONF_OK;
     }
 
@@ -555,6 +557,12 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
         }
 
         prev->redis = conf->redis;
+    }
+
+    /* an LMTP server takes its Redis from here, the rest from _lmtp */
+
+    if (cscf->protocol != &ngx_mail_pop3_ext_protocol) {
+        return NGX_CONF_OK;
     }
 
     /* RFC 1939: an autologout timer of at least 10 minutes */

@@ -21,6 +21,9 @@
  *   _redis_topology.c  standalone, Sentinel or Cluster routing
  *   _script.c       the model's server-side scripts, by name
  *   _parse.c, _sasl.c  command and SASL decoding (pure)
+ *
+ * LMTP, a second protocol of the same module, has files of its own
+ * (ngx_mail_pop3_ext_lmtp.h); it shares the Redis client and scripts.
  */
 
 
@@ -116,6 +119,8 @@ typedef enum {
     NGX_P3X_SCRIPT_FAIL,
     NGX_P3X_SCRIPT_REFUND,
     NGX_P3X_SCRIPT_CONN,
+    NGX_P3X_SCRIPT_STAGE,           /* LMTP (_lmtp_data.c) */
+    NGX_P3X_SCRIPT_STORE,
     NGX_P3X_SCRIPTS
 } ngx_p3x_script_e;
 
@@ -389,6 +394,7 @@ typedef void (*ngx_p3x_command_pt)(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 
 
 extern ngx_module_t        ngx_mail_pop3_ext_module;
+extern ngx_mail_protocol_t  ngx_p3x_lmtp_protocol;
 extern ngx_p3x_script_t    ngx_p3x_scripts[];
 
 

@@ -31,6 +31,8 @@ ngx_p3x_script_t  ngx_p3x_scripts[NGX_P3X_SCRIPTS + 1] = {
     [NGX_P3X_SCRIPT_FAIL] = ngx_p3x_script("fail", P3X_SCRIPT_FAIL),
     [NGX_P3X_SCRIPT_REFUND] = ngx_p3x_script("refund", P3X_SCRIPT_REFUND),
     [NGX_P3X_SCRIPT_CONN] = ngx_p3x_script("conn", P3X_SCRIPT_CONN),
+    [NGX_P3X_SCRIPT_STAGE] = ngx_p3x_script("stage", P3X_SCRIPT_STAGE),
+    [NGX_P3X_SCRIPT_STORE] = ngx_p3x_script("store", P3X_SCRIPT_STORE),
     [NGX_P3X_SCRIPTS] = { ngx_null_string, ngx_null_string, "" }
 };
 

@@ -6,8 +6,9 @@
 # (deliver, login with connection slots and the attempt counters, DELE,
 # RSET, the marks read back after an RSET of unknown outcome, QUIT, a
 # dropped session's release, lock refreshes, an EXPIRE 0 commit, expunge,
-# quota recalc); for each command a script
-# runs, COMMAND GETKEYS names its keys, and each must be a declared KEY.
+# quota recalc, an LMTP delivery's STAGE and STORE); for each command a
+# script runs, COMMAND GETKEYS names its keys, and each must be a declared
+# KEY.
 # Redis Cluster routes a script by its KEYS and migrates slots key by key:
 # an undeclared key would go to the wrong node or break mid-migration.
 
@@ -25,6 +26,7 @@ use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
 use Test::Nginx::POP3Ext;
+use Test::Nginx::POP3Ext::LMTP;
 
 my $t = Test::Nginx->new()->has(qw/mail/);
 my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli
@@ -36,6 +38,8 @@ $x->run_pop3(
     server => "        pop3_ext_lock_ttl 3s;\n"
         . "        pop3_ext_max_conn_per_addr 10;\n"
         . "        pop3_ext_max_conn_per_user 2;\n",
+    mail => lmtp_server(8024, '', redis => '127.0.0.1:%%PORT_8379%% '
+        . 'timeout=1s'),
 );
 
 $t->plan(4);
@@ -55,6 +59,16 @@ $x->add_user('bob', 'bobpw');
 $x->deliver('alice', "Subject: $_\n\n$_\n") for 1 .. 4;
 $x->pop3ext('deliver', '--id', 'Q1', 'bob', { stdin => "Subject: q\n\nq\n" });
 $x->pop3ext('user', 'show', 'alice');
+
+{
+    my $l = lmtp_client(port(8024));                  # STAGE, STORE
+    $l->lmtp('LHLO x');
+    $l->lmtp('MAIL FROM:<>');
+    $l->lmtp('RCPT TO:<alice@example.org>');
+    $l->lmtp('RCPT TO:<bob@example.org>');
+    $l->data("Subject: lmtp\r\n\r\nlmtp\r\n", 2);
+    $l->lmtp('QUIT');
+}
 
 {
     my $c = $x->client();
@@ -147,12 +161,12 @@ for my $line (split /\r\n/, $log) {
 my %sha = map { sha1_hex($x->model($_)) => $_ } qw/ P3X_SCRIPT_LOCK
     P3X_SCRIPT_REFRESH P3X_SCRIPT_MARK P3X_SCRIPT_MARKS P3X_SCRIPT_COMMIT
     P3X_SCRIPT_RELEASE P3X_SCRIPT_AUTHINFO P3X_SCRIPT_FAIL
-    P3X_SCRIPT_REFUND P3X_SCRIPT_CONN /;
+    P3X_SCRIPT_REFUND P3X_SCRIPT_CONN P3X_SCRIPT_STAGE P3X_SCRIPT_STORE /;
 
 my @missing = grep { !$scripts{$_} } sort(keys %sha), 'deliver';
 is(join(', ', map { $sha{$_} // $_ } @missing), '',
     'every script of the model ran');
-cmp_ok(scalar keys %scripts, '>=', 11, 'scripts seen');
+cmp_ok(scalar keys %scripts, '>=', 13, 'scripts seen');
 is(join("\n", @undeclared), '', 'every key a script touched is in its KEYS');
 is(join("\n", @mixed), '', 'the KEYS of each script share one hash tag');
 

@@ -12,8 +12,8 @@ pkgs_build="gcc make nginx nginx-dev libnginx-mod-mail libhiredis-dev \
 libssl-dev libcrypt-dev libargon2-dev"
 pkgs_run="redis-server redis-tools openssl"
 pkgs_test="perl libredis-perl libio-socket-ssl-perl redis-sentinel haproxy python3 \
-curl fetchmail mpop getmail6 valgrind dovecot-core dovecot-pop3d"
-pkgs_bench="postal dovecot-pop3d dovecot-core python3-redis"
+curl fetchmail mpop getmail6 valgrind dovecot-core dovecot-pop3d postfix swaks"
+pkgs_bench="postal dovecot-pop3d dovecot-core dovecot-lmtpd python3-redis"
 pkgs_fuzz="clang libclang-rt-14-dev"
 # Debian packages (make deb, t/090-deb.t): the build tools and lintian;
 # debian/control's Build-Depends are the build set
@@ -63,6 +63,11 @@ if [ ! -e $prc ]; then
     $sudo chmod +x $prc
     trap '$sudo rm -f $prc' EXIT
 fi
+# the tests run Postfix privately (t/073); the system's stays unconfigured
+case " $missing " in *" postfix "*)
+    echo "postfix postfix/main_mailer_type select No configuration" \
+        | $sudo debconf-set-selections ;;
+esac
 # from the package lists as they are; only when that fails (lists old or
 # absent) are they updated
 # shellcheck disable=SC2086
