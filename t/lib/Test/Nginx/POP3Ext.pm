@@ -1063,15 +1063,17 @@ sub make_ca {
 
 # NAME.crt / NAME.key for CN=$cn signed by the CA $ca (a make_ca name); a
 # client certificate, or a server one (also for DNS:$cn and IP:127.0.0.1,
-# or for the names of san => 'DNS:a,IP:...' instead) with server => 1
+# or for the names of san => 'DNS:a,IP:...' instead) with server => 1,
+# one for both ends (a Redis Cluster node's, on its bus) with both => 1
 
 sub make_signed {
     my ($self, $name, $cn, $ca, %o) = @_;
     my $d = $self->testdir();
     my $ext = "basicConstraints=CA:false\nextendedKeyUsage="
-        . ($o{server} ? 'serverAuth' : 'clientAuth') . "\n";
+        . ($o{both} ? 'serverAuth,clientAuth'
+            : $o{server} ? 'serverAuth' : 'clientAuth') . "\n";
     $ext .= 'subjectAltName=' . ($o{san} // "DNS:$cn,IP:127.0.0.1") . "\n"
-        if $o{server};
+        if $o{server} || $o{both};
     $self->{t}->write_file("$name.ext", $ext);
     $self->_openssl('req', '-newkey', 'rsa:2048', '-nodes',
         '-subj', "/CN=$cn", '-keyout', "$d/$name.key",

@@ -44,7 +44,8 @@ our $TIMEOUT = 60;
 # snapshots on Redis' default schedule; off by default: SAVE still works);
 # password => requirepass; cluster => 1 (cluster-enabled, nodes.conf);
 # replicaof => 'host:port'; tls => { cert, key, ca } (the port is the TLS
-# port, plaintext off); sentinel => [ lines of sentinel.conf ] (runs
+# port, plaintext off; with cluster or replicaof the bus and replication
+# too, the certificate then also the client's); sentinel => [ lines of sentinel.conf ] (runs
 # redis-sentinel); args => [ more redis-server arguments ].
 
 sub new {
@@ -119,6 +120,11 @@ sub _argv {
             '--tls-ca-cert-file', $tls->{ca};
         push @a, '--tls-auth-clients', $tls->{auth_clients}
             if defined $tls->{auth_clients};
+        # a cluster's bus and replication over TLS too, with the node's
+        # certificate as the client's
+        push @a, '--tls-cluster', 'yes' if $self->{cluster};
+        push @a, '--tls-replication', 'yes'
+            if $self->{cluster} || $self->{replicaof};
     } else {
         push @a, '--port', $self->{port};
     }

@@ -27,8 +27,12 @@ our $SLOTS = 16384;
 
 
 # new($ext, base => 8400, masters => 3, replicas => 1, node_timeout =>
-# 1500, aof => 1): not started; aof => 0 for nodes that keep nothing on
-# disk but nodes.conf (the test's Redis of TEST_P3X_REDIS=cluster)
+# 1500, aof => 1, tls => undef): not started; aof => 0 for nodes that keep
+# nothing on disk but nodes.conf (the test's Redis of
+# TEST_P3X_REDIS=cluster); tls => { cert, key, ca, client_cert,
+# client_key, auth_clients } for nodes that speak only TLS, their bus
+# included (the certificate must serve as server and client: make_signed's
+# both => 1)
 
 sub new {
     my ($class, $ext, %o) = @_;
@@ -48,6 +52,7 @@ sub new {
         push @{$self->{nodes}}, Test::Nginx::POP3Ext::Redis->new($ext,
             num => $num, name => "cluster-$num", cluster => 1,
             aof => $o{aof} // 1,
+            ($o{tls} ? (tls => $o{tls}) : ()),
             node_timeout => $o{node_timeout} // 1500);
         $num++;
     }
@@ -198,10 +203,22 @@ sub replicas {
 sub _slots {
     my ($self) = @_;
     for my $n ($self->live) {
-        my $r = eval { $n->cmd('CLUSTER', 'SLOTS') };
+        my $r = eval { $n->{tls} ? _cli_json($n, 'CLUSTER', 'SLOTS')
+            : $n->cmd('CLUSTER', 'SLOTS') };
         return $r if ref $r eq 'ARRAY' && @$r;
     }
     die "no live cluster node answers CLUSTER SLOTS\n";
+}
+
+# a command through redis-cli --json (a TLS node, which the harness
+# reaches with redis-cli only): the reply as Perl data
+
+sub _cli_json {
+    my ($node, @cmd) = @_;
+    require JSON::PP;
+    my ($rc, $out) = $node->cli('--json', @cmd);
+    return undef if $rc != 0 || $out !~ /^\s*[\[{]/;
+    return JSON::PP::decode_json($out);
 }
 
 # the hash slot of a key
