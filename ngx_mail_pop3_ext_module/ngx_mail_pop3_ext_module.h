@@ -19,6 +19,15 @@
  *   _redis_topology.c  standalone, Sentinel or Cluster routing
  *   _script.c       the model's server-side scripts, by name
  *   _parse.c, _sasl.c  command and SASL decoding (pure)
+ *
+ * Beside them, called by hooks (one call per event) and calling nothing
+ * of the session's:
+ *
+ *   _metrics.c      counters in a shared memory zone, the end of a
+ *                   session (ngx_mail_pop3_ext_metrics_module)
+ *   _session_log.c  one line per session (pop3_ext_session_log)
+ *   ngx_http_pop3_ext_metrics_module.c  the zone over HTTP, for
+ *                   Prometheus (a second module in the same .so)
  */
 
 
@@ -38,6 +47,7 @@
 #include "ngx_mail_pop3_ext_model.h"
 #include "ngx_mail_pop3_ext_parse.h"
 #include "ngx_mail_pop3_ext_sasl.h"
+#include "ngx_mail_pop3_ext_metrics.h"
 
 
 #define NGX_P3X_VERSION     "0.2.0"
@@ -189,6 +199,7 @@ typedef struct {
     ngx_msec_t                login_timeout;
     ngx_msec_t                login_delay;    /* LOGIN-DELAY, 0: none */
     ngx_msec_t                lock_ttl;
+    ngx_msec_t                lock_refresh;   /* at most lock_ttl / 3 */
 
     ngx_uint_t                auth_methods;
     ngx_uint_t                plaintext;
@@ -343,6 +354,8 @@ struct ngx_p3x_ctx_s {
     u_char                   *body_spill;
 
     ngx_event_t               refresh;
+
+    ngx_p3x_session_stats_t   stats;          /* metrics, session log */
 
     unsigned                  busy:1;         /* waiting for Redis/thread */
     unsigned                  fatal:1;        /* close at the next wake */

@@ -622,8 +622,8 @@ ngx_p3x_mark_outcome(ngx_p3x_ctx_t *ctx, redisReply *reply,
 
     if (status == NGX_P3X_REDIS_OK && ngx_p3x_store_error(reply, "LOCKLOST"))
     {
+        /* the session loop answers this command, and ends the session */
         ctx->lock_lost = 1;
-        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] maildrop lock lost" CRLF);
         return 0;
     }
 
