@@ -714,6 +714,7 @@ ngx_p3x_metrics_session_start(ngx_p3x_ctx_t *ctx)
         return;
     }
 
+#if (NGX_SSL)
     if (c->ssl) {
         (void) ngx_atomic_fetch_add(&ngx_p3x_metrics->tls[0][0], 1);
 
@@ -723,6 +724,9 @@ ngx_p3x_metrics_session_start(ngx_p3x_ctx_t *ctx)
             }
         }
     }
+#else
+    (void) cln;
+#endif
 
     if (ngx_p3x_metrics_proc) {
         (void) ngx_atomic_fetch_add(&ngx_p3x_metrics_proc->sessions, 1);
@@ -761,10 +765,12 @@ ngx_p3x_metrics_session_tls(ngx_p3x_ctx_t *ctx)
     }
 #endif
 
+#if (NGX_SSL)
     if (ngx_p3x_metrics) {
         (void) ngx_atomic_fetch_add(
                          &ngx_p3x_metrics->tls[1][c->ssl ? 0 : 1], 1);
     }
+#endif
 }
 
 
