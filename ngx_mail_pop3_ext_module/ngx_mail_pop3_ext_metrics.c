@@ -512,11 +512,11 @@ ngx_p3x_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 static ngx_int_t
 ngx_mail_pop3_ext_metrics_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                              i;
     ngx_pid_t                               pid;
-    ngx_mail_conf_ctx_t                    *ctx;
+    ngx_uint_t                              i;
     ngx_slab_pool_t                        *shpool;
     ngx_p3x_metrics_t                      *m;
+    ngx_mail_conf_ctx_t                    *ctx;
     ngx_p3x_metrics_proc_t                 *proc;
     ngx_mail_pop3_ext_metrics_main_conf_t  *mcf;
 

@@ -315,6 +315,7 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
         }
 
         if (ngx_p3x_out_alloc(ctx, NGX_P3X_OUT_SMALL) != NGX_OK) {
+            ctx->end_reason = "out of memory";
             ngx_p3x_close(ctx);
             return;
         }

@@ -168,10 +168,10 @@ static u_char *
 ngx_p3x_session_log_text(u_char *p, u_char *last, ngx_p3x_ctx_t *ctx,
     const char *outcome)
 {
-    ngx_uint_t                 removed;
-    ngx_msec_t                 ms;
-    ngx_connection_t          *c;
-    ngx_p3x_session_stats_t   *st;
+    ngx_uint_t                removed;
+    ngx_msec_t                ms;
+    ngx_connection_t         *c;
+    ngx_p3x_session_stats_t  *st;
 
     c = ctx->connection;
     st = &ctx->stats;
@@ -207,10 +207,10 @@ static u_char *
 ngx_p3x_session_log_json(u_char *p, u_char *last, ngx_p3x_ctx_t *ctx,
     const char *outcome)
 {
-    ngx_uint_t                 removed;
-    ngx_msec_t                 ms;
-    ngx_connection_t          *c;
-    ngx_p3x_session_stats_t   *st;
+    ngx_uint_t                removed;
+    ngx_msec_t                ms;
+    ngx_connection_t         *c;
+    ngx_p3x_session_stats_t  *st;
 
     c = ctx->connection;
     st = &ctx->stats;

@@ -283,6 +283,7 @@ ngx_p3x_body_next(ngx_p3x_ctx_t *ctx)
         }
 
         if (ngx_p3x_out_alloc(ctx, ngx_p3x_out_body_size(ctx)) != NGX_OK) {
+            ctx->end_reason = "out of memory";
             return NGX_ERROR;
         }
 
@@ -326,6 +327,8 @@ ngx_p3x_body_next(ngx_p3x_ctx_t *ctx)
         != NGX_OK)
     {
         if (ctx->body_offset) {
+            /* the reply is half sent: only closing can end it */
+            ctx->end_reason = "message unavailable";
             return NGX_ERROR;
         }
 
@@ -483,6 +486,7 @@ ngx_p3x_body_chunk(void *data, redisReply *reply, ngx_uint_t status)
             ctx->body_spill = ngx_alloc(ctx->conf->chunk_size,
                                         ctx->connection->log);
             if (ctx->body_spill == NULL) {
+                ctx->end_reason = "out of memory";
                 ctx->fatal = 1;
                 return;
             }
