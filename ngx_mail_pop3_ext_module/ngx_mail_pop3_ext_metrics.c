@@ -118,6 +118,7 @@ static char *ngx_mail_pop3_ext_metrics_merge_srv_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static char *ngx_mail_pop3_ext_metrics_zone(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_mail_pop3_ext_metrics_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_mail_pop3_ext_metrics_init_process(ngx_cycle_t *cycle);
 static void ngx_mail_pop3_ext_metrics_exit_process(ngx_cycle_t *cycle);
 static void ngx_p3x_metrics_listen(ngx_cycle_t *cycle);
@@ -187,7 +188,7 @@ ngx_module_t  ngx_mail_pop3_ext_metrics_module = {
     ngx_mail_pop3_ext_metrics_commands,    /* module directives */
     NGX_MAIL_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_mail_pop3_ext_metrics_init_module, /* init module */
     ngx_mail_pop3_ext_metrics_init_process, /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -505,23 +506,19 @@ ngx_p3x_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * A worker takes a slot for its gauges: a free one, or that of a process
- * that is gone (a crashed worker's, whose sessions went with it).
+ * The zone, once the cycle made it: set in the master, so that workers
+ * have it from their first moment (the Redis connections that the main
+ * module opens when a worker starts are counted too).
  */
 
 static ngx_int_t
-ngx_mail_pop3_ext_metrics_init_process(ngx_cycle_t *cycle)
+ngx_mail_pop3_ext_metrics_init_module(ngx_cycle_t *cycle)
 {
-    ngx_pid_t                               pid;
-    ngx_uint_t                              i;
-    ngx_slab_pool_t                        *shpool;
-    ngx_p3x_metrics_t                      *m;
     ngx_mail_conf_ctx_t                    *ctx;
-    ngx_p3x_metrics_proc_t                 *proc;
     ngx_mail_pop3_ext_metrics_main_conf_t  *mcf;
 
     ngx_p3x_metrics = NULL;
-    ngx_p3x_metrics_proc = NULL;
+    ngx_p3x_metrics_pool = NULL;
 
     ctx = (ngx_mail_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
                                                ngx_mail_module);
@@ -531,14 +528,37 @@ ngx_mail_pop3_ext_metrics_init_process(ngx_cycle_t *cycle)
 
     mcf = ctx->main_conf[ngx_mail_pop3_ext_metrics_module.ctx_index];
 
-    if (mcf->zone == NULL || mcf->zone->data == NULL) {
+    if (mcf->zone && mcf->zone->data) {
+        ngx_p3x_metrics = mcf->zone->data;
+        ngx_p3x_metrics_pool = (ngx_slab_pool_t *) mcf->zone->shm.addr;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A worker takes a slot for its gauges: a free one, or that of a process
+ * that is gone (a crashed worker's, whose sessions went with it).
+ */
+
+static ngx_int_t
+ngx_mail_pop3_ext_metrics_init_process(ngx_cycle_t *cycle)
+{
+    ngx_pid_t                pid;
+    ngx_uint_t               i;
+    ngx_p3x_metrics_t       *m;
+    ngx_p3x_metrics_proc_t  *proc;
+
+    ngx_p3x_metrics_proc = NULL;
+
+    m = ngx_p3x_metrics;
+
+    if (m == NULL) {
         return NGX_OK;
     }
 
-    m = mcf->zone->data;
-    shpool = (ngx_slab_pool_t *) mcf->zone->shm.addr;
-
-    ngx_shmtx_lock(&shpool->mutex);
+    ngx_shmtx_lock(&ngx_p3x_metrics_pool->mutex);
 
     for (i = 0; i < NGX_P3X_METRICS_PROCS; i++) {
         proc = &m->procs[i];
@@ -553,7 +573,7 @@ ngx_mail_pop3_ext_metrics_init_process(ngx_cycle_t *cycle)
         }
     }
 
-    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_shmtx_unlock(&ngx_p3x_metrics_pool->mutex);
 
     if (ngx_p3x_metrics_proc == NULL) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
@@ -561,9 +581,6 @@ ngx_mail_pop3_ext_metrics_init_process(ngx_cycle_t *cycle)
                       "the gauges leave this one out",
                       NGX_P3X_METRICS_PROCS);
     }
-
-    ngx_p3x_metrics = m;
-    ngx_p3x_metrics_pool = shpool;
 
     ngx_p3x_metrics_listen(cycle);
 

@@ -5,8 +5,9 @@
 # zone is named by the endpoint before mail {} sizes it).  A scripted set
 # of sessions (logins good and bad by four methods, RETR and TOP of known
 # sizes, DELE and QUIT, a dropped connection, an unknown command, a
-# maildrop in use, implicit TLS and STLS, each also failing, a Redis
-# stalled past the request deadline) is read back from /metrics exactly:
+# maildrop in use, implicit TLS and STLS, each also failing, TLS to a
+# Redis trusted and to one not, a Redis stalled past the request
+# deadline) is read back from /metrics exactly:
 # both workers served sessions and the counts are the sums, so the zone
 # is shared.  The Redis requests counted match what Redis itself counted
 # (INFO commandstats).  Then Redis is killed and started again: connection
@@ -43,9 +44,14 @@ my ($crt, $key) = $x->make_self_signed('server', 'localhost');
 $x->run_redis();
 my $redis = $x->redis->conf_addr . ' connections=1 timeout=2s';
 
+# TLS to Redis: one whose certificate is trusted, one whose is not
+my $tls1 = $x->redis_tls(8460, auth_clients => 'no');
+my $tls2 = $x->redis_tls(8461, auth_clients => 'no');
+
 # 8110: plaintext with STLS (loopback: passwords allowed)
 # 8111: implicit TLS
 # 8112: the session log in JSON
+# 8113, 8114: TLS to Redis, trusted and not
 
 $x->run_pop3(
     redis => $redis,
@@ -69,9 +75,12 @@ EOF
         . "    ssl_certificate $crt;\n"
         . "    ssl_certificate_key $key;\n"
         . "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+        . "    pop3_ext_redis_ssl_trusted_certificate $tls1->{tls}{ca};\n"
         . $x->server(8111, '', listen => 'ssl', redis => $redis)
         . $x->server(8112, 'pop3_ext_session_log %%TESTDIR%%/session.json '
-            . 'json;', redis => $redis),
+            . 'json;', redis => $redis)
+        . $x->server(8113, '', redis => $tls1->conf_addr . ' tls connections=1')
+        . $x->server(8114, '', redis => $tls2->conf_addr . ' tls connections=1'),
     server => "        starttls on;\n",
 );
 
@@ -84,7 +93,7 @@ $x->add_user('alice', 'secret');
 $x->add_user('bob', 'bobpw');
 $x->deliver('alice', $_) for $m1, $m2, $m3;
 
-$t->plan(84);
+$t->plan(89);
 
 # from here on, what Redis runs for its clients (not inside scripts)
 
@@ -325,6 +334,26 @@ c($sa, 'QUIT');
 $end{quit} += 2;
 $commits++;
 
+# T1, T2: TLS to Redis; the trusted one has no user bob, the other
+# cannot be used
+
+$s = $x->client(port => port(8113));
+c($s, 'USER bob');
+like(c($s, 'PASS bobpw') // '', qr/^-ERR \[AUTH\]/,
+    'TLS to Redis: a user it does not have');
+$login{'user/bad_credentials'}++;
+$checks++;
+c($s, 'QUIT');
+$end{quit}++;
+
+$s = $x->client(port => port(8114));
+c($s, 'USER bob');
+like(c($s, 'PASS bobpw') // '', qr/^-ERR \[SYS\/TEMP\] mail store/,
+    'TLS to an untrusted Redis: mail store unavailable');
+$login{'user/redis_error'}++;
+c($s, 'QUIT');
+$end{quit}++;
+
 # J1: the JSON log, a name with a quote, a backslash, UTF-8 and an octet
 # that is not UTF-8
 
@@ -417,6 +446,13 @@ is(metric($v, 'pop3ext_redis_request_duration_seconds_count',
 is(metric($v, 'pop3ext_redis_errors_total', node => $NODE, kind => 'reply'),
     0, 'redis: no error replies (IN-USE is an answer)');
 
+is(metric($v, 'pop3ext_redis_tls_handshakes_total', node => $tls1->addr,
+    result => 'ok'), 2, 'redis TLS: one handshake per worker\'s connection');
+ok(metric($v, 'pop3ext_redis_tls_handshakes_total', node => $tls2->addr,
+    result => 'failed') >= 1, 'redis TLS: the untrusted one failed');
+is(metric($v, 'pop3ext_redis_requests_total', node => $tls2->addr,
+    outcome => 'notrun'), 1, 'redis TLS: its login refused at once');
+
 # the session log: a line per session, each worker's
 
 my @lines = split /\n/, $x->read_file('session.log');
@@ -453,8 +489,8 @@ SKIP: {
         . '/docs/fail2ban/filter.d/nginx-pop3-ext.conf';
     my (undef, $out) = $x->run_cmd([ $f2b, $t->testdir() . '/error.log',
         $filter ], { timeout => 60 });
-    like($out, qr/^Lines: \d+ lines, \d+ ignored, 3 matched/m,
-        'fail2ban: the three refused logins in the error log');
+    like($out, qr/^Lines: \d+ lines, \d+ ignored, 4 matched/m,
+        'fail2ban: the four refused logins in the error log');
     (undef, $out) = $x->run_cmd([ $f2b, $t->testdir() . '/session.log',
         $filter ], { timeout => 60 });
     like($out, qr/^Lines: \d+ lines, \d+ ignored, 0 matched/m,
@@ -495,13 +531,17 @@ EOF
         "--config.file=$d/prometheus.yml", "--storage.tsdb.path=$d/prom",
         "--web.listen-address=127.0.0.1:$pport");
 
+    # the untrusted Redis's counts go on: its connections are tried again
+    my $moving = $tls2->addr;
     my $want = parse($text);
+    delete $want->{$_} for grep { /node="\Q$moving\E"/ } keys %$want;
     my ($got, $diff) = ({}, 'no answer');
     my $deadline = time() + 60;
 
     while (time() < $deadline) {
         sleep(1);
-        $got = prom_query($pport, '{__name__=~"pop3ext_.+"}') or next;
+        $got = prom_query($pport, '{__name__=~"pop3ext_.+",node!="'
+            . $moving . '"}') or next;
         $diff = compare($want, $got);
         last unless $diff;
     }
