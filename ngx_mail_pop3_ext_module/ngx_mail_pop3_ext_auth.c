@@ -53,6 +53,7 @@ struct ngx_p3x_auth_task_s {
     ngx_str_t                 response;
     ngx_str_t                 challenge;
     ngx_int_t                 result;
+    uint64_t                  start;    /* for the metrics */
     ngx_thread_task_t         task;
     unsigned                  posted:1;   /* in the pool, not waiting */
 };
@@ -154,9 +155,11 @@ ngx_p3x_auth_verify(ngx_p3x_ctx_t *ctx, ngx_str_t *secret,
     t->task.event.log = ngx_cycle->log;
 
     t->pool = ctx->conf->thread_pool;
+    t->start = ngx_p3x_metrics_now();
 
     if (ngx_p3x_auth_running >= ngx_p3x_auth_max) {
         ngx_queue_insert_tail(&ngx_p3x_auth_waiting, &t->queue);
+        ngx_p3x_metrics_auth_queue(1);
 
     } else if (ngx_p3x_auth_post(t) != NGX_OK) {
         ngx_p3x_auth_free(t);
@@ -237,6 +240,7 @@ ngx_p3x_auth_cancel(ngx_p3x_ctx_t *ctx)
 
     if (!t->posted) {
         ngx_queue_remove(&t->queue);
+        ngx_p3x_metrics_auth_queue(-1);
         ngx_p3x_auth_free(t);
     }
 }
@@ -347,6 +351,8 @@ ngx_p3x_auth_done(ngx_event_t *ev)
 
     ngx_p3x_auth_running--;
 
+    ngx_p3x_metrics_auth_done(t->start);
+
     ctx = t->ctx;
 
     if (ctx) {
@@ -363,6 +369,7 @@ ngx_p3x_auth_done(ngx_event_t *ev)
     {
         q = ngx_queue_head(&ngx_p3x_auth_waiting);
         ngx_queue_remove(q);
+        ngx_p3x_metrics_auth_queue(-1);
 
         t = ngx_queue_data(q, ngx_p3x_auth_task_t, queue);
 

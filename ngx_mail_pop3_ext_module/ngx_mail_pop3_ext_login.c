@@ -988,6 +988,9 @@ ngx_p3x_login_fail(ngx_p3x_ctx_t *ctx)
 
     ngx_p3x_login_forget_password(ctx);
 
+    ngx_p3x_metrics_login(ctx, ctx->login_blocked ? NGX_P3X_LOGIN_BLOCKED
+                                                  : NGX_P3X_LOGIN_BAD);
+
     delay = ngx_p3x_limit_delay(ctx, ngx_max(ctx->addr_failures, 1));
     spent = ngx_current_msec - ctx->login_start;
 
@@ -1196,6 +1199,7 @@ ngx_p3x_login_done(ngx_p3x_ctx_t *ctx)
     }
 
     ngx_p3x_refresh_start(ctx);
+    ngx_p3x_metrics_login(ctx, NGX_P3X_LOGIN_OK);
 
     ngx_log_error(NGX_LOG_INFO, c->log, 0,
                   "pop3_ext: user \"%V\" logged in, %ui messages",
@@ -1218,6 +1222,8 @@ ngx_p3x_login_abort(ngx_p3x_ctx_t *ctx, const char *reply)
 {
     ctx->busy = 0;
     ctx->connection->log->action = "in auth state";
+
+    ngx_p3x_metrics_login_abort(ctx, reply);
 
     ngx_p3x_redis_cancel(&ctx->requests, ctx->login_id);
 
@@ -1316,7 +1322,9 @@ ngx_p3x_stls(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 
 /*
  * What a login takes, the lock and the connection slots, lives while the
- * session does: it is renewed every lock_ttl / 3.
+ * session does: it is renewed every pop3_ext_lock_refresh (5 s, at most
+ * lock_ttl / 3), which is also how soon a session learns that its lock
+ * was taken (pop3ext kick).
  */
 
 void
@@ -1330,7 +1338,7 @@ ngx_p3x_refresh_start(ngx_p3x_ctx_t *ctx)
     }
 
     if (!ctx->refresh.timer_set) {
-        ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
+        ngx_add_timer(&ctx->refresh, ctx->conf->lock_refresh);
     }
 }
 
@@ -1347,7 +1355,7 @@ ngx_p3x_refresh_handler(ngx_event_t *ev)
     ngx_p3x_limit_conn_renew(ctx);
 
     if (ctx->locked || ctx->conn_addr || ctx->conn_user) {
-        ngx_add_timer(&ctx->refresh, ctx->conf->lock_ttl / 3);
+        ngx_add_timer(&ctx->refresh, ctx->conf->lock_refresh);
     }
 }
 
@@ -1357,7 +1365,10 @@ ngx_p3x_refreshed(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_ctx_t *ctx = data;
 
+    /* the session loop ends the session, even an idle one */
+
     if (ngx_p3x_store_error(reply, "LOCKLOST")) {
         ctx->lock_lost = 1;
+        ngx_p3x_wake(ctx);
     }
 }

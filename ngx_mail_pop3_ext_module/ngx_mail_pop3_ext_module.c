@@ -149,6 +149,13 @@ static ngx_command_t  ngx_mail_pop3_ext_commands[] = {
       offsetof(ngx_mail_pop3_ext_srv_conf_t, lock_ttl),
       NULL },
 
+    { ngx_string("pop3_ext_lock_refresh"),
+      NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_MAIL_SRV_CONF_OFFSET,
+      offsetof(ngx_mail_pop3_ext_srv_conf_t, lock_refresh),
+      NULL },
+
     { ngx_string("pop3_ext_auth"),
       NGX_MAIL_MAIN_CONF|NGX_MAIL_SRV_CONF|NGX_CONF_1MORE,
       ngx_conf_set_bitmask_slot,
@@ -498,6 +505,7 @@ ngx_mail_pop3_ext_create_srv_conf(ngx_conf_t *cf)
     conf->expire = NGX_CONF_UNSET;
     conf->expire_user_min = NGX_CONF_UNSET;
     conf->lock_ttl = NGX_CONF_UNSET_MSEC;
+    conf->lock_refresh = NGX_CONF_UNSET_MSEC;
     conf->plaintext = NGX_CONF_UNSET_UINT;
     conf->secure_networks = NGX_CONF_UNSET_PTR;
     conf->auth_fail_delay = NGX_CONF_UNSET_MSEC;
@@ -569,6 +577,9 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout,
                               600000);
     ngx_conf_merge_msec_value(conf->lock_ttl, prev->lock_ttl, 30000);
+
+    /* how soon an idle session learns that pop3ext kick took its lock */
+    ngx_conf_merge_msec_value(conf->lock_refresh, prev->lock_refresh, 5000);
 
     /* slow clients cannot hold a connection forever before login */
     ngx_conf_merge_msec_value(conf->login_timeout, prev->login_timeout,
@@ -655,6 +666,15 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
                            "pop3_ext_lock_ttl must be at least 3s");
         return NGX_CONF_ERROR;
     }
+
+    if (conf->lock_refresh < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pop3_ext_lock_refresh must be at least 1s");
+        return NGX_CONF_ERROR;
+    }
+
+    /* two renewals may fail before the lock runs out */
+    conf->lock_refresh = ngx_min(conf->lock_refresh, conf->lock_ttl / 3);
 
     if (conf->chunk_size < 1024 || conf->chunk_size > 16 * 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -22,6 +22,15 @@
  *   _script.c       the model's server-side scripts, by name
  *   _parse.c, _sasl.c  command and SASL decoding (pure)
  *
+ * Beside them, called by hooks (one call per event) and calling nothing
+ * of the session's:
+ *
+ *   _metrics.c      counters in a shared memory zone, the end of a
+ *                   session (ngx_mail_pop3_ext_metrics_module)
+ *   _session_log.c  one line per session (pop3_ext_session_log)
+ *   ngx_http_pop3_ext_metrics_module.c  the zone over HTTP, for
+ *                   Prometheus (a second module in the same .so)
+ *
  * LMTP, a second protocol of the same module, has files of its own
  * (ngx_mail_pop3_ext_lmtp.h); it shares the Redis client and scripts.
  */
@@ -43,6 +52,7 @@
 #include "ngx_mail_pop3_ext_model.h"
 #include "ngx_mail_pop3_ext_parse.h"
 #include "ngx_mail_pop3_ext_sasl.h"
+#include "ngx_mail_pop3_ext_metrics.h"
 
 
 #define NGX_P3X_VERSION     "0.2.0"
@@ -202,6 +212,7 @@ typedef struct {
     ngx_int_t                 expire_user_min;  /* the least a user may
                                                  have, for CAPA */
     ngx_msec_t                lock_ttl;
+    ngx_msec_t                lock_refresh;   /* at most lock_ttl / 3 */
 
     ngx_uint_t                auth_methods;
     ngx_uint_t                plaintext;
@@ -361,6 +372,8 @@ struct ngx_p3x_ctx_s {
     u_char                   *body_spill;
 
     ngx_event_t               refresh;
+
+    ngx_p3x_session_stats_t   stats;          /* metrics, session log */
 
     unsigned                  busy:1;         /* waiting for Redis/thread */
     unsigned                  fatal:1;        /* close at the next wake */

@@ -111,10 +111,13 @@ ngx_p3x_out_str(ngx_p3x_ctx_t *ctx, u_char *data, size_t len)
 size_t
 ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
 {
-    u_char  c, *dst, *end, *src, *last;
+    size_t   n;
+    u_char   c, *dst, *end, *src, *last;
 
     if (ctx->top_lines < 0) {
-        return ngx_p3x_out_body_all(ctx, p, len);
+        n = ngx_p3x_out_body_all(ctx, p, len);
+        ngx_p3x_metrics_body(ctx, n);
+        return n;
     }
 
     /* TOP: octet by octet, it counts lines and finds the header's end */
@@ -172,6 +175,8 @@ ngx_p3x_out_body(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
     }
 
     ctx->out->last = dst;
+
+    ngx_p3x_metrics_body(ctx, src - p);
 
     return src - p;
 }
@@ -287,7 +292,13 @@ ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx)
         n = c->send(c, b->pos, b->last - b->pos);
 
         if (n == NGX_ERROR) {
+            /* the client reset the connection, or went away */
             c->error = 1;
+
+            if (ctx->end_reason == NULL) {
+                ctx->end_reason = "connection closed";
+            }
+
             return NGX_ERROR;
         }
 

@@ -121,6 +121,7 @@ ngx_p3x_redis_call(ngx_p3x_rcall_t *call, int argc, const char **argv,
     req->handler = call->handler;
     req->data = call->data;
     req->tag = call->tag;
+    req->start = ngx_p3x_metrics_now();
     req->idempotent = call->idempotent;
     req->ack = call->ack && r->wait > 0;
     req->script = call->script;
@@ -151,6 +152,9 @@ ngx_p3x_redis_call(ngx_p3x_rcall_t *call, int argc, const char **argv,
     if (r->mode == NGX_P3X_REDIS_SINGLE && req->handler
         && w->master->failures > 0)
     {
+        req->node = w->master;
+        ngx_p3x_metrics_redis_done(req, NGX_P3X_REDIS_NOTRUN);
+
         ngx_p3x_redis_detach(req);
         ngx_p3x_redis_free_req(req);
         return NGX_ERROR;
@@ -565,6 +569,8 @@ ngx_p3x_redis_finish(ngx_p3x_rreq_t *req, redisReply *reply,
                    "pop3_ext redis: request %p done, status %ui, reply %d",
                    req, status, reply ? reply->type : -1);
 
+    ngx_p3x_metrics_redis_done(req, status);
+
     ngx_p3x_redis_detach(req);
     ngx_p3x_redis_unlink(req);
     ngx_p3x_redis_free_req(req);
@@ -607,6 +613,8 @@ ngx_p3x_redis_deadline(ngx_event_t *ev)
 
         handler = req->handler;
         data = req->data;
+
+        ngx_p3x_metrics_redis_done(req, NGX_P3X_REDIS_UNKNOWN);
 
         ngx_p3x_redis_detach(req);
 
@@ -1316,6 +1324,8 @@ ngx_p3x_redis_handshake(ngx_connection_t *c)
     c->read->handler = ngx_p3x_redis_read_handler;
     c->write->handler = ngx_p3x_redis_write_handler;
 
+    ngx_p3x_metrics_redis_tls(rc);
+
     ngx_p3x_redis_prepare(rc);
 }
 
@@ -1495,6 +1505,8 @@ ngx_p3x_redis_ready(ngx_p3x_rconn_t *rc)
     rc->state = ngx_p3x_rconn_ready;
     node->failures = 0;
     node->backoff = NGX_P3X_REDIS_BACKOFF_MIN;
+
+    ngx_p3x_metrics_redis_ready(rc);
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, rc->log, 0,
                    "pop3_ext redis: %V connection %ui ready",
@@ -1867,6 +1879,10 @@ ngx_p3x_redis_dispatch(ngx_p3x_rconn_t *rc, redisReply *reply)
                    "pop3_ext redis: reply to %p from %V", req,
                    &rc->node->name);
 
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_p3x_metrics_redis_error(rc->node, reply->str, reply->len);
+    }
+
     if (reply->type == REDIS_REPLY_ERROR && !req->internal) {
 
         /* the script cache is empty after SCRIPT FLUSH: load, send again */
@@ -1963,6 +1979,8 @@ ngx_p3x_redis_conn_fail(ngx_p3x_rconn_t *rc, const char *why)
     if (rc->state != ngx_p3x_rconn_ready) {
         node->failures++;
     }
+
+    ngx_p3x_metrics_redis_lost(rc);
 
     level = (rc->state == ngx_p3x_rconn_ready) ? NGX_LOG_ERR : NGX_LOG_WARN;
 

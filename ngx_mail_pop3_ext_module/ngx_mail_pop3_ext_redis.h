@@ -70,6 +70,9 @@ struct ngx_p3x_rreq_s {
 
     ngx_p3x_rnode_t           *ask;         /* ASK: this node, once */
 
+    uint64_t                   start;       /* for the metrics; 0 once
+                                               counted */
+
     ngx_p3x_rreq_where_e       where;
 
     unsigned                   internal:1;  /* the client's own request */
@@ -115,6 +118,7 @@ struct ngx_p3x_rconn_s {
 
     unsigned                   sentinel:1;  /* a Sentinel, subscribed */
     unsigned                   subscribed:1;
+    unsigned                   lost:1;      /* since it was last ready */
 };
 
 
@@ -136,6 +140,9 @@ struct ngx_p3x_rnode_s {
     ngx_uint_t                 nslots;      /* cluster: slots it owns */
 
     unsigned                   retired:1;   /* no longer used */
+
+    void                      *metrics;     /* its row in the metrics
+                                               zone, once met */
 };
 
 

@@ -273,6 +273,8 @@ ngx_p3x_redis_topology_redirect(ngx_p3x_rreq_t *req, redisReply *reply)
                        "pop3_ext redis: %s slot %i to %V",
                        ask ? "ASK" : "MOVED", slot, &node->name);
 
+        ngx_p3x_metrics_redis_redirect(req->node, ask);
+
         if (ask) {
             ngx_p3x_redis_again(req, node, 0);
             return NGX_OK;

@@ -45,6 +45,7 @@ static void ngx_p3x_in_free(ngx_p3x_ctx_t *ctx);
 static ngx_int_t ngx_p3x_next_command(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd);
 static void ngx_p3x_starttls(ngx_p3x_ctx_t *ctx);
+static void ngx_p3x_lock_lost(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_close(ngx_p3x_ctx_t *ctx);
 static void ngx_p3x_cleanup(void *data);
 static void ngx_p3x_log_end(ngx_p3x_ctx_t *ctx);
@@ -106,6 +107,8 @@ ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     cln->handler = ngx_p3x_cleanup;
     cln->data = ctx;
 
+    ngx_p3x_metrics_session_start(ctx);
+
     ctx->wake.handler = ngx_p3x_wake_handler;
     ctx->wake.data = ctx;
     ctx->wake.log = c->log;
@@ -164,6 +167,8 @@ ngx_p3x_init_protocol(ngx_event_t *rev)
     c = rev->data;
     s = c->data;
     ctx = ngx_mail_get_module_ctx(s, ngx_mail_pop3_ext_module);
+
+    ngx_p3x_metrics_session_tls(ctx);
 
     ctx->state = ngx_p3x_state_auth;
     ctx->user_ok = 0;
@@ -310,6 +315,7 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
         }
 
         if (ngx_p3x_out_alloc(ctx, NGX_P3X_OUT_SMALL) != NGX_OK) {
+            ctx->end_reason = "out of memory";
             ngx_p3x_close(ctx);
             return;
         }
@@ -343,6 +349,17 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
 
         if (ngx_p3x_out_room(ctx) < NGX_P3X_REPLY_ROOM) {
             goto flush;
+        }
+
+        /*
+         * The lock is gone (a renewal or a command found it taken, or
+         * pop3ext kick took it): the session ends now, idle or not,
+         * before any further command, pipelined ones included.
+         */
+
+        if (ctx->lock_lost && ctx->state == ngx_p3x_state_trans) {
+            ngx_p3x_lock_lost(ctx);
+            continue;
         }
 
         if (ctx->starttls) {
@@ -665,13 +682,10 @@ ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
     ngx_p3x_command_pt  handler;
 
+    ngx_p3x_metrics_command(ctx, cmd);
+
     if (ctx->state == ngx_p3x_state_trans && ctx->lock_lost) {
-        ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
-                      "pop3_ext: the lock of maildrop \"%V\" was lost",
-                      &ctx->mailbox);
-        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] maildrop lock lost" CRLF);
-        ctx->end_reason = "lock lost";
-        ctx->quit = 1;
+        ngx_p3x_lock_lost(ctx);
         return;
     }
 
@@ -700,6 +714,27 @@ ngx_p3x_dispatch(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
     }
 
     handler(ctx, cmd);
+}
+
+
+/*
+ * The session can no longer change the maildrop, and another may hold
+ * it: it says so and closes, without the UPDATE state.  Marks it made are
+ * gone with the lock (KICK, RELEASE and the next LOCK drop them).
+ */
+
+static void
+ngx_p3x_lock_lost(ngx_p3x_ctx_t *ctx)
+{
+    ngx_log_error(NGX_LOG_ERR, ctx->connection->log, 0,
+                  "pop3_ext: the lock of maildrop \"%V\" was lost",
+                  &ctx->mailbox);
+
+    ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] maildrop lock lost, "
+                             "nothing deleted" CRLF);
+    ctx->end_reason = "lock lost";
+    ctx->locked = 0;
+    ctx->quit = 1;
 }
 
 
@@ -734,6 +769,7 @@ ngx_p3x_starttls(ngx_p3x_ctx_t *ctx)
         ngx_del_timer(c->read);
     }
 
+    ngx_p3x_metrics_stls(ctx);
     ngx_p3x_ssl_handshake(c);
 }
 
@@ -750,6 +786,8 @@ ngx_p3x_close(ngx_p3x_ctx_t *ctx)
     {
         ngx_p3x_log_end(ctx);
     }
+
+    ngx_p3x_session_end(ctx);
 
     ctx->state = ngx_p3x_state_closing;
 
@@ -775,6 +813,9 @@ static void
 ngx_p3x_cleanup(void *data)
 {
     ngx_p3x_ctx_t  *ctx = data;
+
+    /* once; here when nginx's core closed the connection (STLS failed) */
+    ngx_p3x_session_end(ctx);
 
     ctx->state = ngx_p3x_state_closing;
 
@@ -864,6 +905,7 @@ ngx_p3x_login_timeout(ngx_event_t *ev)
 
     if (ctx->connection->read->handler != ngx_p3x_read_handler) {
         /* a TLS handshake is going on: nothing to say, just close */
+        ctx->end_reason = "login timed out";
         ctx->fatal = 1;
         ngx_p3x_wake(ctx);
         return;
@@ -941,6 +983,7 @@ static void
 ngx_p3x_quit(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
     ctx->quit = 1;
+    ctx->end_reason = "quit";
 
     if (ctx->state != ngx_p3x_state_trans) {
         ngx_p3x_out_literal(ctx, "+OK bye" CRLF);

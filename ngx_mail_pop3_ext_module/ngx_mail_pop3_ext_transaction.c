@@ -283,6 +283,7 @@ ngx_p3x_body_next(ngx_p3x_ctx_t *ctx)
         }
 
         if (ngx_p3x_out_alloc(ctx, ngx_p3x_out_body_size(ctx)) != NGX_OK) {
+            ctx->end_reason = "out of memory";
             return NGX_ERROR;
         }
 
@@ -326,6 +327,8 @@ ngx_p3x_body_next(ngx_p3x_ctx_t *ctx)
         != NGX_OK)
     {
         if (ctx->body_offset) {
+            /* the reply is half sent: only closing can end it */
+            ctx->end_reason = "message unavailable";
             return NGX_ERROR;
         }
 
@@ -484,6 +487,7 @@ ngx_p3x_body_chunk(void *data, redisReply *reply, ngx_uint_t status)
             ctx->body_spill = ngx_alloc(ctx->conf->chunk_size,
                                         ctx->connection->log);
             if (ctx->body_spill == NULL) {
+                ctx->end_reason = "out of memory";
                 ctx->fatal = 1;
                 return;
             }
@@ -623,8 +627,8 @@ ngx_p3x_mark_outcome(ngx_p3x_ctx_t *ctx, redisReply *reply,
 
     if (status == NGX_P3X_REDIS_OK && ngx_p3x_store_error(reply, "LOCKLOST"))
     {
+        /* the session loop answers this command, and ends the session */
         ctx->lock_lost = 1;
-        ngx_p3x_out_literal(ctx, "-ERR [SYS/TEMP] maildrop lock lost" CRLF);
         return 0;
     }
 

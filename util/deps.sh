@@ -12,7 +12,8 @@ pkgs_build="gcc make nginx nginx-dev libnginx-mod-mail libhiredis-dev \
 libssl-dev libcrypt-dev libargon2-dev"
 pkgs_run="redis-server redis-tools openssl"
 pkgs_test="perl libredis-perl libio-socket-ssl-perl redis-sentinel haproxy python3 \
-curl fetchmail mpop getmail6 valgrind dovecot-core dovecot-pop3d postfix swaks"
+curl fetchmail mpop getmail6 valgrind dovecot-core dovecot-pop3d postfix swaks \
+prometheus fail2ban"
 pkgs_bench="postal dovecot-pop3d dovecot-core dovecot-lmtpd python3-redis"
 pkgs_fuzz="clang libclang-rt-14-dev"
 # Debian packages (make deb, t/090-deb.t): the build tools and lintian;
