@@ -1308,11 +1308,24 @@ ngx_p3x_lmtp_begin(ngx_p3x_lmtp_ctx_t *ctx)
  * The transaction ends (delivered, RSET, LHLO, or the session closes):
  * staged bodies that were not stored are deleted (they would expire
  * anyway), and its memory goes.
+ *
+ * Between BDAT chunks the session takes commands while the chunks' STAGEs
+ * are still on their way, and their handlers point into the
+ * transaction's pool: they are cancelled before it goes (a reply that
+ * still comes is read and dropped by the Redis client).  The DELs of
+ * ngx_p3x_lmtp_discard() follow them on the same connection.
  */
 
 static void
 ngx_p3x_lmtp_end(ngx_p3x_lmtp_ctx_t *ctx)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: transaction end, %ui recipients, "
+                   "%ui pending", ctx->rcpts.nelts, ctx->pending);
+
+    ngx_p3x_redis_cancel(&ctx->requests, NGX_P3X_TAG_ANY);
+    ctx->pending = 0;
+
     ngx_p3x_lmtp_discard(ctx);
 
     if (ctx->chunk) {

@@ -1,0 +1,76 @@
+#!/usr/bin/perl
+
+# LMTP: cases a review of the LMTP files found wrong, one part each,
+# each on a connection of its own.  The sanitizer run (make test-asan)
+# matters here: a use after free shows there as a sanitizer error.
+
+use strict;
+use warnings;
+
+use Test::More;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
+use Test::Nginx;
+use Test::Nginx::POP3;
+use Test::Nginx::POP3Ext;
+use Test::Nginx::POP3Ext::LMTP;
+
+my $t = Test::Nginx->new()->has(qw/mail/);
+my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
+
+$x->run_pop3(
+    mail => "    server_name lmtp.test;\n" . lmtp_server(8024, ''),
+);
+
+$x->add_user($_, 'secret') for qw/ alice bob carol /;
+
+$t->plan(10);
+
+my $L = port(8024);
+
+sub count { ($x->mailbox_stat($_[0]))[0] // 0 }
+
+sub stage_keys {
+    my $r = $x->redis_cmd('KEYS', 'pop3:mbox:*:stage:*');
+    return ref $r eq 'ARRAY' ? @$r : ();
+}
+
+# a BDAT chunk bigger than one staging chunk (64 KB for one mailbox): a
+# STAGE goes to Redis while the chunk is read
+
+my $chunk = lmtp_message('chunk', 70000);
+my $clen = length $chunk;
+
+###############################################################################
+
+# RSET and LHLO between BDAT chunks, a STAGE still unanswered: Redis is
+# paused, so the transaction ends before the STAGE's reply comes; the
+# RCPT that follows goes over the same Redis connection, so its reply
+# comes after the STAGE's
+
+my $c = lmtp_client($L, timeout => 10);
+$c->lmtp('LHLO x');
+
+for my $end ('RSET', 'LHLO y') {
+    $c->lmtp('MAIL FROM:<>');
+    $c->lmtp('RCPT TO:<alice@example.org>');
+    $x->redis_cmd('CLIENT', 'PAUSE', 1000);
+    $c->print("BDAT $clen\r\n$chunk$end\r\n");
+    my @r = $c->read_replies(2);
+    like($r[0][0] // '', qr/^250 2\.0\.0 $clen octets/,
+        "$end between chunks: chunk acknowledged");
+    is(lmtp_code(@{$r[1]}), '250', "$end between chunks: $end");
+
+    like(($c->lmtp('MAIL FROM:<>'))[0], qr/^250 /,
+        "$end between chunks: a new transaction");
+    like(($c->lmtp('RCPT TO:<bob@example.org>'))[0], qr/^250 /,
+        "$end between chunks: RCPT after the STAGE's reply");
+    $c->lmtp('RSET');
+}
+
+is(count('alice'), 0, 'ended between chunks: nothing stored');
+is(scalar(stage_keys()), 0, 'ended between chunks: no staged body left');
+
+###############################################################################
