@@ -976,6 +976,17 @@ ngx_p3x_lmtp_rcpt(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
         return;
     }
 
+    /*
+     * RFC 3030, 2: the recipients come before the chunks.  A mailbox
+     * added now would lack the chunks staged for the others, and the
+     * STAGEs on their way point into the array it would be added to.
+     */
+
+    if (ctx->bdat_used) {
+        ngx_p3x_lmtp_error(ctx, "503 5.5.1 RCPT after BDAT");
+        return;
+    }
+
     if (ngx_p3x_lmtp_parse_path(&cmd->arg, "TO", &path, &params) != NGX_OK
         || path.len == 0)
     {

@@ -26,7 +26,7 @@ $x->run_pop3(
 
 $x->add_user($_, 'secret') for qw/ alice bob carol /;
 
-$t->plan(10);
+$t->plan(16);
 
 my $L = port(8024);
 
@@ -72,5 +72,23 @@ for my $end ('RSET', 'LHLO y') {
 
 is(count('alice'), 0, 'ended between chunks: nothing stored');
 is(scalar(stage_keys()), 0, 'ended between chunks: no staged body left');
+
+# RCPT after the first BDAT chunk
+
+$c = lmtp_client($L, timeout => 10);
+$c->lmtp('LHLO x');
+$c->lmtp('MAIL FROM:<>');
+$c->lmtp('RCPT TO:<alice@example.org>');
+$c->print("BDAT $clen\r\n$chunk");
+like(($c->read_reply())[0], qr/^250 2\.0\.0 $clen octets/, 'first chunk');
+like(($c->lmtp('RCPT TO:<bob@example.org>'))[0], qr/^503 5\.5\.1 /,
+    'RCPT after BDAT refused');
+$c->print("BDAT 5 LAST\r\nlast\n");
+my @r = $c->read_reply();
+like($r[0], qr/^250 2\.0\.0 <alice\@example\.org> stored as /,
+    'BDAT LAST: the recipient before the chunks');
+ok(!$c->can_read(0.5), 'BDAT LAST: no reply for the refused recipient');
+is(count('alice'), 1, 'RCPT after BDAT: alice has the message');
+is(count('bob'), 0, 'RCPT after BDAT: bob has nothing');
 
 ###############################################################################
