@@ -372,9 +372,15 @@ ngx_p3x_lmtp_lookup_done(ngx_p3x_lmtp_ctx_t *ctx)
                                : (int64_t) ctx->conf->quota_octets;
     size = ngx_max(ctx->declared, 1);
 
+    /*
+     * Usage is whatever Redis holds, up to 2^63 - 1: compared without a
+     * sum that could overflow (qo >= 1 and size <= max_size, so qo - size
+     * cannot).
+     */
+
     if (lk->messages >= 0 && lk->octets >= 0
-        && ((qm > 0 && lk->messages + 1 > qm)
-            || (qo > 0 && lk->octets + size > qo)))
+        && ((qm > 0 && lk->messages >= qm)
+            || (qo > 0 && lk->octets > qo - size)))
     {
         ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
                       "pop3_ext: LMTP recipient <%V>: mailbox \"%V\" full",

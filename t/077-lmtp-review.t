@@ -26,7 +26,7 @@ $x->run_pop3(
 
 $x->add_user($_, 'secret') for qw/ alice bob carol /;
 
-$t->plan(16);
+$t->plan(18);
 
 my $L = port(8024);
 
@@ -90,5 +90,27 @@ like($r[0], qr/^250 2\.0\.0 <alice\@example\.org> stored as /,
 ok(!$c->can_read(0.5), 'BDAT LAST: no reply for the refused recipient');
 is(count('alice'), 1, 'RCPT after BDAT: alice has the message');
 is(count('bob'), 0, 'RCPT after BDAT: bob has nothing');
+
+# usage at the edge of 64 bits against a mailbox's quota: full
+
+$c = lmtp_client($L);
+$c->lmtp('LHLO x');
+my $meta = $x->mbox_key('carol', 'META');
+$x->redis_cmd('HSET', $meta, 'messages', 0, 'octets', '9223372036854775807',
+    'quota_octets', 1000, 'quota_messages', 0);
+$c->lmtp('MAIL FROM:<> SIZE=10');
+like(($c->lmtp('RCPT TO:<carol@example.org>'))[0],
+    qr/^552 5\.2\.2 <carol\@example\.org> mailbox full/,
+    'octets near the limit: full');
+$c->lmtp('RSET');
+
+$x->redis_cmd('HSET', $meta, 'messages', '9223372036854775807', 'octets', 0,
+    'quota_octets', 0, 'quota_messages', 10);
+$c->lmtp('MAIL FROM:<>');
+like(($c->lmtp('RCPT TO:<carol@example.org>'))[0],
+    qr/^552 5\.2\.2 <carol\@example\.org> mailbox full/,
+    'messages near the limit: full');
+$c->lmtp('RSET');
+$x->redis_cmd('DEL', $meta);
 
 ###############################################################################
