@@ -37,6 +37,8 @@ static ngx_int_t ngx_p3x_lmtp_read(ngx_p3x_lmtp_ctx_t *ctx);
 static void ngx_p3x_lmtp_in_free(ngx_p3x_lmtp_ctx_t *ctx);
 static ngx_int_t ngx_p3x_lmtp_flush(ngx_p3x_lmtp_ctx_t *ctx);
 static size_t ngx_p3x_lmtp_room(ngx_p3x_lmtp_ctx_t *ctx);
+static void ngx_p3x_lmtp_vreply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt,
+    va_list args);
 static ngx_int_t ngx_p3x_lmtp_next_command(ngx_p3x_lmtp_ctx_t *ctx);
 static void ngx_p3x_lmtp_dispatch(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
@@ -362,9 +364,12 @@ ngx_p3x_lmtp_resume(ngx_p3x_lmtp_ctx_t *ctx)
             return;
         }
 
-        /* a command writes at most two replies (an error, then 421) */
+        /*
+         * a command writes at most two replies (an error, then 421), or
+         * LHLO's lines, all but the first of them short
+         */
 
-        if (ngx_p3x_lmtp_room(ctx) < 2 * NGX_P3X_LMTP_REPLY_ROOM) {
+        if (ngx_p3x_lmtp_room(ctx) < 2 * NGX_P3X_LMTP_REPLY_MAX) {
             goto flush;
         }
 
@@ -599,22 +604,42 @@ ngx_p3x_lmtp_flush(ngx_p3x_lmtp_ctx_t *ctx)
 void
 ngx_p3x_lmtp_reply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 {
-    u_char   *p, *end;
-    va_list   args;
+    va_list  args;
 
-    if (ngx_p3x_lmtp_room(ctx) < 3) {
+    va_start(args, fmt);
+    ngx_p3x_lmtp_vreply(ctx, fmt, args);
+    va_end(args);
+}
+
+
+/*
+ * RFC 5321, 4.5.3.1.5: a reply line is at most 512 octets with its CRLF;
+ * a longer one (an address echoed) is cut there.
+ */
+
+static void
+ngx_p3x_lmtp_vreply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, va_list args)
+{
+    u_char  *p, *end;
+    size_t   room;
+
+    room = ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_MAX);
+
+    if (room < 3) {
         return;
     }
 
     p = ctx->out.last;
-    end = p + ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_ROOM) - 2;
+    end = p + room - 2;
 
-    va_start(args, fmt);
     p = ngx_vslprintf(p, end, fmt, args);
-    va_end(args);
 
     *p++ = CR;
     *p++ = LF;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: reply \"%*s\"",
+                   (size_t) (p - 2 - ctx->out.last), ctx->out.last);
 
     ctx->out.last = p;
 }
@@ -625,24 +650,12 @@ ngx_p3x_lmtp_reply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 void
 ngx_p3x_lmtp_error(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 {
-    u_char                    *p, *end;
     va_list                    args;
     ngx_mail_core_srv_conf_t  *cscf;
 
-    if (ngx_p3x_lmtp_room(ctx) >= 3) {
-        p = ctx->out.last;
-        end = p + ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_ROOM)
-              - 2;
-
-        va_start(args, fmt);
-        p = ngx_vslprintf(p, end, fmt, args);
-        va_end(args);
-
-        *p++ = CR;
-        *p++ = LF;
-
-        ctx->out.last = p;
-    }
+    va_start(args, fmt);
+    ngx_p3x_lmtp_vreply(ctx, fmt, args);
+    va_end(args);
 
     cscf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_core_module);
 

@@ -35,9 +35,12 @@
 /* the input buffer: command lines, and the message as it arrives */
 #define NGX_P3X_LMTP_IN_SIZE        32768
 
-/* replies; one recipient's reply takes at most NGX_P3X_LMTP_REPLY_ROOM */
+/*
+ * Replies: a line is at most NGX_P3X_LMTP_REPLY_MAX octets, CRLF
+ * included (RFC 5321, 4.5.3.1.5); a command runs only with room for two
+ */
 #define NGX_P3X_LMTP_OUT_SIZE       8192
-#define NGX_P3X_LMTP_REPLY_ROOM     640
+#define NGX_P3X_LMTP_REPLY_MAX      512
 
 /*
  * The message goes to Redis in chunks, one STAGE per chunk and mailbox.

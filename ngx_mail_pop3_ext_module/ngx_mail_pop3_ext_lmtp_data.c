@@ -1255,13 +1255,10 @@ ngx_p3x_lmtp_replies(ngx_p3x_lmtp_ctx_t *ctx)
     ngx_p3x_lmtp_rcpt_t  *rcpt;
     ngx_p3x_lmtp_mbox_t  *mb;
 
-    rcpt = ctx->rcpts.elts;
-    mb = ctx->mboxes.elts;
-
     while (ctx->reply_next < ctx->rcpts.nelts) {
 
         if ((size_t) (ctx->out.end - ctx->out.last)
-            < NGX_P3X_LMTP_REPLY_ROOM)
+            < NGX_P3X_LMTP_REPLY_MAX)
         {
             return NGX_AGAIN;
         }

@@ -26,7 +26,7 @@ $x->run_pop3(
 
 $x->add_user($_, 'secret') for qw/ alice bob carol /;
 
-$t->plan(18);
+$t->plan(20);
 
 my $L = port(8024);
 
@@ -112,5 +112,19 @@ like(($c->lmtp('RCPT TO:<carol@example.org>'))[0],
     'messages near the limit: full');
 $c->lmtp('RSET');
 $x->redis_cmd('DEL', $meta);
+
+# a long address: the reply line stays within 512 octets
+
+my $long = ('l' x 1500) . '@example.org';
+$c = lmtp_client($L);
+$c->lmtp('LHLO x');
+$c->lmtp('MAIL FROM:<>');
+$c->send("RCPT TO:<$long>");
+my $line = $c->read_line();
+like($line // '', qr/^550 5\.1\.1 /, 'a long address: unknown');
+ok(defined $line && length($line) <= 512,
+    'a long address: the reply line has at most 512 octets ('
+    . length($line // '') . ')');
+$c->lmtp('RSET');
 
 ###############################################################################
