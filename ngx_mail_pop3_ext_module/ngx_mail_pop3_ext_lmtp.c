@@ -865,8 +865,8 @@ static void
 ngx_p3x_lmtp_mail(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 {
     off_t       size;
-    ngx_str_t   path, params, key, value;
     ngx_int_t   rc;
+    ngx_str_t   path, params, key, value;
 
     if (!ctx->lhlo) {
         ngx_p3x_lmtp_error(ctx, "503 5.5.1 LHLO first");
@@ -908,14 +908,16 @@ ngx_p3x_lmtp_mail(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
         if (key.len == 4 && ngx_strncasecmp(key.data, (u_char *) "SIZE", 4)
                             == 0)
         {
-            size = ngx_atoof(value.data, value.len);
+            rc = ngx_p3x_lmtp_parse_size(value.data, value.len, &size);
 
-            if (size == NGX_ERROR) {
+            if (rc == NGX_ERROR) {
                 ngx_p3x_lmtp_error(ctx, "501 5.5.4 invalid SIZE");
                 return;
             }
 
-            if (size > ctx->conf->max_size) {
+            /* RFC 1870, 6.2: 20 digits are a size, if beyond any limit */
+
+            if (rc == NGX_DECLINED || size > ctx->conf->max_size) {
                 ngx_p3x_lmtp_reply(ctx, "552 5.3.4 message too big: the "
                                    "limit is %O octets",
                                    ctx->conf->max_size);
@@ -1093,29 +1095,9 @@ static void
 ngx_p3x_lmtp_bdat(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 {
     off_t        size;
-    u_char      *p, *last, *sp;
     ngx_uint_t   last_chunk;
 
-    p = cmd->arg.data;
-    last = cmd->arg.data + cmd->arg.len;
-
-    sp = ngx_strlchr(p, last, ' ');
-    size = ngx_atoof(p, (sp ? sp : last) - p);
-
-    last_chunk = 0;
-
-    if (sp) {
-        if (last - (sp + 1) == 4
-            && ngx_strncasecmp(sp + 1, (u_char *) "LAST", 4) == 0)
-        {
-            last_chunk = 1;
-
-        } else {
-            size = NGX_ERROR;
-        }
-    }
-
-    if (size == NGX_ERROR) {
+    if (ngx_p3x_lmtp_parse_bdat(&cmd->arg, &size, &last_chunk) != NGX_OK) {
         /* the size is unknown: nothing can be read past this */
         ngx_p3x_lmtp_error(ctx, "501 5.5.4 syntax: BDAT size [LAST]");
         ctx->quit = 1;

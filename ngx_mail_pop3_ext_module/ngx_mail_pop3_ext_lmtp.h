@@ -272,6 +272,9 @@ ngx_int_t ngx_p3x_lmtp_parse_path(ngx_str_t *arg, const char *prefix,
     ngx_str_t *path, ngx_str_t *params);
 ngx_int_t ngx_p3x_lmtp_next_param(ngx_str_t *params, ngx_str_t *key,
     ngx_str_t *value);
+ngx_int_t ngx_p3x_lmtp_parse_size(u_char *p, size_t len, off_t *size);
+ngx_int_t ngx_p3x_lmtp_parse_bdat(ngx_str_t *arg, off_t *size,
+    ngx_uint_t *last_chunk);
 ngx_int_t ngx_p3x_lmtp_user_name(ngx_str_t *path, ngx_uint_t local_part,
     u_char *buf, ngx_str_t *name);
 

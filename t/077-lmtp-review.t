@@ -26,7 +26,7 @@ $x->run_pop3(
 
 $x->add_user($_, 'secret') for qw/ alice bob carol /;
 
-$t->plan(20);
+$t->plan(23);
 
 my $L = port(8024);
 
@@ -126,5 +126,15 @@ ok(defined $line && length($line) <= 512,
     'a long address: the reply line has at most 512 octets ('
     . length($line // '') . ')');
 $c->lmtp('RSET');
+
+# SIZE= of 20 digits: beyond any limit, and still a number
+
+$c = lmtp_client($L);
+$c->lmtp('LHLO x');
+like(($c->lmtp('MAIL FROM:<> SIZE=99999999999999999999'))[0],
+    qr/^552 5\.3\.4 /, 'SIZE= of 20 digits: 552 5.3.4');
+like(($c->lmtp('MAIL FROM:<> SIZE=9x'))[0], qr/^501 5\.5\.4 /,
+    'SIZE= not a number: 501 5.5.4');
+like(($c->lmtp('NOOP'))[0], qr/^250 /, 'the session goes on');
 
 ###############################################################################
