@@ -508,6 +508,16 @@ ngx_p3x_lmtp_body_start(ngx_p3x_lmtp_ctx_t *ctx)
     if (ctx->sha == NULL
         || EVP_DigestInit_ex(ctx->sha, EVP_sha256(), NULL) != 1)
     {
+        /* the transaction goes on: a second DATA must not leak these */
+
+        ngx_free(ctx->chunk);
+        ctx->chunk = NULL;
+
+        if (ctx->sha) {
+            EVP_MD_CTX_free(ctx->sha);
+            ctx->sha = NULL;
+        }
+
         return NGX_ERROR;
     }
 
