@@ -133,6 +133,9 @@ ngx_p3x_lmtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 
     c->log->action = "in lmtp state";
 
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "pop3_ext lmtp: session start");
+
     /*
      * RFC 5321, 3.1: a server that refuses a client says 554 in its
      * greeting and then answers every command but QUIT with an error.
@@ -398,6 +401,11 @@ ngx_p3x_lmtp_resume(ngx_p3x_lmtp_ctx_t *ctx)
 
             if (rc == NGX_BUSY) {
                 /* Redis is behind: read nothing until it catches up */
+
+                ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                               "pop3_ext lmtp: %ui chunks on their way, "
+                               "reading stops", ctx->pending);
+
                 ctx->wait = ngx_p3x_lmtp_wait_window;
                 return;
             }
@@ -1196,6 +1204,9 @@ ngx_p3x_lmtp_stls(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
         return;
     }
 
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: STARTTLS");
+
     ngx_p3x_lmtp_reply(ctx, "220 2.0.0 ready to start TLS");
     ctx->starttls = 1;
 }
@@ -1379,6 +1390,9 @@ ngx_p3x_lmtp_close(ngx_p3x_lmtp_ctx_t *ctx)
     ngx_connection_t  *c;
 
     c = ctx->connection;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "pop3_ext lmtp: session close");
 
     ngx_p3x_lmtp_cleanup(ctx);
 

@@ -121,6 +121,10 @@ ngx_p3x_lmtp_lookup(ngx_p3x_lmtp_ctx_t *ctx)
     const char       *argv[3];
     ngx_p3x_rcall_t   call;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: look-up of <%V>, user \"%V\"",
+                   &ctx->lookup.addr, &ctx->lookup.user);
+
     p = ngx_cpymem(key, P3X_USER_PREFIX, sizeof(P3X_USER_PREFIX) - 1);
     p = ngx_cpymem(p, ctx->lookup.user.data, ctx->lookup.user.len);
     p = ngx_cpymem(p, P3X_USER_SUFFIX, sizeof(P3X_USER_SUFFIX) - 1);
@@ -318,6 +322,12 @@ ngx_p3x_lmtp_lookup_done(ngx_p3x_lmtp_ctx_t *ctx)
     ngx_p3x_lmtp_lookup_t  *lk;
 
     lk = &ctx->lookup;
+
+    ngx_log_debug5(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: look-up of <%V> done: failed:%d "
+                   "exists:%d mailbox:\"%V\" usage of \"%V\"",
+                   &lk->addr, lk->failed, lk->exists, &lk->mailbox,
+                   &lk->meta_of);
 
     if (lk->failed) {
         ngx_p3x_lmtp_reply(ctx, "451 4.3.0 <%V> mail store unavailable",
@@ -530,6 +540,11 @@ ngx_p3x_lmtp_body_start(ngx_p3x_lmtp_ctx_t *ctx)
     ctx->body_len = ctx->chunk_len;
     ctx->staged = 0;
     ctx->dstate = NGX_P3X_LMTP_D_BOL;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: message to %ui mailboxes, chunks of %uz, "
+                   "%ui on their way per mailbox",
+                   ctx->mboxes.nelts, size, ctx->window);
 
     return NGX_OK;
 }
@@ -884,6 +899,10 @@ ngx_p3x_lmtp_chunk_flush(ngx_p3x_lmtp_ctx_t *ctx)
         return NGX_OK;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: chunk of %uz at %O, %ui pending",
+                   ctx->chunk_len, ctx->staged, ctx->pending);
+
     mb = ctx->mboxes.elts;
 
     for (i = 0; i < ctx->mboxes.nelts; i++) {
@@ -951,6 +970,10 @@ ngx_p3x_lmtp_stage_handler(void *data, redisReply *reply, ngx_uint_t status)
 
     ctx->pending--;
     mb->inflight--;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: STAGE for \"%V\" done: status %ui, "
+                   "%ui on their way", &mb->name, status, mb->inflight);
 
     if (status != NGX_P3X_REDIS_OK || reply->type == REDIS_REPLY_ERROR) {
 
@@ -1138,6 +1161,10 @@ ngx_p3x_lmtp_store(ngx_p3x_lmtp_mbox_t *mb)
 
     mb->tries++;
 
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: STORE for \"%V\" as %*s, try %ui",
+                   &mb->name, mb->uid_len, mb->uid, mb->tries);
+
     if (ngx_p3x_redis_eval(&call, 6, keys, keylen, 6, args, arglen)
         != NGX_OK)
     {
@@ -1164,6 +1191,10 @@ ngx_p3x_lmtp_store_handler(void *data, redisReply *reply, ngx_uint_t status)
 
     ctx->pending--;
     mb->status = ngx_p3x_lmtp_mb_staging;   /* for ngx_p3x_lmtp_fail() */
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "pop3_ext lmtp: STORE for \"%V\" done: status %ui",
+                   &mb->name, status);
 
     if (status == NGX_P3X_REDIS_NOTRUN) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -1320,6 +1351,10 @@ ngx_p3x_lmtp_discard(ngx_p3x_lmtp_ctx_t *ctx)
         }
 
         mb[i].staged = 0;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                       "pop3_ext lmtp: staged body \"%V\" deleted",
+                       &mb[i].stage);
 
         argv[0] = "DEL";
         lens[0] = sizeof("DEL") - 1;
