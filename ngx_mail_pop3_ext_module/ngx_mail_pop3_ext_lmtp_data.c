@@ -426,11 +426,12 @@ static ngx_int_t
 ngx_p3x_lmtp_accept(ngx_p3x_lmtp_ctx_t *ctx, ngx_str_t *mailbox)
 {
     u_char               *p;
-    ngx_uint_t            i;
+    ngx_uint_t            i, added;
     ngx_p3x_lmtp_rcpt_t  *rcpt;
     ngx_p3x_lmtp_mbox_t  *mb;
 
     mb = ctx->mboxes.elts;
+    added = 0;
 
     for (i = 0; i < ctx->mboxes.nelts; i++) {
         if (mb[i].name.len == mailbox->len
@@ -466,10 +467,15 @@ ngx_p3x_lmtp_accept(ngx_p3x_lmtp_ctx_t *ctx, ngx_str_t *mailbox)
         p = ngx_p3x_lmtp_key(mb->stage.data, &mb->name, P3X_STAGE_SUFFIX);
         p = ngx_cpymem(p, ctx->token, P3X_TOKEN_LEN);
         mb->stage.len = p - mb->stage.data;
+
+        added = 1;
     }
+
+    /* a mailbox without a recipient would be stored to with no reply */
 
     rcpt = ngx_array_push(&ctx->rcpts);
     if (rcpt == NULL) {
+        ctx->mboxes.nelts -= added;
         return NGX_ERROR;
     }
 
@@ -478,6 +484,7 @@ ngx_p3x_lmtp_accept(ngx_p3x_lmtp_ctx_t *ctx, ngx_str_t *mailbox)
 
     if (rcpt->addr.data == NULL) {
         ctx->rcpts.nelts--;
+        ctx->mboxes.nelts -= added;
         return NGX_ERROR;
     }
 
