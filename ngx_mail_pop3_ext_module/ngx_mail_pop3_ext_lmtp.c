@@ -59,6 +59,8 @@ static void ngx_p3x_lmtp_data(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
 static void ngx_p3x_lmtp_bdat(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
+static ngx_int_t ngx_p3x_lmtp_bdat_start(ngx_p3x_lmtp_ctx_t *ctx,
+    ngx_p3x_lmtp_cmd_t *cmd, ngx_uint_t discard);
 static void ngx_p3x_lmtp_rset(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
 static void ngx_p3x_lmtp_noop(ngx_p3x_lmtp_ctx_t *ctx,
@@ -768,6 +770,15 @@ ngx_p3x_lmtp_dispatch(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 
         ngx_p3x_lmtp_error(ctx, "554 5.7.1 no LMTP service for your "
                            "address");
+
+        /* a BDAT chunk is read and dropped, or it would be commands */
+
+        if (cmd->command == ngx_p3x_lmtp_cmd_bdat
+            && ngx_p3x_lmtp_bdat_start(ctx, cmd, 1) == NGX_OK)
+        {
+            ctx->state = ngx_p3x_lmtp_state_bdat;
+        }
+
         return;
     }
 
@@ -1102,20 +1113,10 @@ ngx_p3x_lmtp_data(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 static void
 ngx_p3x_lmtp_bdat(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 {
-    off_t        size;
-    ngx_uint_t   last_chunk;
-
-    if (ngx_p3x_lmtp_parse_bdat(&cmd->arg, &size, &last_chunk) != NGX_OK) {
-        /* the size is unknown: nothing can be read past this */
+    if (ngx_p3x_lmtp_bdat_start(ctx, cmd, 0) != NGX_OK) {
         ngx_p3x_lmtp_error(ctx, "501 5.5.4 syntax: BDAT size [LAST]");
-        ctx->quit = 1;
         return;
     }
-
-    ctx->bdat_size = size;
-    ctx->bdat_left = size;
-    ctx->bdat_last = last_chunk;
-    ctx->bdat_discard = 0;
 
     if (ctx->state != ngx_p3x_lmtp_state_mail) {
         ngx_p3x_lmtp_error(ctx, "503 5.5.1 MAIL first");
@@ -1137,6 +1138,38 @@ ngx_p3x_lmtp_bdat(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
     }
 
     ctx->state = ngx_p3x_lmtp_state_bdat;
+}
+
+
+/*
+ * BDAT's chunk is to be read (the caller then enters the bdat state),
+ * kept or dropped; NGX_ERROR: its size is unknown, nothing can be read
+ * past it, and the session ends.
+ */
+
+static ngx_int_t
+ngx_p3x_lmtp_bdat_start(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd,
+    ngx_uint_t discard)
+{
+    off_t       size;
+    ngx_uint_t  last_chunk;
+
+    if (ngx_p3x_lmtp_parse_bdat(&cmd->arg, &size, &last_chunk) != NGX_OK) {
+        ctx->quit = 1;
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: BDAT chunk of %O%s%s", size,
+                   last_chunk ? ", the last" : "",
+                   discard ? ", dropped" : "");
+
+    ctx->bdat_size = size;
+    ctx->bdat_left = size;
+    ctx->bdat_last = last_chunk;
+    ctx->bdat_discard = discard;
+
+    return NGX_OK;
 }
 
 

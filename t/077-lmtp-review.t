@@ -21,12 +21,13 @@ my $t = Test::Nginx->new()->has(qw/mail/);
 my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 
 $x->run_pop3(
-    mail => "    server_name lmtp.test;\n" . lmtp_server(8024, ''),
+    mail => "    server_name lmtp.test;\n" . lmtp_server(8024, '')
+        . lmtp_server(8026, 'pop3_ext_lmtp_allow 127.0.0.1/32;'),
 );
 
 $x->add_user($_, 'secret') for qw/ alice bob carol /;
 
-$t->plan(23);
+$t->plan(26);
 
 my $L = port(8024);
 
@@ -136,5 +137,16 @@ like(($c->lmtp('MAIL FROM:<> SIZE=99999999999999999999'))[0],
 like(($c->lmtp('MAIL FROM:<> SIZE=9x'))[0], qr/^501 5\.5\.4 /,
     'SIZE= not a number: 501 5.5.4');
 like(($c->lmtp('NOOP'))[0], qr/^250 /, 'the session goes on');
+
+# a refused client's BDAT: its chunk is read and dropped too, or what it
+# holds would be taken for commands (here a QUIT)
+
+$c = lmtp_client(port(8026), local => '127.0.0.2', host => '127.0.0.1');
+$c->print("BDAT 10\r\nQUIT\r\nabcdNOOP\r\n");
+my @p = $c->read_replies(2);
+like($p[0][0] // '', qr/^554 5\.7\.1 /, 'refused client: BDAT refused');
+like($p[1][0] // '', qr/^554 5\.7\.1 /,
+    'refused client: the chunk dropped, the next command refused');
+like(($c->lmtp('QUIT'))[0], qr/^221 /, 'refused client: QUIT');
 
 ###############################################################################
