@@ -1,6 +1,6 @@
 #!/bin/bash
 # Build and run the libFuzzer targets for a fixed time each (make fuzz).
-#   FUZZ_SECONDS=60 fuzz/run.sh [parse|sasl]...
+#   FUZZ_SECONDS=60 fuzz/run.sh [parse|sasl|lmtp]...
 # Exits non-zero when a fuzzer finds a crash, a leak or a timeout; what it
 # found is kept in build-fuzz/artifacts_TARGET/ (never in the source tree).
 set -euo pipefail
@@ -16,16 +16,20 @@ seconds=${FUZZ_SECONDS:-30}
 inc="-I$src/src/core -I$src/src/event -I$src/src/event/modules
      -I$src/src/os/unix -I$src/src/mail -I$top/build/objs
      -I$top/ngx_mail_pop3_ext_module"
-cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined"
+# UBSan's findings stop the run as ASan's do (by default it reports and
+# goes on, and libFuzzer would count nothing)
+cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+        -fno-sanitize-recover=undefined"
 
 mkdir -p "$out"
 
-[ $# -eq 0 ] && set -- parse sasl
+[ $# -eq 0 ] && set -- parse sasl lmtp
 
 for t in "$@"; do
     case "$t" in
     parse) srcs=ngx_mail_pop3_ext_parse.c ;;
     sasl)  srcs=ngx_mail_pop3_ext_sasl.c ;;
+    lmtp)  srcs=ngx_mail_pop3_ext_lmtp_parse.c ;;
     *) echo "fuzz/run.sh: unknown target $t" >&2; exit 64 ;;
     esac
 

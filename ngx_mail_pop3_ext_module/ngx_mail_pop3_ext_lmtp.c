@@ -37,6 +37,8 @@ static ngx_int_t ngx_p3x_lmtp_read(ngx_p3x_lmtp_ctx_t *ctx);
 static void ngx_p3x_lmtp_in_free(ngx_p3x_lmtp_ctx_t *ctx);
 static ngx_int_t ngx_p3x_lmtp_flush(ngx_p3x_lmtp_ctx_t *ctx);
 static size_t ngx_p3x_lmtp_room(ngx_p3x_lmtp_ctx_t *ctx);
+static void ngx_p3x_lmtp_vreply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt,
+    va_list args);
 static ngx_int_t ngx_p3x_lmtp_next_command(ngx_p3x_lmtp_ctx_t *ctx);
 static void ngx_p3x_lmtp_dispatch(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
@@ -57,6 +59,8 @@ static void ngx_p3x_lmtp_data(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
 static void ngx_p3x_lmtp_bdat(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
+static ngx_int_t ngx_p3x_lmtp_bdat_start(ngx_p3x_lmtp_ctx_t *ctx,
+    ngx_p3x_lmtp_cmd_t *cmd, ngx_uint_t discard);
 static void ngx_p3x_lmtp_rset(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
 static void ngx_p3x_lmtp_noop(ngx_p3x_lmtp_ctx_t *ctx,
@@ -130,6 +134,9 @@ ngx_p3x_lmtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     }
 
     c->log->action = "in lmtp state";
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "pop3_ext lmtp: session start");
 
     /*
      * RFC 5321, 3.1: a server that refuses a client says 554 in its
@@ -362,9 +369,12 @@ ngx_p3x_lmtp_resume(ngx_p3x_lmtp_ctx_t *ctx)
             return;
         }
 
-        /* a command writes at most two replies (an error, then 421) */
+        /*
+         * a command writes at most two replies (an error, then 421), or
+         * LHLO's lines, all but the first of them short
+         */
 
-        if (ngx_p3x_lmtp_room(ctx) < 2 * NGX_P3X_LMTP_REPLY_ROOM) {
+        if (ngx_p3x_lmtp_room(ctx) < 2 * NGX_P3X_LMTP_REPLY_MAX) {
             goto flush;
         }
 
@@ -393,6 +403,11 @@ ngx_p3x_lmtp_resume(ngx_p3x_lmtp_ctx_t *ctx)
 
             if (rc == NGX_BUSY) {
                 /* Redis is behind: read nothing until it catches up */
+
+                ngx_log_debug1(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                               "pop3_ext lmtp: %ui chunks on their way, "
+                               "reading stops", ctx->pending);
+
                 ctx->wait = ngx_p3x_lmtp_wait_window;
                 return;
             }
@@ -599,22 +614,42 @@ ngx_p3x_lmtp_flush(ngx_p3x_lmtp_ctx_t *ctx)
 void
 ngx_p3x_lmtp_reply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 {
-    u_char   *p, *end;
-    va_list   args;
+    va_list  args;
 
-    if (ngx_p3x_lmtp_room(ctx) < 3) {
+    va_start(args, fmt);
+    ngx_p3x_lmtp_vreply(ctx, fmt, args);
+    va_end(args);
+}
+
+
+/*
+ * RFC 5321, 4.5.3.1.5: a reply line is at most 512 octets with its CRLF;
+ * a longer one (an address echoed) is cut there.
+ */
+
+static void
+ngx_p3x_lmtp_vreply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, va_list args)
+{
+    u_char  *p, *end;
+    size_t   room;
+
+    room = ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_MAX);
+
+    if (room < 3) {
         return;
     }
 
     p = ctx->out.last;
-    end = p + ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_ROOM) - 2;
+    end = p + room - 2;
 
-    va_start(args, fmt);
     p = ngx_vslprintf(p, end, fmt, args);
-    va_end(args);
 
     *p++ = CR;
     *p++ = LF;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: reply \"%*s\"",
+                   (size_t) (p - 2 - ctx->out.last), ctx->out.last);
 
     ctx->out.last = p;
 }
@@ -625,24 +660,12 @@ ngx_p3x_lmtp_reply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 void
 ngx_p3x_lmtp_error(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 {
-    u_char                    *p, *end;
     va_list                    args;
     ngx_mail_core_srv_conf_t  *cscf;
 
-    if (ngx_p3x_lmtp_room(ctx) >= 3) {
-        p = ctx->out.last;
-        end = p + ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_ROOM)
-              - 2;
-
-        va_start(args, fmt);
-        p = ngx_vslprintf(p, end, fmt, args);
-        va_end(args);
-
-        *p++ = CR;
-        *p++ = LF;
-
-        ctx->out.last = p;
-    }
+    va_start(args, fmt);
+    ngx_p3x_lmtp_vreply(ctx, fmt, args);
+    va_end(args);
 
     cscf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_core_module);
 
@@ -747,6 +770,15 @@ ngx_p3x_lmtp_dispatch(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 
         ngx_p3x_lmtp_error(ctx, "554 5.7.1 no LMTP service for your "
                            "address");
+
+        /* a BDAT chunk is read and dropped, or it would be commands */
+
+        if (cmd->command == ngx_p3x_lmtp_cmd_bdat
+            && ngx_p3x_lmtp_bdat_start(ctx, cmd, 1) == NGX_OK)
+        {
+            ctx->state = ngx_p3x_lmtp_state_bdat;
+        }
+
         return;
     }
 
@@ -852,8 +884,8 @@ static void
 ngx_p3x_lmtp_mail(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 {
     off_t       size;
-    ngx_str_t   path, params, key, value;
     ngx_int_t   rc;
+    ngx_str_t   path, params, key, value;
 
     if (!ctx->lhlo) {
         ngx_p3x_lmtp_error(ctx, "503 5.5.1 LHLO first");
@@ -895,14 +927,16 @@ ngx_p3x_lmtp_mail(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
         if (key.len == 4 && ngx_strncasecmp(key.data, (u_char *) "SIZE", 4)
                             == 0)
         {
-            size = ngx_atoof(value.data, value.len);
+            rc = ngx_p3x_lmtp_parse_size(value.data, value.len, &size);
 
-            if (size == NGX_ERROR) {
+            if (rc == NGX_ERROR) {
                 ngx_p3x_lmtp_error(ctx, "501 5.5.4 invalid SIZE");
                 return;
             }
 
-            if (size > ctx->conf->max_size) {
+            /* RFC 1870, 6.2: 20 digits are a size, if beyond any limit */
+
+            if (rc == NGX_DECLINED || size > ctx->conf->max_size) {
                 ngx_p3x_lmtp_reply(ctx, "552 5.3.4 message too big: the "
                                    "limit is %O octets",
                                    ctx->conf->max_size);
@@ -973,6 +1007,17 @@ ngx_p3x_lmtp_rcpt(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 
     if (ctx->state != ngx_p3x_lmtp_state_mail) {
         ngx_p3x_lmtp_error(ctx, "503 5.5.1 MAIL first");
+        return;
+    }
+
+    /*
+     * RFC 3030, 2: the recipients come before the chunks.  A mailbox
+     * added now would lack the chunks staged for the others, and the
+     * STAGEs on their way point into the array it would be added to.
+     */
+
+    if (ctx->bdat_used) {
+        ngx_p3x_lmtp_error(ctx, "503 5.5.1 RCPT after BDAT");
         return;
     }
 
@@ -1068,40 +1113,10 @@ ngx_p3x_lmtp_data(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 static void
 ngx_p3x_lmtp_bdat(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 {
-    off_t        size;
-    u_char      *p, *last, *sp;
-    ngx_uint_t   last_chunk;
-
-    p = cmd->arg.data;
-    last = cmd->arg.data + cmd->arg.len;
-
-    sp = ngx_strlchr(p, last, ' ');
-    size = ngx_atoof(p, (sp ? sp : last) - p);
-
-    last_chunk = 0;
-
-    if (sp) {
-        if (last - (sp + 1) == 4
-            && ngx_strncasecmp(sp + 1, (u_char *) "LAST", 4) == 0)
-        {
-            last_chunk = 1;
-
-        } else {
-            size = NGX_ERROR;
-        }
-    }
-
-    if (size == NGX_ERROR) {
-        /* the size is unknown: nothing can be read past this */
+    if (ngx_p3x_lmtp_bdat_start(ctx, cmd, 0) != NGX_OK) {
         ngx_p3x_lmtp_error(ctx, "501 5.5.4 syntax: BDAT size [LAST]");
-        ctx->quit = 1;
         return;
     }
-
-    ctx->bdat_size = size;
-    ctx->bdat_left = size;
-    ctx->bdat_last = last_chunk;
-    ctx->bdat_discard = 0;
 
     if (ctx->state != ngx_p3x_lmtp_state_mail) {
         ngx_p3x_lmtp_error(ctx, "503 5.5.1 MAIL first");
@@ -1123,6 +1138,38 @@ ngx_p3x_lmtp_bdat(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
     }
 
     ctx->state = ngx_p3x_lmtp_state_bdat;
+}
+
+
+/*
+ * BDAT's chunk is to be read (the caller then enters the bdat state),
+ * kept or dropped; NGX_ERROR: its size is unknown, nothing can be read
+ * past it, and the session ends.
+ */
+
+static ngx_int_t
+ngx_p3x_lmtp_bdat_start(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd,
+    ngx_uint_t discard)
+{
+    off_t       size;
+    ngx_uint_t  last_chunk;
+
+    if (ngx_p3x_lmtp_parse_bdat(&cmd->arg, &size, &last_chunk) != NGX_OK) {
+        ctx->quit = 1;
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: BDAT chunk of %O%s%s", size,
+                   last_chunk ? ", the last" : "",
+                   discard ? ", dropped" : "");
+
+    ctx->bdat_size = size;
+    ctx->bdat_left = size;
+    ctx->bdat_last = last_chunk;
+    ctx->bdat_discard = discard;
+
+    return NGX_OK;
 }
 
 
@@ -1189,6 +1236,9 @@ ngx_p3x_lmtp_stls(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
         ngx_p3x_lmtp_error(ctx, "503 5.5.1 STARTTLS within a transaction");
         return;
     }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: STARTTLS");
 
     ngx_p3x_lmtp_reply(ctx, "220 2.0.0 ready to start TLS");
     ctx->starttls = 1;
@@ -1308,11 +1358,24 @@ ngx_p3x_lmtp_begin(ngx_p3x_lmtp_ctx_t *ctx)
  * The transaction ends (delivered, RSET, LHLO, or the session closes):
  * staged bodies that were not stored are deleted (they would expire
  * anyway), and its memory goes.
+ *
+ * Between BDAT chunks the session takes commands while the chunks' STAGEs
+ * are still on their way, and their handlers point into the
+ * transaction's pool: they are cancelled before it goes (a reply that
+ * still comes is read and dropped by the Redis client).  The DELs of
+ * ngx_p3x_lmtp_discard() follow them on the same connection.
  */
 
 static void
 ngx_p3x_lmtp_end(ngx_p3x_lmtp_ctx_t *ctx)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: transaction end, %ui recipients, "
+                   "%ui pending", ctx->rcpts.nelts, ctx->pending);
+
+    ngx_p3x_redis_cancel(&ctx->requests, NGX_P3X_TAG_ANY);
+    ctx->pending = 0;
+
     ngx_p3x_lmtp_discard(ctx);
 
     if (ctx->chunk) {
@@ -1360,6 +1423,9 @@ ngx_p3x_lmtp_close(ngx_p3x_lmtp_ctx_t *ctx)
     ngx_connection_t  *c;
 
     c = ctx->connection;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_MAIL, c->log, 0,
+                   "pop3_ext lmtp: session close");
 
     ngx_p3x_lmtp_cleanup(ctx);
 

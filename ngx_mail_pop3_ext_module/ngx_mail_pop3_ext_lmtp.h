@@ -35,9 +35,12 @@
 /* the input buffer: command lines, and the message as it arrives */
 #define NGX_P3X_LMTP_IN_SIZE        32768
 
-/* replies; one recipient's reply takes at most NGX_P3X_LMTP_REPLY_ROOM */
+/*
+ * Replies: a line is at most NGX_P3X_LMTP_REPLY_MAX octets, CRLF
+ * included (RFC 5321, 4.5.3.1.5); a command runs only with room for two
+ */
 #define NGX_P3X_LMTP_OUT_SIZE       8192
-#define NGX_P3X_LMTP_REPLY_ROOM     640
+#define NGX_P3X_LMTP_REPLY_MAX      512
 
 /*
  * The message goes to Redis in chunks, one STAGE per chunk and mailbox.
@@ -269,6 +272,9 @@ ngx_int_t ngx_p3x_lmtp_parse_path(ngx_str_t *arg, const char *prefix,
     ngx_str_t *path, ngx_str_t *params);
 ngx_int_t ngx_p3x_lmtp_next_param(ngx_str_t *params, ngx_str_t *key,
     ngx_str_t *value);
+ngx_int_t ngx_p3x_lmtp_parse_size(u_char *p, size_t len, off_t *size);
+ngx_int_t ngx_p3x_lmtp_parse_bdat(ngx_str_t *arg, off_t *size,
+    ngx_uint_t *last_chunk);
 ngx_int_t ngx_p3x_lmtp_user_name(ngx_str_t *path, ngx_uint_t local_part,
     u_char *buf, ngx_str_t *name);
 

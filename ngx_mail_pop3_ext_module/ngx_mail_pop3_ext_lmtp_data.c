@@ -121,6 +121,10 @@ ngx_p3x_lmtp_lookup(ngx_p3x_lmtp_ctx_t *ctx)
     const char       *argv[3];
     ngx_p3x_rcall_t   call;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: look-up of <%V>, user \"%V\"",
+                   &ctx->lookup.addr, &ctx->lookup.user);
+
     p = ngx_cpymem(key, P3X_USER_PREFIX, sizeof(P3X_USER_PREFIX) - 1);
     p = ngx_cpymem(p, ctx->lookup.user.data, ctx->lookup.user.len);
     p = ngx_cpymem(p, P3X_USER_SUFFIX, sizeof(P3X_USER_SUFFIX) - 1);
@@ -319,6 +323,12 @@ ngx_p3x_lmtp_lookup_done(ngx_p3x_lmtp_ctx_t *ctx)
 
     lk = &ctx->lookup;
 
+    ngx_log_debug5(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: look-up of <%V> done: failed:%d "
+                   "exists:%d mailbox:\"%V\" usage of \"%V\"",
+                   &lk->addr, lk->failed, lk->exists, &lk->mailbox,
+                   &lk->meta_of);
+
     if (lk->failed) {
         ngx_p3x_lmtp_reply(ctx, "451 4.3.0 <%V> mail store unavailable",
                            &lk->addr);
@@ -372,9 +382,15 @@ ngx_p3x_lmtp_lookup_done(ngx_p3x_lmtp_ctx_t *ctx)
                                : (int64_t) ctx->conf->quota_octets;
     size = ngx_max(ctx->declared, 1);
 
+    /*
+     * Usage is whatever Redis holds, up to 2^63 - 1: compared without a
+     * sum that could overflow (qo >= 1 and size <= max_size, so qo - size
+     * cannot).
+     */
+
     if (lk->messages >= 0 && lk->octets >= 0
-        && ((qm > 0 && lk->messages + 1 > qm)
-            || (qo > 0 && lk->octets + size > qo)))
+        && ((qm > 0 && lk->messages >= qm)
+            || (qo > 0 && lk->octets > qo - size)))
     {
         ngx_log_error(NGX_LOG_INFO, ctx->connection->log, 0,
                       "pop3_ext: LMTP recipient <%V>: mailbox \"%V\" full",
@@ -410,11 +426,12 @@ static ngx_int_t
 ngx_p3x_lmtp_accept(ngx_p3x_lmtp_ctx_t *ctx, ngx_str_t *mailbox)
 {
     u_char               *p;
-    ngx_uint_t            i;
+    ngx_uint_t            i, added;
     ngx_p3x_lmtp_rcpt_t  *rcpt;
     ngx_p3x_lmtp_mbox_t  *mb;
 
     mb = ctx->mboxes.elts;
+    added = 0;
 
     for (i = 0; i < ctx->mboxes.nelts; i++) {
         if (mb[i].name.len == mailbox->len
@@ -450,10 +467,15 @@ ngx_p3x_lmtp_accept(ngx_p3x_lmtp_ctx_t *ctx, ngx_str_t *mailbox)
         p = ngx_p3x_lmtp_key(mb->stage.data, &mb->name, P3X_STAGE_SUFFIX);
         p = ngx_cpymem(p, ctx->token, P3X_TOKEN_LEN);
         mb->stage.len = p - mb->stage.data;
+
+        added = 1;
     }
+
+    /* a mailbox without a recipient would be stored to with no reply */
 
     rcpt = ngx_array_push(&ctx->rcpts);
     if (rcpt == NULL) {
+        ctx->mboxes.nelts -= added;
         return NGX_ERROR;
     }
 
@@ -462,6 +484,7 @@ ngx_p3x_lmtp_accept(ngx_p3x_lmtp_ctx_t *ctx, ngx_str_t *mailbox)
 
     if (rcpt->addr.data == NULL) {
         ctx->rcpts.nelts--;
+        ctx->mboxes.nelts -= added;
         return NGX_ERROR;
     }
 
@@ -502,6 +525,16 @@ ngx_p3x_lmtp_body_start(ngx_p3x_lmtp_ctx_t *ctx)
     if (ctx->sha == NULL
         || EVP_DigestInit_ex(ctx->sha, EVP_sha256(), NULL) != 1)
     {
+        /* the transaction goes on: a second DATA must not leak these */
+
+        ngx_free(ctx->chunk);
+        ctx->chunk = NULL;
+
+        if (ctx->sha) {
+            EVP_MD_CTX_free(ctx->sha);
+            ctx->sha = NULL;
+        }
+
         return NGX_ERROR;
     }
 
@@ -514,6 +547,11 @@ ngx_p3x_lmtp_body_start(ngx_p3x_lmtp_ctx_t *ctx)
     ctx->body_len = ctx->chunk_len;
     ctx->staged = 0;
     ctx->dstate = NGX_P3X_LMTP_D_BOL;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: message to %ui mailboxes, chunks of %uz, "
+                   "%ui on their way per mailbox",
+                   ctx->mboxes.nelts, size, ctx->window);
 
     return NGX_OK;
 }
@@ -868,6 +906,10 @@ ngx_p3x_lmtp_chunk_flush(ngx_p3x_lmtp_ctx_t *ctx)
         return NGX_OK;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: chunk of %uz at %O, %ui pending",
+                   ctx->chunk_len, ctx->staged, ctx->pending);
+
     mb = ctx->mboxes.elts;
 
     for (i = 0; i < ctx->mboxes.nelts; i++) {
@@ -935,6 +977,10 @@ ngx_p3x_lmtp_stage_handler(void *data, redisReply *reply, ngx_uint_t status)
 
     ctx->pending--;
     mb->inflight--;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: STAGE for \"%V\" done: status %ui, "
+                   "%ui on their way", &mb->name, status, mb->inflight);
 
     if (status != NGX_P3X_REDIS_OK || reply->type == REDIS_REPLY_ERROR) {
 
@@ -1122,6 +1168,10 @@ ngx_p3x_lmtp_store(ngx_p3x_lmtp_mbox_t *mb)
 
     mb->tries++;
 
+    ngx_log_debug4(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                   "pop3_ext lmtp: STORE for \"%V\" as %*s, try %ui",
+                   &mb->name, mb->uid_len, mb->uid, mb->tries);
+
     if (ngx_p3x_redis_eval(&call, 6, keys, keylen, 6, args, arglen)
         != NGX_OK)
     {
@@ -1148,6 +1198,10 @@ ngx_p3x_lmtp_store_handler(void *data, redisReply *reply, ngx_uint_t status)
 
     ctx->pending--;
     mb->status = ngx_p3x_lmtp_mb_staging;   /* for ngx_p3x_lmtp_fail() */
+
+    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
+                   "pop3_ext lmtp: STORE for \"%V\" done: status %ui",
+                   &mb->name, status);
 
     if (status == NGX_P3X_REDIS_NOTRUN) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -1249,13 +1303,10 @@ ngx_p3x_lmtp_replies(ngx_p3x_lmtp_ctx_t *ctx)
     ngx_p3x_lmtp_rcpt_t  *rcpt;
     ngx_p3x_lmtp_mbox_t  *mb;
 
-    rcpt = ctx->rcpts.elts;
-    mb = ctx->mboxes.elts;
-
     while (ctx->reply_next < ctx->rcpts.nelts) {
 
         if ((size_t) (ctx->out.end - ctx->out.last)
-            < NGX_P3X_LMTP_REPLY_ROOM)
+            < NGX_P3X_LMTP_REPLY_MAX)
         {
             return NGX_AGAIN;
         }
@@ -1307,6 +1358,10 @@ ngx_p3x_lmtp_discard(ngx_p3x_lmtp_ctx_t *ctx)
         }
 
         mb[i].staged = 0;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                       "pop3_ext lmtp: staged body \"%V\" deleted",
+                       &mb[i].stage);
 
         argv[0] = "DEL";
         lens[0] = sizeof("DEL") - 1;

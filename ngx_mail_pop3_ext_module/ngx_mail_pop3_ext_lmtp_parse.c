@@ -229,6 +229,91 @@ ngx_p3x_lmtp_next_param(ngx_str_t *params, ngx_str_t *key, ngx_str_t *value)
 
 
 /*
+ * A decimal size: MAIL's SIZE= (RFC 1870, 1*20DIGIT) and BDAT's
+ * chunk-size (RFC 3030, 1*DIGIT).  NGX_ERROR: not a number; NGX_DECLINED:
+ * a number beyond off_t, which no limit can allow.
+ */
+
+ngx_int_t
+ngx_p3x_lmtp_parse_size(u_char *p, size_t len, off_t *size)
+{
+    off_t        n, d;
+    u_char      *last;
+    ngx_uint_t   huge;
+
+    if (len == 0) {
+        return NGX_ERROR;
+    }
+
+    last = p + len;
+    n = 0;
+    huge = 0;
+
+    for ( /* void */ ; p < last; p++) {
+
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        d = *p - '0';
+
+        if (n > (NGX_MAX_OFF_T_VALUE - d) / 10) {
+            huge = 1;
+            continue;
+        }
+
+        n = n * 10 + d;
+    }
+
+    if (huge) {
+        return NGX_DECLINED;
+    }
+
+    *size = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * BDAT's argument, "SIZE" or "SIZE LAST" (RFC 3030, 2; LAST in any case).
+ * NGX_ERROR: anything else, a size beyond off_t included: the chunk that
+ * follows cannot be told from commands.
+ */
+
+ngx_int_t
+ngx_p3x_lmtp_parse_bdat(ngx_str_t *arg, off_t *size, ngx_uint_t *last_chunk)
+{
+    u_char  *p, *last, *sp;
+
+    p = arg->data;
+    last = arg->data + arg->len;
+
+    sp = ngx_strlchr(p, last, ' ');
+
+    if (ngx_p3x_lmtp_parse_size(p, (sp ? sp : last) - p, size) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    *last_chunk = 0;
+
+    if (sp == NULL) {
+        return NGX_OK;
+    }
+
+    if (last - (sp + 1) != 4
+        || ngx_strncasecmp(sp + 1, (u_char *) "LAST", 4) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    *last_chunk = 1;
+
+    return NGX_OK;
+}
+
+
+/*
  * The user name a recipient names: the address as it is, or its local
  * part (before the last "@"), unquoted.  A source route ("@a,@b:") is
  * dropped, as RFC 5321 lets a server do.  NGX_DECLINED: no user can have
