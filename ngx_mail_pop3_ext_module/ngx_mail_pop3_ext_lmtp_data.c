@@ -844,6 +844,12 @@ ngx_p3x_lmtp_fail(ngx_p3x_lmtp_mbox_t *mb, const char *code,
     mb->status = ngx_p3x_lmtp_mb_failed;
     mb->code = code;
     mb->text = text;
+
+    /* refused by a limit (5xx, a full mailbox's 452), or not stored */
+
+    ngx_p3x_metrics_delivery(code[0] == '5' || ngx_strncmp(code, "452", 3) == 0
+                             ? NGX_P3X_DELIVERY_REJECTED
+                             : NGX_P3X_DELIVERY_FAILED, 0);
 }
 
 
@@ -1189,14 +1195,16 @@ ngx_p3x_lmtp_store_handler(void *data, redisReply *reply, ngx_uint_t status)
 {
     ngx_p3x_lmtp_mbox_t  *mb = data;
 
-    size_t               n;
+    size_t               n, i;
     ngx_log_t           *log;
+    ngx_uint_t           result;
     ngx_p3x_lmtp_ctx_t  *ctx;
 
     ctx = mb->ctx;
     log = ctx->connection->log;
 
     ctx->pending--;
+    result = NGX_P3X_DELIVERIES;            /* failures: ngx_p3x_lmtp_fail() */
     mb->status = ngx_p3x_lmtp_mb_staging;   /* for ngx_p3x_lmtp_fail() */
 
     ngx_log_debug2(NGX_LOG_DEBUG_MAIL, log, 0,
@@ -1281,6 +1289,24 @@ ngx_p3x_lmtp_store_handler(void *data, redisReply *reply, ngx_uint_t status)
     mb->dup = (reply->element[1]->integer == 0);
     mb->status = ngx_p3x_lmtp_mb_stored;
 
+    /*
+     * the UID of a delivery stored before may come from any writer of the
+     * model; it goes into the reply only if it is one (RFC 1939's UID
+     * octets): the message is stored either way
+     */
+
+    for (i = 0; i < n; i++) {
+        if (mb->uid[i] < 0x21 || mb->uid[i] > 0x7e) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "pop3_ext: LMTP delivery to \"%V\": STORE "
+                          "returned an invalid UID", &mb->name);
+            mb->uid_len = 0;
+            break;
+        }
+    }
+
+    result = mb->dup ? NGX_P3X_DELIVERY_DUPLICATE : NGX_P3X_DELIVERY_STORED;
+
     ngx_log_error(NGX_LOG_INFO, log, 0,
                   "pop3_ext: LMTP %s \"%V\" as %*s, %O octets",
                   mb->dup ? "delivery already stored in" : "delivered to",
@@ -1288,6 +1314,7 @@ ngx_p3x_lmtp_store_handler(void *data, redisReply *reply, ngx_uint_t status)
 
 done:
 
+    ngx_p3x_metrics_delivery(result, ctx->staged);
     ngx_p3x_lmtp_wake(ctx);
 }
 
