@@ -8,7 +8,9 @@
 #   - the same message again (the delivery id): duplicate 1;
 #   - a mailbox the message does not fit in (refused by STORE, after the
 #     message): rejected 1, nothing added to the octets;
-#   - Redis stopped at the end of the message: failed 1.
+#   - Redis stopped at the end of the message: failed 1;
+#   - and before that, a delivery id whose record was damaged (a UID with
+#     a line end): the 250 reply does not carry it.
 
 use strict;
 use warnings;
@@ -45,7 +47,7 @@ EOF
 
 $x->add_user($_, 'secret') for qw/ alice bob /;
 
-$t->plan(9);
+$t->plan(10);
 
 ###############################################################################
 
@@ -98,6 +100,20 @@ is(bytes(), 2 * ($size // 0), 'delivered octets: the message, twice');
 is(deliver($msg, 'alice'), '250', 'the same message again: 250');
 is(deliveries('duplicate'), 1, 'duplicate: 1');
 
+# a damaged delivery record: its "UID" is not echoed (no reply injected)
+
+my $dlv = $x->redis_cmd('KEYS', 'pop3:mbox:{alice}:dlv:*');
+$x->redis_cmd('SET', $_, "x\r\n250 2.0.0 injected") for @$dlv;
+my $c = lmtp_client(port(8024));
+$c->lmtp('LHLO test');
+$c->lmtp('MAIL FROM:<a@example.org>');
+$c->lmtp('RCPT TO:<alice>');
+my (undef, $reply) = $c->data($msg, 1);
+my @more = $c->lmtp('QUIT');
+ok(($reply // '') =~ /^250 2\.0\.0 <alice> already stored as\s*\z/
+    && ($more[0] // '') =~ /^221/, 'a damaged UID is not echoed')
+    or diag(($reply // '') . ' / ' . ($more[0] // ''));
+
 # bob's limit lets RCPT pass (one octet fits) but not the message
 
 $x->redis_cmd('HSET', $x->mbox_key('bob', 'META'), 'quota_octets',
@@ -109,7 +125,7 @@ is(bytes(), 2 * ($size // 0), 'nothing added for the refused one');
 
 # Redis gone between RCPT and the end of the message
 
-my $c = lmtp_client(port(8024));
+$c = lmtp_client(port(8024));
 $c->lmtp('LHLO test');
 $c->lmtp('MAIL FROM:<a@example.org>');
 $c->lmtp('RCPT TO:<alice>');
