@@ -16,6 +16,10 @@
 #                   default) in build/nginx-VERSION-TYPE, smoke-test it and
 #                   run the suite against it (util/test-nginx.sh)
 #   make install    module into nginx's modules dir, pop3ext into PREFIX/bin
+#   make test-deb-install
+#                   install make deb's packages on this machine with
+#                   apt-get, serve POP3 through them, remove them
+#                   (t/091-deb-install.t; as root; for CI's fresh machine)
 #   make deb        Debian packages libnginx-mod-mail-pop3-ext and pop3ext
 #                   (debian/) in build/deb, built from a copy of the tree
 #                   with dpkg-buildpackage and checked by lintian
@@ -33,6 +37,7 @@ MOD  = ngx_mail_pop3_ext_module
 SRCS = $(wildcard $(MOD)/*.c) $(wildcard $(MOD)/*.h) config
 
 .PHONY: all deps run test test-asan test-cluster test-nginx install clean \
+        test-deb-install \
         fuzz bench unit deb
 
 all: build/$(MOD).so build/pop3ext
@@ -113,6 +118,10 @@ install: all
 deb:
 	util/deps.sh build deb
 	util/deb.sh
+
+test-deb-install:
+	util/deps.sh build run test deb
+	TEST_DEB_INSTALL=1 prove t/091-deb-install.t
 
 clean:
 	rm -rf build build-asan build-fuzz
