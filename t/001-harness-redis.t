@@ -174,8 +174,8 @@ is_deeply($tls->cmd_data('HGETALL', 'h'), [ 'a', '1', 'b', "\xc3\xbc" ],
     'cmd_data over TLS: a flat array (RESP2), strings as bytes');
 is_deeply([ $tls->cmd_data('GET', 'none'), $tls->cmd_data('HLEN', 'h') ],
     [ undef, 2 ], 'cmd_data over TLS: null and integer');
-my $e = $tls->cmd_data('INCR', 'h');
-ok(ref $e && !$e && "$e" =~ /^WRONGTYPE/,
+my $werr = $tls->cmd_data('INCR', 'h');
+ok(ref $werr && !$werr && "$werr" =~ /^WRONGTYPE/,
     'cmd_data over TLS: an error reply is a RedisError');
 is($tls->role, 'master', 'role over TLS');
 $plain->cmd('HSET', 'h', 'a', '1', 'b', 'ü');
