@@ -94,7 +94,8 @@ test-asan:
 # they would run as they do in make test
 CLUSTER_OWN   = 001-harness-redis 015-spec 016-cli-redis 043-expunge-cluster \
                 051-accounting 060-cluster 061-sentinel 065-redis-tls \
-                066-redis-tls-cluster 076-lmtp-cluster 090-deb
+                066-redis-tls-cluster 067-redis-tls-sentinel 076-lmtp-cluster \
+                090-deb
 CLUSTER_TESTS = $(filter-out $(CLUSTER_OWN:%=t/%.t),$(sort $(wildcard t/*.t)))
 
 test-cluster:

@@ -6,7 +6,8 @@
 # a snapshot restored), a Redis Cluster of 3 masters and 3 replicas (keys
 # routed, a master killed and replaced, slots resharded), a master with a
 # replica and 3 Sentinels (a forced failover reported), and a TLS-only
-# Redis.  No nginx runs here.
+# Redis (structured replies through redis-cli: cmd_data).  No nginx runs
+# here.
 
 use strict;
 use warnings;
@@ -30,7 +31,7 @@ $t->has_daemon('redis-cli')->has_daemon('redis-sentinel');
 
 $t->write_file('error.log', '');
 
-$t->plan(31);
+$t->plan(36);
 
 ###############################################################################
 
@@ -164,5 +165,21 @@ $s = IO::Socket::INET->new(PeerAddr => $tls->addr, Timeout => 2);
 print $s "PING\r\n" if $s;
 ok(!($s && IO::Select->new($s)->can_read(3) && (<$s> // '') =~ /PONG/),
     'no plaintext on the TLS port');
+
+# cmd_data: replies as Perl data from a TLS instance too, as cmd gives
+# them from a plaintext one
+
+$tls->cmd('HSET', 'h', 'a', '1', 'b', 'ü');
+is_deeply($tls->cmd_data('HGETALL', 'h'), [ 'a', '1', 'b', "\xc3\xbc" ],
+    'cmd_data over TLS: a flat array (RESP2), strings as bytes');
+is_deeply([ $tls->cmd_data('GET', 'none'), $tls->cmd_data('HLEN', 'h') ],
+    [ undef, 2 ], 'cmd_data over TLS: null and integer');
+my $werr = $tls->cmd_data('INCR', 'h');
+ok(ref $werr && !$werr && "$werr" =~ /^WRONGTYPE/,
+    'cmd_data over TLS: an error reply is a RedisError');
+is($tls->role, 'master', 'role over TLS');
+$plain->cmd('HSET', 'h', 'a', '1', 'b', 'ü');
+is_deeply($plain->cmd_data('HGETALL', 'h'), $tls->cmd_data('HGETALL', 'h'),
+    'cmd_data: the same reply from a plaintext instance');
 
 ###############################################################################

@@ -795,8 +795,10 @@ sub redis_cluster {
 }
 
 # redis_sentinel(%o): a master, a replica and 3 sentinels on port(8450 ..)
-# (base => N), master name "p3x" (name => ...), waited for until the
-# sentinels agree on the master; a Test::Nginx::POP3Ext::RedisSentinel
+# (base => N), master name "p3x" (name => ...), all speaking only TLS with
+# tls => { cert, key, ca, client_cert, client_key, auth_clients }, waited
+# for until the sentinels agree on the master; a
+# Test::Nginx::POP3Ext::RedisSentinel
 
 sub redis_sentinel {
     my ($self, %o) = @_;

@@ -43,10 +43,14 @@ our $TIMEOUT = 60;
 # "redis-NUM"); aof => 1 (appendonly yes, fsync everysec); save => 1 (RDB
 # snapshots on Redis' default schedule; off by default: SAVE still works);
 # password => requirepass; cluster => 1 (cluster-enabled, nodes.conf);
-# replicaof => 'host:port'; tls => { cert, key, ca } (the port is the TLS
-# port, plaintext off; with cluster or replicaof the bus and replication
-# too, the certificate then also the client's); sentinel => [ lines of sentinel.conf ] (runs
-# redis-sentinel); args => [ more redis-server arguments ].
+# replicaof => 'host:port'; tls => { cert, key, ca, auth_clients,
+# client_cert, client_key, replication } (the port is the TLS port,
+# plaintext off; with cluster, replicaof or replication => 1 the bus and
+# replication too, the certificate then also the client's: a master that
+# may become a replica; client_cert and client_key are what cli()
+# presents); sentinel => [ lines of sentinel.conf ] (runs redis-sentinel;
+# with tls, TLS only, and TLS to the servers and the other sentinels);
+# args => [ more redis-server arguments ].
 
 sub new {
     my ($class, $ext, %o) = @_;
@@ -94,7 +98,20 @@ sub _argv {
         my $conf = "$d/sentinel.conf";
         unless (-e $conf) {
             open my $fh, '>', $conf or die "can't create $conf: $!\n";
-            print $fh join("\n", "bind 127.0.0.1", "port $self->{port}",
+            my @port = ("port $self->{port}");
+            if (my $tls = $self->{tls}) {
+                # TLS only, also to the servers it watches and to the
+                # other sentinels (tls-replication), with its certificate
+                # as the client's there
+                @port = ("port 0", "tls-port $self->{port}",
+                    "tls-cert-file $tls->{cert}",
+                    "tls-key-file $tls->{key}",
+                    "tls-ca-cert-file $tls->{ca}",
+                    "tls-replication yes",
+                    (defined $tls->{auth_clients}
+                        ? "tls-auth-clients $tls->{auth_clients}" : ()));
+            }
+            print $fh join("\n", "bind 127.0.0.1", @port,
                 "dir $d", "logfile $d/redis.log", "protected-mode no",
                 @{$self->{sentinel}}), "\n";
             close $fh;
@@ -124,7 +141,7 @@ sub _argv {
         # certificate as the client's
         push @a, '--tls-cluster', 'yes' if $self->{cluster};
         push @a, '--tls-replication', 'yes'
-            if $self->{cluster} || $self->{replicaof};
+            if $self->{cluster} || $self->{replicaof} || $tls->{replication};
     } else {
         push @a, '--port', $self->{port};
     }
@@ -335,6 +352,41 @@ sub cli {
         env => \%env });
 }
 
+# one command, its reply as Perl data as cmd() gives it (a string, a
+# number, undef, an array reference or a RedisError) also from a TLS
+# instance, which the harness reaches with redis-cli only: there through
+# redis-cli -2 --json (RESP2, so that a map is a flat array as Redis.pm
+# has it), decoded.  cmd() of a TLS instance gives redis-cli's raw text,
+# which loses the structure of arrays.
+
+sub cmd_data {
+    my ($self, @args) = @_;
+
+    return $self->cmd(@args) unless $self->{tls};
+
+    require JSON::PP;
+    my ($rc, $out, $err) = $self->cli('-2', '--json', @args);
+    die "$self->{name}: redis-cli failed ($rc): $err\n"
+        if $rc != 0 && $out eq '';
+    $out =~ s/\s+\z//;
+    my $json = JSON::PP->new->utf8->allow_nonref;
+    # an error reply: error:"TEXT"
+    return Test::Nginx::POP3Ext::RedisError->new($json->decode($1))
+        if $out =~ /^error:(".*")\z/s;
+    my $r = eval { $json->decode($out) };
+    die "$self->{name}: redis-cli --json gave no JSON: $out\n" if $@;
+    return _bytes($r);
+}
+
+# strings as Redis.pm gives them: bytes, not characters
+
+sub _bytes {
+    my ($v) = @_;
+    return [ map { _bytes($_) } @$v ] if ref $v eq 'ARRAY';
+    utf8::encode($v) if defined $v && !ref $v && utf8::is_utf8($v);
+    return $v;
+}
+
 # one command through redis-cli (a TLS instance): the reply as redis-cli
 # prints it raw, or a RedisError
 
@@ -455,7 +507,7 @@ sub restore_snapshot {
 
 sub role {
     my ($self) = @_;
-    my $r = $self->cmd('ROLE');
+    my $r = $self->cmd_data('ROLE');
     return ref $r eq 'ARRAY' ? $r->[0] : undef;
 }
 

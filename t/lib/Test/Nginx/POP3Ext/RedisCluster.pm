@@ -203,22 +203,10 @@ sub replicas {
 sub _slots {
     my ($self) = @_;
     for my $n ($self->live) {
-        my $r = eval { $n->{tls} ? _cli_json($n, 'CLUSTER', 'SLOTS')
-            : $n->cmd('CLUSTER', 'SLOTS') };
+        my $r = eval { $n->cmd_data('CLUSTER', 'SLOTS') };
         return $r if ref $r eq 'ARRAY' && @$r;
     }
     die "no live cluster node answers CLUSTER SLOTS\n";
-}
-
-# a command through redis-cli --json (a TLS node, which the harness
-# reaches with redis-cli only): the reply as Perl data
-
-sub _cli_json {
-    my ($node, @cmd) = @_;
-    require JSON::PP;
-    my ($rc, $out) = $node->cli('--json', @cmd);
-    return undef if $rc != 0 || $out !~ /^\s*[\[{]/;
-    return JSON::PP::decode_json($out);
 }
 
 # the hash slot of a key

@@ -7,10 +7,13 @@ package Test::Nginx::POP3Ext::RedisSentinel;
 #   $g->master_addr;                         # '127.0.0.1:P', all agree
 #   my $new = $g->failover();                # SENTINEL FAILOVER, waited
 #   $g->master;                              # the Redis object now master
+#   $g->wait_replica($old);                  # the old one replicates it
 #
 # Ready when every sentinel reports the same master, knows the other two
 # sentinels and sees the replica.  Down-after 1000 ms, failover timeout
-# 10 s.
+# 10 s.  With tls => {...} every one of them speaks only TLS: the
+# servers, their replication, the sentinels, and the sentinels' own
+# connections to the servers and to each other.
 
 use strict;
 use warnings;
@@ -21,8 +24,12 @@ use Test::Nginx ();
 use Test::Nginx::POP3Ext::Redis;
 
 
-# new($ext, base => 8450, name => 'p3x', sentinels => 3, quorum => 2):
-# not started
+# new($ext, base => 8450, name => 'p3x', sentinels => 3, quorum => 2,
+# tls => undef): not started; tls => { cert, key, ca, client_cert,
+# client_key, auth_clients } for servers and sentinels that speak only
+# TLS (the certificate must serve as server and client, make_signed's
+# both => 1: each is a client of the others; client_cert and client_key
+# are what the harness' redis-cli presents)
 
 sub new {
     my ($class, $ext, %o) = @_;
@@ -34,10 +41,16 @@ sub new {
         timeout => $o{timeout} // 60,
     }, $class;
 
+    my $tls = $o{tls};
+
+    # the master with TLS replication too: after a failover it is a
+    # replica of the other
     my $master = Test::Nginx::POP3Ext::Redis->new($ext, num => $base,
-        name => "sentinel-master-$base");
+        name => "sentinel-master-$base",
+        ($tls ? (tls => { %$tls, replication => 1 }) : ()));
     my $replica = Test::Nginx::POP3Ext::Redis->new($ext, num => $base + 1,
-        name => "sentinel-replica-$base", replicaof => $master->addr);
+        name => "sentinel-replica-$base", replicaof => $master->addr,
+        ($tls ? (tls => $tls) : ()));
     $self->{redis} = [ $master, $replica ];
 
     my $n = $o{sentinels} // 3;
@@ -45,7 +58,8 @@ sub new {
     for my $i (1 .. $n) {
         my $num = $base + 1 + $i;
         push @{$self->{sentinels}}, Test::Nginx::POP3Ext::Redis->new($ext,
-            num => $num, name => "sentinel-$num", sentinel => [
+            num => $num, name => "sentinel-$num",
+            ($tls ? (tls => $tls) : ()), sentinel => [
                 "sentinel monitor $self->{name} 127.0.0.1 "
                     . $master->port . " $quorum",
                 "sentinel down-after-milliseconds $self->{name} 1000",
@@ -99,7 +113,7 @@ sub wait_for {
 
 sub reported_by {
     my ($self, $sentinel) = @_;
-    my $r = $sentinel->cmd('SENTINEL', 'get-master-addr-by-name',
+    my $r = $sentinel->cmd_data('SENTINEL', 'get-master-addr-by-name',
         $self->{name});
     return ref $r eq 'ARRAY' ? "$r->[0]:$r->[1]" : undef;
 }
@@ -118,7 +132,7 @@ sub master_addr {
 
 sub _master_state {
     my ($self, $sentinel) = @_;
-    my $r = $sentinel->cmd('SENTINEL', 'MASTER', $self->{name});
+    my $r = $sentinel->cmd_data('SENTINEL', 'MASTER', $self->{name});
     return ref $r eq 'ARRAY' ? { @$r } : {};
 }
 
@@ -171,7 +185,8 @@ sub failover {
         // die "sentinels do not agree before the failover:\n"
             . $self->report() . "\n";
 
-    my $r = $self->{sentinels}[0]->cmd('SENTINEL', 'FAILOVER', $self->{name});
+    my $r = $self->{sentinels}[0]->cmd_data('SENTINEL', 'FAILOVER',
+        $self->{name});
     die "SENTINEL FAILOVER refused: $r\n" unless $r;
 
     my $new = $self->wait_for(sub {
@@ -184,6 +199,26 @@ sub failover {
         . $self->report() . "\n";
 
     return $new;
+}
+
+# wait until $server replicates the master the sentinels agree on: INFO
+# says it is a replica of that address, its link is up and no sync is in
+# progress.  After SENTINEL FAILOVER the old master stays a master until
+# the sentinels convert it (about 8 s later): until then a write on the
+# new master has no replica to confirm it (wait=N).  True, or undef on
+# timeout
+
+sub wait_replica {
+    my ($self, $server, $timeout) = @_;
+    return $self->wait_for(sub {
+        my $m = $self->master_addr() // return 0;
+        my $i = $server->info('replication');
+        ($i->{role} // '') eq 'slave'
+            && ($i->{master_host} // '') . ':' . ($i->{master_port} // '')
+                eq $m
+            && ($i->{master_link_status} // '') eq 'up'
+            && !($i->{master_sync_in_progress} // 1);
+    }, $timeout);
 }
 
 sub report {
