@@ -204,6 +204,23 @@ typedef struct {
 } pop3ext_ctx_t;
 
 
+/*
+ * How messages name the other end of a socket: "redis at 127.0.0.1:6379",
+ * "pop3 server [::1]:995", and "redis host \"a.example\"" for a name
+ * that does not resolve.
+ */
+
+typedef struct {
+    const char         *at;          /* before host:port */
+    const char         *host;        /* before a host name */
+    const char         *hint;        /* after why a certificate failed */
+} pop3ext_peer_t;
+
+/* pop3ext_sock_recv(): failed, and said why; the deadline passed */
+#define POP3EXT_SOCK_ERROR        (-1)
+#define POP3EXT_SOCK_TIMEDOUT     (-2)
+
+
 /* a batch of keys from SCAN, on the m-th of masters */
 typedef int (*pop3ext_scan_pt)(pop3ext_ctx_t *cx, redisReply *keys,
     unsigned m, unsigned masters, void *data);
@@ -237,10 +254,23 @@ unsigned pop3ext_masters(pop3ext_ctx_t *cx);
 redisReply *pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
     const char *fmt, ...);
 int pop3ext_check(pop3ext_ctx_t *cx, redisReply *r);
-const char *pop3ext_ssl_reason(void);
 unsigned long long pop3ext_now(void);
 int pop3ext_sync(pop3ext_ctx_t *cx);
 unsigned pop3ext_key_slot(const char *key, size_t len);
+
+/* pop3ext_socket.c */
+int pop3ext_tls_context(SSL_CTX **ctxp, const char *ca, int verify);
+const char *pop3ext_ssl_reason(void);
+int pop3ext_sock_connect(const pop3ext_peer_t *peer, const char *name,
+    const char *host, unsigned port, unsigned long long deadline, int *fdp);
+int pop3ext_sock_tls(const pop3ext_peer_t *peer, const char *name,
+    SSL_CTX *ctx, int fd, const char *host, int verify,
+    unsigned long long deadline, SSL **sslp);
+int pop3ext_sock_wait(int fd, short events, unsigned long long deadline);
+int pop3ext_sock_send(const pop3ext_peer_t *peer, const char *name, int fd,
+    SSL *ssl, const char *buf, size_t len, unsigned long long deadline);
+ssize_t pop3ext_sock_recv(const pop3ext_peer_t *peer, const char *name,
+    int fd, SSL *ssl, void *buf, size_t size, unsigned long long deadline);
 
 /* pop3ext_scheme.c */
 const pop3ext_scheme_t *pop3ext_scheme(const char *name, size_t len,
