@@ -225,6 +225,10 @@ typedef struct {
 typedef int (*pop3ext_scan_pt)(pop3ext_ctx_t *cx, redisReply *keys,
     unsigned m, unsigned masters, void *data);
 
+/* the NAME of a key PREFIX NAME SUFFIX from SCAN, on the m-th of masters */
+typedef int (*pop3ext_name_pt)(pop3ext_ctx_t *cx, const char *name,
+    redisReply *key, unsigned m, unsigned masters, void *data);
+
 
 extern const pop3ext_scheme_t  pop3ext_schemes[];
 
@@ -253,6 +257,8 @@ redisReply *pop3ext_write(pop3ext_ctx_t *cx, int *rc, const char *key,
 unsigned pop3ext_masters(pop3ext_ctx_t *cx);
 redisReply *pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
     const char *fmt, ...);
+int pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
+    pop3ext_scan_pt handler, void *data);
 int pop3ext_check(pop3ext_ctx_t *cx, redisReply *r);
 unsigned long long pop3ext_now(void);
 int pop3ext_sync(pop3ext_ctx_t *cx);
@@ -337,8 +343,8 @@ int pop3ext_audit(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_audit_show(pop3ext_ctx_t *cx, int argc, char **argv);
 
 /* pop3ext_admin.c */
-int pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
-    pop3ext_scan_pt handler, void *data);
+int pop3ext_scan_names(pop3ext_ctx_t *cx, const char *prefix,
+    const char *suffix, pop3ext_name_pt handler, void *data);
 int pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
     size_t first, size_t max, redisReply **tp);
 unsigned long long pop3ext_delivery_time(redisReply *t, const char *uid,

@@ -3,7 +3,8 @@
  * Copyright (C) ngx_mail_pop3_ext_module developers
  *
  * pop3ext: the admin commands, user list, user rename, mailbox list, who
- * and kick, and a SCAN of every master for them.
+ * and kick, and the SCAN of every master for the records of a kind that
+ * they and expunge --all use.
  */
 
 
@@ -21,13 +22,6 @@ typedef struct {
 } pop3ext_user_t;
 
 
-typedef struct {
-    pop3ext_user_t     *users;
-    size_t              n;
-    size_t              alloc;
-} pop3ext_users_t;
-
-
 /* the fields of an owner record, in the model's order; NULL when absent */
 
 typedef struct {
@@ -38,25 +32,55 @@ typedef struct {
 } pop3ext_owner_t;
 
 
+/*
+ * What a listing found, elements of size octets: put in order by cmp,
+ * and each record once, as SCAN may give a key twice (same); drop frees
+ * what an element holds.
+ */
+
 typedef struct {
-    pop3ext_owner_t    *owners;
-    size_t              n;
-    size_t              alloc;
-} pop3ext_owners_t;
+    void               *elts;
+    size_t              nelts;
+    size_t              nalloc;
+    size_t              size;
+    int               (*cmp)(const void *a, const void *b);
+    int               (*same)(const void *a, const void *b);
+    void              (*drop)(void *elt);
+} pop3ext_list_t;
+
+
+/* pop3ext_scan_names(): what a batch of keys is matched against */
+
+typedef struct {
+    const char         *prefix;
+    const char         *suffix;
+    pop3ext_name_pt     handler;
+    void               *data;
+} pop3ext_names_t;
 
 
 static int pop3ext_admin_args(int argc, char **argv, const char *cmd,
     int *json, const char **names, int nnames);
-static int pop3ext_user_batch(pop3ext_ctx_t *cx, redisReply *keys,
+static int pop3ext_names_batch(pop3ext_ctx_t *cx, redisReply *keys,
     unsigned m, unsigned masters, void *data);
+static int pop3ext_admin_list(pop3ext_ctx_t *cx, int argc, char **argv,
+    const char *cmd, int *json, const char *prefix, const char *suffix,
+    pop3ext_name_pt handler, pop3ext_list_t *list);
+static void *pop3ext_list_push(pop3ext_list_t *list);
+static void pop3ext_list_free(pop3ext_list_t *list);
+static char *pop3ext_strdup(const char *s, size_t len);
+static int pop3ext_user_found(pop3ext_ctx_t *cx, const char *name,
+    redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_user_cmp(const void *a, const void *b);
-static int pop3ext_who_batch(pop3ext_ctx_t *cx, redisReply *keys,
-    unsigned m, unsigned masters, void *data);
+static int pop3ext_user_same(const void *a, const void *b);
+static void pop3ext_user_drop(void *elt);
+static int pop3ext_who_found(pop3ext_ctx_t *cx, const char *name,
+    redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_owner_cmp(const void *a, const void *b);
+static int pop3ext_owner_same(const void *a, const void *b);
+static void pop3ext_owner_drop(void *elt);
 static void pop3ext_owner_parse(pop3ext_owner_t *o, char *record);
 static void pop3ext_owner_print(pop3ext_owner_t *o, int json);
-static int pop3ext_key_name(const char *key, size_t len,
-    const char *prefix, const char *suffix, char **name);
 static int pop3ext_record_read(pop3ext_ctx_t *cx, const char *key,
     redisReply **rp);
 static int pop3ext_record_same(redisReply *a, redisReply *b,
@@ -172,60 +196,70 @@ pop3ext_admin_args(int argc, char **argv, const char *cmd, int *json,
 
 
 /*
- * Calls handler with each batch of keys matching pattern, from SCAN on
- * every master: the one Redis, or each master of a cluster, which holds
- * the keys of its own slots.  SCAN returns a key at least once, not
- * exactly once, so a handler that collects drops duplicates.
+ * Calls handler with NAME of each key PREFIX NAME SUFFIX, from SCAN on
+ * every master, NAME valid by the model's rule: a key of another shape
+ * that the pattern matches too is passed over.  SCAN returns a key at
+ * least once, not exactly once, so a handler that collects drops
+ * duplicates.
  */
 
 int
-pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
-    pop3ext_scan_pt handler, void *data)
+pop3ext_scan_names(pop3ext_ctx_t *cx, const char *prefix,
+    const char *suffix, pop3ext_name_pt handler, void *data)
 {
-    int          rc;
-    unsigned     m, masters;
-    redisReply  *r;
-    char         cursor[32];
+    char             pattern[POP3EXT_KEY_MAX];
+    pop3ext_names_t  names;
 
-    masters = pop3ext_masters(cx);
+    /* a brace is no glob character: the pattern is the key's shape */
 
-    if (masters == 0) {
-        return EX_TEMPFAIL;
-    }
+    snprintf(pattern, sizeof(pattern), "%s*%s", prefix, suffix);
 
-    for (m = 0; m < masters; m++) {
-        memcpy(cursor, "0", 2);
+    names.prefix = prefix;
+    names.suffix = suffix;
+    names.handler = handler;
+    names.data = data;
 
-        do {
-            r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
-                                    cursor, pattern, POP3EXT_SCAN_COUNT);
-            if (r == NULL) {
-                return rc;
-            }
+    return pop3ext_scan_keys(cx, pattern, pop3ext_names_batch, &names);
+}
 
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
-                || r->element[0]->type != REDIS_REPLY_STRING
-                || r->element[0]->len == 0
-                || r->element[0]->len >= sizeof(cursor)
-                || r->element[1]->type != REDIS_REPLY_ARRAY)
-            {
-                pop3ext_error("unexpected reply to SCAN");
-                freeReplyObject(r);
-                return EX_SOFTWARE;
-            }
 
-            memcpy(cursor, r->element[0]->str, r->element[0]->len);
-            cursor[r->element[0]->len] = '\0';
+static int
+pop3ext_names_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
+    unsigned masters, void *data)
+{
+    int               rc;
+    size_t            i, n, plen, slen;
+    redisReply       *k;
+    pop3ext_names_t  *names;
+    char              name[P3X_NAME_MAX + 1];
 
-            rc = handler(cx, r->element[1], m, masters, data);
+    names = data;
+    plen = strlen(names->prefix);
+    slen = strlen(names->suffix);
 
-            freeReplyObject(r);
+    for (i = 0; i < keys->elements; i++) {
+        k = keys->element[i];
 
-            if (rc != EX_OK) {
-                return rc;
-            }
+        if (k->type != REDIS_REPLY_STRING || k->len <= plen + slen
+            || memcmp(k->str, names->prefix, plen) != 0
+            || memcmp(k->str + k->len - slen, names->suffix, slen) != 0)
+        {
+            continue;
+        }
 
-        } while (strcmp(cursor, "0") != 0);
+        n = k->len - plen - slen;
+
+        if (!p3x_valid_name((const u_char *) k->str + plen, n)) {
+            continue;
+        }
+
+        memcpy(name, k->str + plen, n);
+        name[n] = '\0';
+
+        rc = names->handler(cx, name, k, m, masters, names->data);
+        if (rc != EX_OK) {
+            return rc;
+        }
     }
 
     return EX_OK;
@@ -233,42 +267,122 @@ pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
 
 
 /*
- * *name: NAME of a key PREFIX NAME SUFFIX, allocated, or NULL for a key of
- * another shape (SCAN's pattern cannot tell every one apart)
+ * What user list and who share: their arguments, the SCAN of every
+ * master for keys PREFIX NAME SUFFIX (handler adds an element for each),
+ * and the elements in order, each once.  list is set up by the caller
+ * and freed by it, whatever this returns.
  */
 
 static int
-pop3ext_key_name(const char *key, size_t len, const char *prefix,
-    const char *suffix, char **name)
+pop3ext_admin_list(pop3ext_ctx_t *cx, int argc, char **argv,
+    const char *cmd, int *json, const char *prefix, const char *suffix,
+    pop3ext_name_pt handler, pop3ext_list_t *list)
 {
-    size_t  plen, slen, n;
+    int      rc;
+    char    *elts;
+    size_t   i, k, size;
 
-    plen = strlen(prefix);
-    slen = strlen(suffix);
-    *name = NULL;
+    *json = 0;
 
-    if (len <= plen + slen || memcmp(key, prefix, plen) != 0
-        || memcmp(key + len - slen, suffix, slen) != 0)
-    {
-        return EX_OK;
+    rc = pop3ext_admin_args(argc, argv, cmd, json, NULL, 0);
+    if (rc != EX_OK) {
+        return rc;
     }
 
-    n = len - plen - slen;
-
-    if (!p3x_valid_name((const u_char *) key + plen, n)) {
-        return EX_OK;
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
     }
 
-    *name = malloc(n + 1);
-    if (*name == NULL) {
-        pop3ext_error("out of memory");
-        return EX_TEMPFAIL;
+    rc = pop3ext_scan_names(cx, prefix, suffix, handler, list);
+
+    pop3ext_progress_end();
+
+    if (rc != EX_OK) {
+        return rc;
     }
 
-    memcpy(*name, key + plen, n);
-    (*name)[n] = '\0';
+    elts = list->elts;
+    size = list->size;
+
+    if (list->nelts > 1) {
+        qsort(elts, list->nelts, size, list->cmp);
+    }
+
+    for (i = 0, k = 0; i < list->nelts; i++) {
+        if (k > 0 && list->same(elts + (k - 1) * size, elts + i * size)) {
+            list->drop(elts + i * size);
+            continue;
+        }
+
+        if (k != i) {
+            memcpy(elts + k * size, elts + i * size, size);
+        }
+
+        k++;
+    }
+
+    list->nelts = k;
 
     return EX_OK;
+}
+
+
+/* room for one more element, counted; NULL when out of memory */
+
+static void *
+pop3ext_list_push(pop3ext_list_t *list)
+{
+    void    *elts;
+    size_t   n;
+
+    if (list->nelts == list->nalloc) {
+        n = list->nalloc * 2 + 16;
+
+        elts = realloc(list->elts, n * list->size);
+        if (elts == NULL) {
+            pop3ext_error("out of memory");
+            return NULL;
+        }
+
+        list->elts = elts;
+        list->nalloc = n;
+    }
+
+    return (char *) list->elts + list->nelts++ * list->size;
+}
+
+
+static void
+pop3ext_list_free(pop3ext_list_t *list)
+{
+    size_t  i;
+
+    for (i = 0; i < list->nelts; i++) {
+        list->drop((char *) list->elts + i * list->size);
+    }
+
+    free(list->elts);
+}
+
+
+/* a copy of len octets of s, NUL-terminated; NULL when out of memory */
+
+static char *
+pop3ext_strdup(const char *s, size_t len)
+{
+    char  *p;
+
+    p = malloc(len + 1);
+    if (p == NULL) {
+        pop3ext_error("out of memory");
+        return NULL;
+    }
+
+    memcpy(p, s, len);
+    p[len] = '\0';
+
+    return p;
 }
 
 
@@ -281,63 +395,29 @@ int
 pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int               rc, json;
-    size_t            i, k;
+    size_t            i;
     pop3ext_user_t   *u;
-    pop3ext_users_t   list;
-    char              pattern[POP3EXT_KEY_MAX];
+    pop3ext_list_t    list;
 
-    json = 0;
+    memset(&list, 0, sizeof(pop3ext_list_t));
+    list.size = sizeof(pop3ext_user_t);
+    list.cmp = pop3ext_user_cmp;
+    list.same = pop3ext_user_same;
+    list.drop = pop3ext_user_drop;
 
-    rc = pop3ext_admin_args(argc, argv, "user list", &json, NULL, 0);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_connect(cx);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    /* a brace is no glob character: the pattern is the key's shape */
-
-    snprintf(pattern, sizeof(pattern), "%s*%s", P3X_USER_PREFIX,
-             P3X_USER_SUFFIX);
-
-    memset(&list, 0, sizeof(pop3ext_users_t));
-
-    rc = pop3ext_scan_keys(cx, pattern, pop3ext_user_batch, &list);
-
-    pop3ext_progress_end();
-
+    rc = pop3ext_admin_list(cx, argc, argv, "user list", &json,
+                            P3X_USER_PREFIX, P3X_USER_SUFFIX,
+                            pop3ext_user_found, &list);
     if (rc != EX_OK) {
         goto done;
     }
-
-    if (list.n > 1) {
-        qsort(list.users, list.n, sizeof(pop3ext_user_t), pop3ext_user_cmp);
-    }
-
-    /* SCAN may have given a key twice */
-
-    for (i = 0, k = 0; i < list.n; i++) {
-        if (k > 0 && strcmp(list.users[k - 1].name, list.users[i].name) == 0)
-        {
-            free(list.users[i].name);
-            free(list.users[i].mailbox);
-            continue;
-        }
-
-        list.users[k++] = list.users[i];
-    }
-
-    list.n = k;
 
     if (json) {
         fputs("{\"users\":[", stdout);
     }
 
-    for (i = 0; i < list.n; i++) {
-        u = &list.users[i];
+    for (i = 0; i < list.nelts; i++) {
+        u = (pop3ext_user_t *) list.elts + i;
 
         if (json) {
             fputs(i ? ",{\"user\":" : "{\"user\":", stdout);
@@ -355,124 +435,89 @@ pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     if (json) {
-        printf("],\"count\":%zu}\n", list.n);
+        printf("],\"count\":%zu}\n", list.nelts);
     }
 
     rc = pop3ext_flush(stdout);
 
 done:
 
-    for (i = 0; i < list.n; i++) {
-        free(list.users[i].name);
-        free(list.users[i].mailbox);
-    }
-
-    free(list.users);
+    pop3ext_list_free(&list);
 
     return rc;
 }
 
 
-/* the users of one SCAN batch, each with its mailbox and flag */
+/* a user SCAN found, with its mailbox and flag */
 
 static int
-pop3ext_user_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
-    unsigned masters, void *data)
+pop3ext_user_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
+    unsigned m, unsigned masters, void *data)
 {
-    int               rc;
-    char             *name;
-    size_t            i;
-    redisReply       *r, *k, *mb, *dis;
-    pop3ext_user_t   *u;
-    pop3ext_users_t  *list;
+    int              rc;
+    redisReply      *r, *mb, *dis;
+    pop3ext_user_t   u, *e;
+    pop3ext_list_t  *list;
 
     list = data;
 
-    for (i = 0; i < keys->elements; i++) {
-        k = keys->element[i];
-
-        if (k->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        rc = pop3ext_key_name(k->str, k->len, P3X_USER_PREFIX,
-                              P3X_USER_SUFFIX, &name);
-        if (rc != EX_OK) {
-            return rc;
-        }
-
-        if (name == NULL) {
-            continue;
-        }
-
-        r = pop3ext_read(cx, &rc, k->str, "HMGET %b %s %s", k->str, k->len,
-                         P3X_FIELD_MAILBOX, P3X_FIELD_DISABLED);
-        if (r == NULL) {
-            free(name);
-            return rc;
-        }
-
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            pop3ext_error("unexpected reply to HMGET of user \"%s\"", name);
-            freeReplyObject(r);
-            free(name);
-            return EX_SOFTWARE;
-        }
-
-        mb = r->element[0];
-        dis = r->element[1];
-
-        if (list->n == list->alloc) {
-            u = realloc(list->users,
-                        (list->alloc * 2 + 64) * sizeof(pop3ext_user_t));
-            if (u == NULL) {
-                goto no_memory;
-            }
-
-            list->users = u;
-            list->alloc = list->alloc * 2 + 64;
-        }
-
-        u = &list->users[list->n];
-        u->name = name;
-        u->mailbox = NULL;
-        u->disabled = (dis->type == REDIS_REPLY_STRING && dis->len > 0
-                       && !(dis->len == 1 && dis->str[0] == '0'));
-
-        /* the mailbox named, if it is not the user's own */
-
-        if (mb->type == REDIS_REPLY_STRING && mb->len > 0
-            && strcmp(mb->str, name) != 0)
-        {
-            u->mailbox = malloc(mb->len + 1);
-            if (u->mailbox == NULL) {
-                goto no_memory;
-            }
-
-            /* shown as text: a name breaking the rules is shown as such */
-
-            if (p3x_valid_name((u_char *) mb->str, mb->len)) {
-                memcpy(u->mailbox, mb->str, mb->len + 1);
-
-            } else {
-                memcpy(u->mailbox, "(invalid)", sizeof("(invalid)"));
-            }
-        }
-
-        list->n++;
-        freeReplyObject(r);
-
-        pop3ext_progress("user list: %zu users (master %u of %u)", list->n,
-                         m + 1, masters);
+    r = pop3ext_read(cx, &rc, key->str, "HMGET %b %s %s", key->str,
+                     key->len, P3X_FIELD_MAILBOX, P3X_FIELD_DISABLED);
+    if (r == NULL) {
+        return rc;
     }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        pop3ext_error("unexpected reply to HMGET of user \"%s\"", name);
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    mb = r->element[0];
+    dis = r->element[1];
+
+    u.mailbox = NULL;
+    u.disabled = (dis->type == REDIS_REPLY_STRING && dis->len > 0
+                  && !(dis->len == 1 && dis->str[0] == '0'));
+
+    u.name = pop3ext_strdup(name, strlen(name));
+    if (u.name == NULL) {
+        goto no_memory;
+    }
+
+    /* the mailbox named, if it is not the user's own */
+
+    if (mb->type == REDIS_REPLY_STRING && mb->len > 0
+        && strcmp(mb->str, name) != 0)
+    {
+        /* shown as text: a name breaking the rules is shown as such */
+
+        u.mailbox = p3x_valid_name((u_char *) mb->str, mb->len)
+                    ? pop3ext_strdup(mb->str, mb->len)
+                    : pop3ext_strdup("(invalid)", sizeof("(invalid)") - 1);
+
+        if (u.mailbox == NULL) {
+            goto no_memory;
+        }
+    }
+
+    e = pop3ext_list_push(list);
+    if (e == NULL) {
+        goto no_memory;
+    }
+
+    *e = u;
+    freeReplyObject(r);
+
+    pop3ext_progress("user list: %zu users (master %u of %u)", list->nelts,
+                     m + 1, masters);
 
     return EX_OK;
 
 no_memory:
 
-    pop3ext_error("out of memory");
     freeReplyObject(r);
-    free(name);
+    pop3ext_user_drop(&u);
 
     return EX_TEMPFAIL;
 }
@@ -486,6 +531,25 @@ pop3ext_user_cmp(const void *a, const void *b)
 }
 
 
+static int
+pop3ext_user_same(const void *a, const void *b)
+{
+    return pop3ext_user_cmp(a, b) == 0;
+}
+
+
+static void
+pop3ext_user_drop(void *elt)
+{
+    pop3ext_user_t  *u;
+
+    u = elt;
+
+    free(u->name);
+    free(u->mailbox);
+}
+
+
 /*
  * pop3ext who [--json]: the sessions holding a maildrop, from the owner
  * records the module writes beside each lock, found by SCAN on every
@@ -496,167 +560,94 @@ pop3ext_user_cmp(const void *a, const void *b)
 int
 pop3ext_who(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int                rc, json;
-    size_t             i, k;
-    pop3ext_owners_t   list;
-    char               pattern[POP3EXT_KEY_MAX];
+    int              rc, json;
+    size_t           i;
+    pop3ext_list_t   list;
 
-    json = 0;
+    memset(&list, 0, sizeof(pop3ext_list_t));
+    list.size = sizeof(pop3ext_owner_t);
+    list.cmp = pop3ext_owner_cmp;
+    list.same = pop3ext_owner_same;
+    list.drop = pop3ext_owner_drop;
 
-    rc = pop3ext_admin_args(argc, argv, "who", &json, NULL, 0);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_connect(cx);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    snprintf(pattern, sizeof(pattern), "%s*%s", P3X_MBOX_PREFIX,
-             P3X_OWNER_SUFFIX);
-
-    memset(&list, 0, sizeof(pop3ext_owners_t));
-
-    rc = pop3ext_scan_keys(cx, pattern, pop3ext_who_batch, &list);
-
-    pop3ext_progress_end();
-
+    rc = pop3ext_admin_list(cx, argc, argv, "who", &json, P3X_MBOX_PREFIX,
+                            P3X_OWNER_SUFFIX, pop3ext_who_found, &list);
     if (rc != EX_OK) {
         goto done;
     }
-
-    if (list.n > 1) {
-        qsort(list.owners, list.n, sizeof(pop3ext_owner_t),
-              pop3ext_owner_cmp);
-    }
-
-    for (i = 0, k = 0; i < list.n; i++) {
-        if (k > 0
-            && strcmp(list.owners[k - 1].mailbox, list.owners[i].mailbox)
-               == 0)
-        {
-            free(list.owners[i].mailbox);
-            free(list.owners[i].record);
-            continue;
-        }
-
-        list.owners[k++] = list.owners[i];
-    }
-
-    list.n = k;
 
     if (json) {
         fputs("{\"sessions\":[", stdout);
     }
 
-    for (i = 0; i < list.n; i++) {
+    for (i = 0; i < list.nelts; i++) {
         if (json && i > 0) {
             putc(',', stdout);
         }
 
-        pop3ext_owner_print(&list.owners[i], json);
+        pop3ext_owner_print((pop3ext_owner_t *) list.elts + i, json);
     }
 
     if (json) {
-        printf("],\"count\":%zu}\n", list.n);
+        printf("],\"count\":%zu}\n", list.nelts);
     }
 
     rc = pop3ext_flush(stdout);
 
 done:
 
-    for (i = 0; i < list.n; i++) {
-        free(list.owners[i].mailbox);
-        free(list.owners[i].record);
-    }
-
-    free(list.owners);
+    pop3ext_list_free(&list);
 
     return rc;
 }
 
 
+/* a session SCAN found, by the owner record of its mailbox */
+
 static int
-pop3ext_who_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
-    unsigned masters, void *data)
+pop3ext_who_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
+    unsigned m, unsigned masters, void *data)
 {
-    int                rc;
-    char              *mbox, *record;
-    size_t             i;
-    redisReply        *r, *k;
-    pop3ext_owner_t   *o;
-    pop3ext_owners_t  *list;
+    int               rc;
+    char             *mbox, *record;
+    redisReply       *r;
+    pop3ext_owner_t  *o;
+    pop3ext_list_t   *list;
 
     list = data;
 
-    for (i = 0; i < keys->elements; i++) {
-        k = keys->element[i];
-
-        if (k->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        rc = pop3ext_key_name(k->str, k->len, P3X_MBOX_PREFIX,
-                              P3X_OWNER_SUFFIX, &mbox);
-        if (rc != EX_OK) {
-            return rc;
-        }
-
-        if (mbox == NULL) {
-            continue;
-        }
-
-        r = pop3ext_read(cx, &rc, k->str, "GET %b", k->str, k->len);
-        if (r == NULL) {
-            free(mbox);
-            return rc;
-        }
-
-        /* the session ended since SCAN saw it */
-
-        if (r->type != REDIS_REPLY_STRING) {
-            freeReplyObject(r);
-            free(mbox);
-            continue;
-        }
-
-        if (list->n == list->alloc) {
-            o = realloc(list->owners,
-                        (list->alloc * 2 + 16) * sizeof(pop3ext_owner_t));
-            if (o == NULL) {
-                goto no_memory;
-            }
-
-            list->owners = o;
-            list->alloc = list->alloc * 2 + 16;
-        }
-
-        record = malloc(r->len + 1);
-        if (record == NULL) {
-            goto no_memory;
-        }
-
-        memcpy(record, r->str, r->len + 1);
-        freeReplyObject(r);
-
-        o = &list->owners[list->n++];
-        o->mailbox = mbox;
-        pop3ext_owner_parse(o, record);
-
-        pop3ext_progress("who: %zu sessions (master %u of %u)", list->n,
-                         m + 1, masters);
+    r = pop3ext_read(cx, &rc, key->str, "GET %b", key->str, key->len);
+    if (r == NULL) {
+        return rc;
     }
 
-    return EX_OK;
+    /* the session ended since SCAN saw it */
 
-no_memory:
+    if (r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        return EX_OK;
+    }
 
-    pop3ext_error("out of memory");
+    mbox = pop3ext_strdup(name, strlen(name));
+    record = (mbox != NULL) ? pop3ext_strdup(r->str, r->len) : NULL;
+
     freeReplyObject(r);
-    free(mbox);
 
-    return EX_TEMPFAIL;
+    o = (mbox != NULL && record != NULL) ? pop3ext_list_push(list) : NULL;
+
+    if (o == NULL) {
+        free(record);
+        free(mbox);
+        return EX_TEMPFAIL;
+    }
+
+    o->mailbox = mbox;
+    pop3ext_owner_parse(o, record);
+
+    pop3ext_progress("who: %zu sessions (master %u of %u)", list->nelts,
+                     m + 1, masters);
+
+    return EX_OK;
 }
 
 
@@ -686,6 +677,29 @@ pop3ext_owner_cmp(const void *a, const void *b)
     }
 
     return strcmp(x->mailbox, y->mailbox);
+}
+
+
+/* one maildrop has one session: a mailbox found twice is one record */
+
+static int
+pop3ext_owner_same(const void *a, const void *b)
+{
+    return strcmp(((const pop3ext_owner_t *) a)->mailbox,
+                  ((const pop3ext_owner_t *) b)->mailbox)
+           == 0;
+}
+
+
+static void
+pop3ext_owner_drop(void *elt)
+{
+    pop3ext_owner_t  *o;
+
+    o = elt;
+
+    free(o->mailbox);
+    free(o->record);
 }
 
 

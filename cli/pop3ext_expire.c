@@ -29,6 +29,7 @@ typedef struct {
     pop3ext_target_t   *t;
     size_t              n;
     size_t              alloc;
+    unsigned long long  def;          /* the retention of a user without */
 } pop3ext_targets_t;
 
 
@@ -36,8 +37,8 @@ static int pop3ext_expire_option(const char *v, const char *what,
     unsigned long long *days);
 static int pop3ext_expire_user(pop3ext_ctx_t *cx, const char *user,
     unsigned long long def, pop3ext_targets_t *ts);
-static int pop3ext_expire_scan(pop3ext_ctx_t *cx, unsigned long long def,
-    pop3ext_targets_t *ts);
+static int pop3ext_expire_found(pop3ext_ctx_t *cx, const char *name,
+    redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_expire_add(pop3ext_targets_t *ts, const char *mbox,
     unsigned long long days);
 static int pop3ext_expire_cmp(const void *a, const void *b);
@@ -345,7 +346,12 @@ pop3ext_expunge(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     if (all) {
-        rc = pop3ext_expire_scan(cx, def, &ts);
+        ts.def = def;
+
+        /* every user record, on every master of a cluster */
+
+        rc = pop3ext_scan_names(cx, P3X_USER_PREFIX, P3X_USER_SUFFIX,
+                                pop3ext_expire_found, &ts);
 
     } else {
         for ( /* void */ ; i < argc && rc == EX_OK; i++) {
@@ -506,89 +512,24 @@ pop3ext_expire_user(pop3ext_ctx_t *cx, const char *user,
 }
 
 
-/* every user record, on every master of a cluster */
+/* a user record SCAN found: a record deleted since is nothing to do */
 
 static int
-pop3ext_expire_scan(pop3ext_ctx_t *cx, unsigned long long def,
-    pop3ext_targets_t *ts)
+pop3ext_expire_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
+    unsigned m, unsigned masters, void *data)
 {
-    int          rc;
-    size_t       i, plen, slen;
-    unsigned     m, masters;
-    redisReply  *r, *keys, *k;
-    char         cursor[32], name[P3X_NAME_MAX + 1];
+    int                 rc;
+    pop3ext_targets_t  *ts;
 
-    static const char  pattern[] = P3X_USER_PREFIX "*" P3X_USER_SUFFIX;
+    (void) key;
+    (void) m;
+    (void) masters;
 
-    plen = sizeof(P3X_USER_PREFIX) - 1;
-    slen = sizeof(P3X_USER_SUFFIX) - 1;
+    ts = data;
 
-    masters = pop3ext_masters(cx);
+    rc = pop3ext_expire_user(cx, name, ts->def, ts);
 
-    if (masters == 0) {
-        return EX_TEMPFAIL;
-    }
-
-    for (m = 0; m < masters; m++) {
-
-        memcpy(cursor, "0", 2);
-
-        do {
-            r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
-                                    cursor, pattern, POP3EXT_SCAN_COUNT);
-            if (r == NULL) {
-                return rc;
-            }
-
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
-                || r->element[0]->type != REDIS_REPLY_STRING
-                || r->element[0]->len == 0
-                || r->element[0]->len >= sizeof(cursor)
-                || r->element[1]->type != REDIS_REPLY_ARRAY)
-            {
-                pop3ext_error("unexpected reply to SCAN");
-                freeReplyObject(r);
-                return EX_SOFTWARE;
-            }
-
-            memcpy(cursor, r->element[0]->str, r->element[0]->len);
-            cursor[r->element[0]->len] = '\0';
-
-            keys = r->element[1];
-
-            for (i = 0; i < keys->elements; i++) {
-                k = keys->element[i];
-
-                if (k->type != REDIS_REPLY_STRING
-                    || k->len <= plen + slen
-                    || k->len - plen - slen > P3X_NAME_MAX)
-                {
-                    continue;
-                }
-
-                memcpy(name, k->str + plen, k->len - plen - slen);
-                name[k->len - plen - slen] = '\0';
-
-                if (!p3x_valid_name((u_char *) name, strlen(name))) {
-                    continue;
-                }
-
-                rc = pop3ext_expire_user(cx, name, def, ts);
-
-                /* a record deleted since the scan saw it: nothing to do */
-
-                if (rc != EX_OK && rc != EX_NOUSER) {
-                    freeReplyObject(r);
-                    return rc;
-                }
-            }
-
-            freeReplyObject(r);
-
-        } while (strcmp(cursor, "0") != 0);
-    }
-
-    return EX_OK;
+    return (rc == EX_NOUSER) ? EX_OK : rc;
 }
 
 

@@ -11,8 +11,8 @@
 
 
 static int pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix);
-static int pop3ext_scan_master(pop3ext_ctx_t *cx, unsigned m,
-    const char *prefix, const char *pattern);
+static int pop3ext_unlink_batch(pop3ext_ctx_t *cx, redisReply *keys,
+    unsigned m, unsigned masters, void *data);
 
 
 /*
@@ -252,9 +252,7 @@ done:
 static int
 pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
 {
-    int          rc;
     size_t       k;
-    unsigned     m, masters;
     const char  *p;
     char         pattern[2 * POP3EXT_KEY_MAX + 2];
 
@@ -273,111 +271,70 @@ pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
     pattern[k++] = '*';
     pattern[k] = '\0';
 
-    masters = pop3ext_masters(cx);
+    /* the prefix routes each UNLINK: the keys' slot */
 
-    if (masters == 0) {
-        return EX_TEMPFAIL;
-    }
-
-    for (m = 0; m < masters; m++) {
-        rc = pop3ext_scan_master(cx, m, prefix, pattern);
-        if (rc != EX_OK) {
-            return rc;
-        }
-    }
-
-    return EX_OK;
+    return pop3ext_scan_keys(cx, pattern, pop3ext_unlink_batch,
+                             (void *) prefix);
 }
 
 
 static int
-pop3ext_scan_master(pop3ext_ctx_t *cx, unsigned m, const char *prefix,
-    const char *pattern)
+pop3ext_unlink_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
+    unsigned masters, void *data)
 {
     int           rc;
     size_t        i, k;
-    redisReply   *r, *keys, *u;
+    redisReply   *u;
     const char  **av;
     size_t       *avlen;
-    char          cursor[32];
 
-    memcpy(cursor, "0", 2);
+    (void) m;
+    (void) masters;
 
-    do {
-        r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
-                                cursor, pattern, POP3EXT_SCAN_COUNT);
-        if (r == NULL) {
-            return rc;
+    if (keys->elements == 0) {
+        return EX_OK;
+    }
+
+    av = malloc((keys->elements + 1) * sizeof(const char *));
+    avlen = malloc((keys->elements + 1) * sizeof(size_t));
+
+    if (av == NULL || avlen == NULL) {
+        pop3ext_error("out of memory");
+        free(avlen);
+        free(av);
+        return EX_TEMPFAIL;
+    }
+
+    av[0] = "UNLINK";
+    avlen[0] = sizeof("UNLINK") - 1;
+    k = 1;
+
+    for (i = 0; i < keys->elements; i++) {
+        if (keys->element[i]->type == REDIS_REPLY_STRING) {
+            av[k] = keys->element[i]->str;
+            avlen[k] = keys->element[i]->len;
+            k++;
+        }
+    }
+
+    rc = EX_OK;
+
+    if (k > 1) {
+        rc = pop3ext_call(cx, data, 1, (int) k, av, avlen, &u);
+
+        if (rc == EX_OK) {
+            rc = pop3ext_check(cx, u);
         }
 
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
-            || r->element[0]->type != REDIS_REPLY_STRING
-            || r->element[0]->len == 0
-            || r->element[0]->len >= sizeof(cursor)
-            || r->element[1]->type != REDIS_REPLY_ARRAY)
-        {
-            pop3ext_error("unexpected reply to SCAN");
-            freeReplyObject(r);
-            return EX_SOFTWARE;
+        if (rc == EX_OK) {
+            freeReplyObject(u);
         }
+    }
 
-        memcpy(cursor, r->element[0]->str, r->element[0]->len);
-        cursor[r->element[0]->len] = '\0';
+    free(avlen);
+    free(av);
 
-        keys = r->element[1];
-
-        if (keys->elements > 0) {
-            av = malloc((keys->elements + 1) * sizeof(const char *));
-            avlen = malloc((keys->elements + 1) * sizeof(size_t));
-
-            if (av == NULL || avlen == NULL) {
-                pop3ext_error("out of memory");
-                free(avlen);
-                free(av);
-                freeReplyObject(r);
-                return EX_TEMPFAIL;
-            }
-
-            av[0] = "UNLINK";
-            avlen[0] = sizeof("UNLINK") - 1;
-            k = 1;
-
-            for (i = 0; i < keys->elements; i++) {
-                if (keys->element[i]->type == REDIS_REPLY_STRING) {
-                    av[k] = keys->element[i]->str;
-                    avlen[k] = keys->element[i]->len;
-                    k++;
-                }
-            }
-
-            rc = EX_OK;
-
-            if (k > 1) {
-                rc = pop3ext_call(cx, prefix, 1, (int) k, av, avlen, &u);
-
-                if (rc == EX_OK) {
-                    rc = pop3ext_check(cx, u);
-                }
-
-                if (rc == EX_OK) {
-                    freeReplyObject(u);
-                }
-            }
-
-            free(avlen);
-            free(av);
-
-            if (rc != EX_OK) {
-                freeReplyObject(r);
-                return rc;
-            }
-        }
-
-        freeReplyObject(r);
-
-    } while (strcmp(cursor, "0") != 0);
-
-    return EX_OK;
+    return rc;
 }
 
 

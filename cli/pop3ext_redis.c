@@ -1551,6 +1551,67 @@ pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
 }
 
 
+/*
+ * Calls handler with each batch of keys matching pattern, from SCAN on
+ * every master: the one Redis, or each master of a cluster, which holds
+ * the keys of its own slots.  SCAN returns a key at least once, not
+ * exactly once, so a handler that collects drops duplicates.
+ */
+
+int
+pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
+    pop3ext_scan_pt handler, void *data)
+{
+    int          rc;
+    unsigned     m, masters;
+    redisReply  *r;
+    char         cursor[32];
+
+    masters = pop3ext_masters(cx);
+
+    if (masters == 0) {
+        return EX_TEMPFAIL;
+    }
+
+    for (m = 0; m < masters; m++) {
+        memcpy(cursor, "0", 2);
+
+        do {
+            r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
+                                    cursor, pattern, POP3EXT_SCAN_COUNT);
+            if (r == NULL) {
+                return rc;
+            }
+
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+                || r->element[0]->type != REDIS_REPLY_STRING
+                || r->element[0]->len == 0
+                || r->element[0]->len >= sizeof(cursor)
+                || r->element[1]->type != REDIS_REPLY_ARRAY)
+            {
+                pop3ext_error("unexpected reply to SCAN");
+                freeReplyObject(r);
+                return EX_SOFTWARE;
+            }
+
+            memcpy(cursor, r->element[0]->str, r->element[0]->len);
+            cursor[r->element[0]->len] = '\0';
+
+            rc = handler(cx, r->element[1], m, masters, data);
+
+            freeReplyObject(r);
+
+            if (rc != EX_OK) {
+                return rc;
+            }
+
+        } while (strcmp(cursor, "0") != 0);
+    }
+
+    return EX_OK;
+}
+
+
 /* an error reply is a temporary failure, and is freed */
 
 int
