@@ -221,6 +221,42 @@ typedef struct {
 #define POP3EXT_SOCK_TIMEDOUT     (-2)
 
 
+/* a mailbox and its keys, as ngx_mail_pop3_ext_model.h names them */
+
+typedef struct {
+    char                name[P3X_NAME_MAX + 1];
+    char                index[POP3EXT_KEY_MAX];
+    char                meta[POP3EXT_KEY_MAX];
+    char                time[POP3EXT_KEY_MAX];
+    char                lock[POP3EXT_KEY_MAX];
+    char                dele[POP3EXT_KEY_MAX];
+    char                owner[POP3EXT_KEY_MAX];
+    char                last[POP3EXT_KEY_MAX];
+    char                msg[POP3EXT_KEY_MAX];     /* a body's, before UID */
+    char                dlv[POP3EXT_KEY_MAX];     /* a delivery id's */
+} pop3ext_mbox_t;
+
+
+/* an index read in batches (pop3ext_index_next()) */
+
+typedef struct {
+    const char         *key;
+    long long           start;
+    size_t              batch;
+    unsigned            done:1;
+} pop3ext_index_t;
+
+
+/* the delivery times of an index read whole (pop3ext_entry_time()) */
+
+typedef struct {
+    const char         *key;         /* the mailbox's time hash */
+    redisReply         *index;       /* the entries, as LRANGE gave them */
+    redisReply         *batch;       /* times from entry first on, or NULL */
+    size_t              first;
+} pop3ext_times_t;
+
+
 /* a batch of keys from SCAN, on the m-th of masters */
 typedef int (*pop3ext_scan_pt)(pop3ext_ctx_t *cx, redisReply *keys,
     unsigned m, unsigned masters, void *data);
@@ -302,8 +338,22 @@ int pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv,
 
 /* pop3ext_mailbox.c */
 int pop3ext_mailbox(pop3ext_ctx_t *cx, const char *user, char *mbox);
+int pop3ext_mbox_keys(pop3ext_mbox_t *mb, const char *name);
+int pop3ext_user_mbox(pop3ext_ctx_t *cx, const char *user,
+    pop3ext_mbox_t *mb);
 int pop3ext_entry(const char *p, size_t len, size_t *uid_len,
     unsigned long long *size);
+void pop3ext_index_init(pop3ext_index_t *ix, const char *key, size_t batch);
+int pop3ext_index_next(pop3ext_ctx_t *cx, pop3ext_index_t *ix,
+    redisReply **rp);
+int pop3ext_index_all(pop3ext_ctx_t *cx, const char *index, redisReply **rp,
+    size_t *count, unsigned long long *octets);
+int pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
+    size_t first, size_t max, redisReply **tp);
+int pop3ext_entry_time(pop3ext_ctx_t *cx, pop3ext_times_t *tm, size_t i,
+    unsigned long long *ms, const char **src);
+unsigned long long pop3ext_delivery_time(redisReply *t, const char *uid,
+    size_t len, const char **src);
 int pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan);
 int pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv);
 
@@ -345,10 +395,6 @@ int pop3ext_audit_show(pop3ext_ctx_t *cx, int argc, char **argv);
 /* pop3ext_admin.c */
 int pop3ext_scan_names(pop3ext_ctx_t *cx, const char *prefix,
     const char *suffix, pop3ext_name_pt handler, void *data);
-int pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
-    size_t first, size_t max, redisReply **tp);
-unsigned long long pop3ext_delivery_time(redisReply *t, const char *uid,
-    size_t len, const char **src);
 int pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user);

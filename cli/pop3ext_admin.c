@@ -843,37 +843,22 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
     char             *record;
     redisReply       *r;
     const char       *user;
+    pop3ext_mbox_t    mb;
     pop3ext_owner_t   o;
-    char              mbox[P3X_NAME_MAX + 1];
-    char              lock[POP3EXT_KEY_MAX], dele[POP3EXT_KEY_MAX];
-    char              owner[POP3EXT_KEY_MAX];
 
     rc = pop3ext_admin_args(argc, argv, "kick", NULL, &user, 1);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = pop3ext_connect(cx);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
-    }
-
-    rc = pop3ext_mailbox(cx, user, mbox);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    if (pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
-        || pop3ext_key(dele, P3X_MBOX_PREFIX, mbox, P3X_DELE_SUFFIX) != EX_OK
-        || pop3ext_key(owner, P3X_MBOX_PREFIX, mbox, P3X_OWNER_SUFFIX)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
     }
 
     /* nothing to do is said without writing to the audit trail */
 
-    r = pop3ext_read(cx, &rc, lock, "EXISTS %s", lock);
+    r = pop3ext_read(cx, &rc, mb.lock, "EXISTS %s", mb.lock);
     if (r == NULL) {
         return rc;
     }
@@ -887,7 +872,7 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
     if (r->integer == 0) {
         freeReplyObject(r);
         pop3ext_error("no session holds the maildrop of user \"%s\" "
-                      "(mailbox \"%s\"): nothing done", user, mbox);
+                      "(mailbox \"%s\"): nothing done", user, mb.name);
         return POP3EXT_EX_NOSESSION;
     }
 
@@ -898,8 +883,8 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    r = pop3ext_write(cx, &rc, lock, "EVAL %s 3 %s %s %s", P3X_SCRIPT_KICK,
-                      lock, dele, owner);
+    r = pop3ext_write(cx, &rc, mb.lock, "EVAL %s 3 %s %s %s",
+                      P3X_SCRIPT_KICK, mb.lock, mb.dele, mb.owner);
     if (r == NULL) {
         return rc;
     }
@@ -912,7 +897,7 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
 
         freeReplyObject(r);
         printf("kicked mailbox=%s: the session left no owner record, or "
-               "ended just now\n", mbox);
+               "ended just now\n", mb.name);
 
         return pop3ext_flush(stdout);
     }
@@ -933,7 +918,7 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
     memcpy(record, r->str, r->len + 1);
     freeReplyObject(r);
 
-    o.mailbox = mbox;
+    o.mailbox = mb.name;
     pop3ext_owner_parse(&o, record);
 
     fputs("kicked ", stdout);
@@ -957,12 +942,13 @@ int
 pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int                  rc, json;
-    size_t               i, n, uid_len, count, first;
-    redisReply          *r, *e, *t;
+    size_t               i, n, uid_len, count;
+    redisReply          *r, *e;
     const char          *user, *src;
+    pop3ext_mbox_t       mb;
+    pop3ext_times_t      tm;
     unsigned long long   size, octets, ms;
-    char                 mbox[P3X_NAME_MAX + 1], text[POP3EXT_TIME_LEN];
-    char                 index[POP3EXT_KEY_MAX], mtime[POP3EXT_KEY_MAX];
+    char                 text[POP3EXT_TIME_LEN];
 
     json = 0;
 
@@ -971,60 +957,30 @@ pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    rc = pop3ext_connect(cx);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = pop3ext_mailbox(cx, user, mbox);
+    rc = pop3ext_index_all(cx, mb.index, &r, &count, &octets);
     if (rc != EX_OK) {
         return rc;
-    }
-
-    if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
-        || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox, P3X_TIME_SUFFIX)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
-    }
-
-    r = pop3ext_read(cx, &rc, index, "LRANGE %s 0 -1", index);
-    if (r == NULL) {
-        return rc;
-    }
-
-    if (r->type != REDIS_REPLY_ARRAY) {
-        pop3ext_error("unexpected reply to LRANGE");
-        freeReplyObject(r);
-        return EX_SOFTWARE;
-    }
-
-    octets = 0;
-    count = 0;
-
-    for (i = 0; i < r->elements; i++) {
-        e = r->element[i];
-
-        if (e->type == REDIS_REPLY_STRING
-            && pop3ext_entry(e->str, e->len, &uid_len, &size))
-        {
-            octets += size;
-            count++;
-        }
     }
 
     if (json) {
         fputs("{\"user\":", stdout);
         pop3ext_json_string(stdout, user, strlen(user));
         fputs(",\"mailbox\":", stdout);
-        pop3ext_json_string(stdout, mbox, strlen(mbox));
+        pop3ext_json_string(stdout, mb.name, strlen(mb.name));
         printf(",\"count\":%zu,\"octets\":%llu,\"messages\":[", count,
                octets);
     }
 
     n = 0;
-    t = NULL;
-    first = 0;
+    tm.key = mb.time;
+    tm.index = r;
+    tm.batch = NULL;
+    tm.first = 0;
 
     for (i = 0; i < r->elements; i++) {
         e = r->element[i];
@@ -1036,28 +992,14 @@ pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
         {
             pop3ext_error("warning: entry %zu of the index of mailbox "
                           "\"%s\" is malformed, and left out as a login "
-                          "leaves it out", i + 1, mbox);
+                          "leaves it out", i + 1, mb.name);
             continue;
         }
 
-        /* the delivery times of a batch of entries, at once */
-
-        if (t == NULL || i >= first + POP3EXT_LIST_BATCH) {
-            if (t != NULL) {
-                freeReplyObject(t);
-            }
-
-            first = i;
-
-            rc = pop3ext_times(cx, mtime, r, first, POP3EXT_LIST_BATCH, &t);
-            if (rc != EX_OK) {
-                freeReplyObject(r);
-                return rc;
-            }
+        rc = pop3ext_entry_time(cx, &tm, i, &ms, &src);
+        if (rc != EX_OK) {
+            goto done;
         }
-
-        ms = pop3ext_delivery_time(t->element[i - first], e->str, uid_len,
-                                   &src);
 
         n++;
 
@@ -1086,135 +1028,21 @@ pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
         }
     }
 
-    if (t != NULL) {
-        freeReplyObject(t);
-    }
-
-    freeReplyObject(r);
-
     if (json) {
         fputs("]}\n", stdout);
     }
 
-    return pop3ext_flush(stdout);
-}
+    rc = pop3ext_flush(stdout);
 
+done:
 
-/*
- * HMGET of the time hash for the UIDs of index entries first .. first +
- * max - 1 of r (a malformed entry asks for a field no UID can be); *tp
- * has one element per entry.
- */
-
-int
-pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
-    size_t first, size_t max, redisReply **tp)
-{
-    int                  rc;
-    size_t               i, n, uid_len;
-    size_t              *lens;
-    redisReply          *e, *t;
-    const char         **av;
-    unsigned long long   size;
-
-    n = r->elements - first;
-
-    if (n > max) {
-        n = max;
+    if (tm.batch != NULL) {
+        freeReplyObject(tm.batch);
     }
 
-    av = malloc((n + 2) * sizeof(const char *));
-    lens = malloc((n + 2) * sizeof(size_t));
+    freeReplyObject(r);
 
-    if (av == NULL || lens == NULL) {
-        pop3ext_error("out of memory");
-        free(lens);
-        free(av);
-        return EX_TEMPFAIL;
-    }
-
-    av[0] = "HMGET";
-    lens[0] = 5;
-    av[1] = mtime;
-    lens[1] = strlen(mtime);
-
-    for (i = 0; i < n; i++) {
-        e = r->element[first + i];
-
-        if (e->type == REDIS_REPLY_STRING
-            && pop3ext_entry(e->str, e->len, &uid_len, &size))
-        {
-            av[2 + i] = e->str;
-            lens[2 + i] = uid_len;
-
-        } else {
-            av[2 + i] = " ";
-            lens[2 + i] = 1;
-        }
-    }
-
-    rc = pop3ext_call(cx, mtime, 0, (int) n + 2, av, lens, &t);
-
-    free(lens);
-    free(av);
-
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_check(cx, t);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    if (t->type != REDIS_REPLY_ARRAY || t->elements != n) {
-        pop3ext_error("unexpected reply to HMGET of \"%s\"", mtime);
-        freeReplyObject(t);
-        return EX_SOFTWARE;
-    }
-
-    *tp = t;
-
-    return EX_OK;
-}
-
-
-/*
- * A message's delivery time in ms: the time hash's value, else the clock
- * in a native UID (24 lowercase hex digits, the first 12 the writer's
- * clock), else unknown (*src NULL).  *src says which: "time" or "uid".
- */
-
-unsigned long long
-pop3ext_delivery_time(redisReply *t, const char *uid, size_t len,
-    const char **src)
-{
-    size_t               i;
-    unsigned long long   ms;
-
-    if (t->type == REDIS_REPLY_STRING && t->len > 0 && t->len <= 19
-        && strspn(t->str, "0123456789") == t->len)
-    {
-        *src = "time";
-        return strtoull(t->str, NULL, 10);
-    }
-
-    if (len == P3X_UID_NEW_LEN
-        && strspn(uid, "0123456789abcdef") >= P3X_UID_NEW_LEN)
-    {
-        ms = 0;
-
-        for (i = 0; i < 12; i++) {
-            ms = ms * 16 + (uid[i] <= '9' ? uid[i] - '0' : uid[i] - 'a' + 10);
-        }
-
-        *src = "uid";
-        return ms;
-    }
-
-    *src = NULL;
-
-    return 0;
+    return rc;
 }
 
 
@@ -1391,14 +1219,14 @@ pop3ext_record_same(redisReply *a, redisReply *b, const char *mbox)
 int
 pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int           rc, held, implicit;
-    size_t        k, n;
-    redisReply   *rec, *nrec, *r;
-    const char   *names[2], *old, *new, **av;
-    size_t       *lens;
-    char          mbox[P3X_NAME_MAX + 1];
-    char          okey[POP3EXT_KEY_MAX], nkey[POP3EXT_KEY_MAX];
-    char          lock[POP3EXT_KEY_MAX], owner[POP3EXT_KEY_MAX];
+    int              rc, held, implicit;
+    size_t           k, n;
+    redisReply      *rec, *nrec, *r;
+    const char      *names[2], *old, *new, **av;
+    size_t          *lens;
+    pop3ext_mbox_t   mb;
+    char             mbox[P3X_NAME_MAX + 1];
+    char             okey[POP3EXT_KEY_MAX], nkey[POP3EXT_KEY_MAX];
 
     rc = pop3ext_admin_args(argc, argv, "user rename", NULL, names, 2);
     if (rc != EX_OK) {
@@ -1486,15 +1314,12 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
         goto done;
     }
 
-    if (pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
-        || pop3ext_key(owner, P3X_MBOX_PREFIX, mbox, P3X_OWNER_SUFFIX)
-           != EX_OK)
-    {
+    if (pop3ext_mbox_keys(&mb, mbox) != EX_OK) {
         rc = EX_SOFTWARE;
         goto done;
     }
 
-    r = pop3ext_read(cx, &rc, lock, "EXISTS %s", lock);
+    r = pop3ext_read(cx, &rc, mb.lock, "EXISTS %s", mb.lock);
     if (r == NULL) {
         goto done;
     }
@@ -1503,7 +1328,7 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
     freeReplyObject(r);
 
     if (held) {
-        r = pop3ext_read(cx, &rc, owner, "GET %s", owner);
+        r = pop3ext_read(cx, &rc, mb.owner, "GET %s", mb.owner);
         if (r == NULL) {
             goto done;
         }
