@@ -29,6 +29,8 @@ static int pop3ext_pop3_send(pop3ext_pop3_t *p, const char *buf,
 static int pop3ext_pop3_fill(pop3ext_pop3_t *p);
 static int pop3ext_pop3_chunk(pop3ext_pop3_t *p, const u_char **data,
     size_t *len, int *whole);
+static int pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what,
+    const u_char **data, size_t *len, size_t size);
 static int pop3ext_pop3_reply(pop3ext_pop3_t *p, char *line, size_t size,
     int *ok);
 static int pop3ext_pop3_cmd(pop3ext_pop3_t *p, const char *cmd,
@@ -414,27 +416,52 @@ pop3ext_pop3_chunk(pop3ext_pop3_t *p, const u_char **data, size_t *len,
 }
 
 
+/*
+ * A line of a reply without its line end, shorter than size, for a
+ * buffer of size octets: what ("reply line") is too long otherwise.
+ */
+
+static int
+pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what, const u_char **data,
+    size_t *len, size_t size)
+{
+    int            rc, whole;
+    size_t         n;
+    const u_char  *d;
+
+    rc = pop3ext_pop3_chunk(p, &d, &n, &whole);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    while (n > 0 && (d[n - 1] == '\n' || d[n - 1] == '\r')) {
+        n--;
+    }
+
+    if (!whole || n >= size) {
+        pop3ext_error("pop3 server %s: %s too long", p->name, what);
+        return EX_PROTOCOL;
+    }
+
+    *data = d;
+    *len = n;
+
+    return EX_OK;
+}
+
+
 /* a status line, without its line end; *ok: it is "+OK" */
 
 static int
 pop3ext_pop3_reply(pop3ext_pop3_t *p, char *line, size_t size, int *ok)
 {
-    int            rc, whole;
+    int            rc;
     size_t         len;
     const u_char  *data;
 
-    rc = pop3ext_pop3_chunk(p, &data, &len, &whole);
+    rc = pop3ext_pop3_line(p, "reply line", &data, &len, size);
     if (rc != EX_OK) {
         return rc;
-    }
-
-    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r')) {
-        len--;
-    }
-
-    if (!whole || len >= size) {
-        pop3ext_error("pop3 server %s: reply line too long", p->name);
-        return EX_PROTOCOL;
     }
 
     memcpy(line, data, len);
@@ -506,23 +533,16 @@ pop3ext_pop3_cmd(pop3ext_pop3_t *p, const char *cmd, const char *show,
 static int
 pop3ext_pop3_multi(pop3ext_pop3_t *p, char *line, size_t size, int *done)
 {
-    int            rc, whole;
+    int            rc;
     size_t         len;
     const u_char  *data;
 
-    rc = pop3ext_pop3_chunk(p, &data, &len, &whole);
+    /* a listing cut short leaves the connection out of step: no QUIT */
+
+    rc = pop3ext_pop3_line(p, "listing line", &data, &len, size);
     if (rc != EX_OK) {
-        return rc;
-    }
-
-    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r')) {
-        len--;
-    }
-
-    if (!whole || len >= size) {
-        pop3ext_error("pop3 server %s: listing line too long", p->name);
         p->broken = 1;
-        return EX_PROTOCOL;
+        return rc;
     }
 
     *done = (len == 1 && data[0] == '.');
