@@ -295,6 +295,7 @@ redisReply *pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
     const char *fmt, ...);
 int pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
     pop3ext_scan_pt handler, void *data);
+int pop3ext_exists(pop3ext_ctx_t *cx, const char *key, int *exists);
 int pop3ext_check(pop3ext_ctx_t *cx, redisReply *r);
 unsigned long long pop3ext_now(void);
 int pop3ext_sync(pop3ext_ctx_t *cx);
@@ -330,6 +331,9 @@ int pop3ext_read_line(char *buf, size_t size, size_t *len);
 int pop3ext_valid_user(const char *name);
 int pop3ext_user_record(pop3ext_ctx_t *cx, const char *user,
     redisReply **rp);
+int pop3ext_user_exists(pop3ext_ctx_t *cx, const char *user);
+int pop3ext_user_field(pop3ext_ctx_t *cx, const char *user,
+    const char *field, const char *value);
 int pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv);

@@ -33,19 +33,32 @@ typedef struct {
 
 
 /*
- * What a listing found, elements of size octets: put in order by cmp,
- * and each record once, as SCAN may give a key twice (same); drop frees
+ * A listing of the records whose keys have the shape PREFIX NAME SUFFIX
+ * (user list, who): found adds an element of size octets for a NAME; the
+ * elements are put in order by cmp, each record once, as SCAN may give a
+ * key twice (same), and printed, as text or JSON, by print; drop frees
  * what an element holds.
  */
 
 typedef struct {
-    void               *elts;
-    size_t              nelts;
-    size_t              nalloc;
+    const char         *cmd;
+    const char         *array;       /* the JSON array's name */
+    const char         *prefix;
+    const char         *suffix;
     size_t              size;
+    pop3ext_name_pt     found;
     int               (*cmp)(const void *a, const void *b);
     int               (*same)(const void *a, const void *b);
     void              (*drop)(void *elt);
+    void              (*print)(void *elt, int json);
+} pop3ext_listing_t;
+
+
+typedef struct {
+    const pop3ext_listing_t  *kind;
+    void                     *elts;
+    size_t                    nelts;
+    size_t                    nalloc;
 } pop3ext_list_t;
 
 
@@ -64,23 +77,22 @@ static int pop3ext_admin_args(int argc, char **argv, const char *cmd,
 static int pop3ext_names_batch(pop3ext_ctx_t *cx, redisReply *keys,
     unsigned m, unsigned masters, void *data);
 static int pop3ext_admin_list(pop3ext_ctx_t *cx, int argc, char **argv,
-    const char *cmd, int *json, const char *prefix, const char *suffix,
-    pop3ext_name_pt handler, pop3ext_list_t *list);
+    const pop3ext_listing_t *kind);
 static void *pop3ext_list_push(pop3ext_list_t *list);
-static void pop3ext_list_free(pop3ext_list_t *list);
 static char *pop3ext_strdup(const char *s, size_t len);
 static int pop3ext_user_found(pop3ext_ctx_t *cx, const char *name,
     redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_user_cmp(const void *a, const void *b);
 static int pop3ext_user_same(const void *a, const void *b);
 static void pop3ext_user_drop(void *elt);
+static void pop3ext_user_print(void *elt, int json);
 static int pop3ext_who_found(pop3ext_ctx_t *cx, const char *name,
     redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_owner_cmp(const void *a, const void *b);
 static int pop3ext_owner_same(const void *a, const void *b);
 static void pop3ext_owner_drop(void *elt);
 static void pop3ext_owner_parse(pop3ext_owner_t *o, char *record);
-static void pop3ext_owner_print(pop3ext_owner_t *o, int json);
+static void pop3ext_owner_print(void *elt, int json);
 static int pop3ext_record_read(pop3ext_ctx_t *cx, const char *key,
     redisReply **rp);
 static int pop3ext_record_same(redisReply *a, redisReply *b,
@@ -91,6 +103,20 @@ static int pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old,
 
 static const char  *pop3ext_owner_names[POP3EXT_OWNER_FIELDS] = {
     "host", "pid", "client", "since", "user"
+};
+
+
+static const pop3ext_listing_t  pop3ext_user_listing = {
+    "user list", "users", P3X_USER_PREFIX, P3X_USER_SUFFIX,
+    sizeof(pop3ext_user_t), pop3ext_user_found, pop3ext_user_cmp,
+    pop3ext_user_same, pop3ext_user_drop, pop3ext_user_print
+};
+
+
+static const pop3ext_listing_t  pop3ext_who_listing = {
+    "who", "sessions", P3X_MBOX_PREFIX, P3X_OWNER_SUFFIX,
+    sizeof(pop3ext_owner_t), pop3ext_who_found, pop3ext_owner_cmp,
+    pop3ext_owner_same, pop3ext_owner_drop, pop3ext_owner_print
 };
 
 
@@ -267,24 +293,22 @@ pop3ext_names_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
 
 
 /*
- * What user list and who share: their arguments, the SCAN of every
- * master for keys PREFIX NAME SUFFIX (handler adds an element for each),
- * and the elements in order, each once.  list is set up by the caller
- * and freed by it, whatever this returns.
+ * user list and who: their arguments, the SCAN of every master for keys
+ * of the listing's shape, and what was found in order, each record once.
  */
 
 static int
 pop3ext_admin_list(pop3ext_ctx_t *cx, int argc, char **argv,
-    const char *cmd, int *json, const char *prefix, const char *suffix,
-    pop3ext_name_pt handler, pop3ext_list_t *list)
+    const pop3ext_listing_t *kind)
 {
-    int      rc;
-    char    *elts;
-    size_t   i, k, size;
+    int              rc, json;
+    char            *elts;
+    size_t           i, k;
+    pop3ext_list_t   list;
 
-    *json = 0;
+    json = 0;
 
-    rc = pop3ext_admin_args(argc, argv, cmd, json, NULL, 0);
+    rc = pop3ext_admin_args(argc, argv, kind->cmd, &json, NULL, 0);
     if (rc != EX_OK) {
         return rc;
     }
@@ -294,37 +318,68 @@ pop3ext_admin_list(pop3ext_ctx_t *cx, int argc, char **argv,
         return rc;
     }
 
-    rc = pop3ext_scan_names(cx, prefix, suffix, handler, list);
+    memset(&list, 0, sizeof(pop3ext_list_t));
+    list.kind = kind;
+
+    rc = pop3ext_scan_names(cx, kind->prefix, kind->suffix, kind->found,
+                            &list);
 
     pop3ext_progress_end();
 
     if (rc != EX_OK) {
-        return rc;
+        goto done;
     }
 
-    elts = list->elts;
-    size = list->size;
+    elts = list.elts;
 
-    if (list->nelts > 1) {
-        qsort(elts, list->nelts, size, list->cmp);
+    if (list.nelts > 1) {
+        qsort(elts, list.nelts, kind->size, kind->cmp);
     }
 
-    for (i = 0, k = 0; i < list->nelts; i++) {
-        if (k > 0 && list->same(elts + (k - 1) * size, elts + i * size)) {
-            list->drop(elts + i * size);
+    for (i = 0, k = 0; i < list.nelts; i++) {
+        if (k > 0
+            && kind->same(elts + (k - 1) * kind->size, elts + i * kind->size))
+        {
+            kind->drop(elts + i * kind->size);
             continue;
         }
 
         if (k != i) {
-            memcpy(elts + k * size, elts + i * size, size);
+            memcpy(elts + k * kind->size, elts + i * kind->size, kind->size);
         }
 
         k++;
     }
 
-    list->nelts = k;
+    list.nelts = k;
 
-    return EX_OK;
+    if (json) {
+        printf("{\"%s\":[", kind->array);
+    }
+
+    for (i = 0; i < list.nelts; i++) {
+        if (json && i > 0) {
+            putc(',', stdout);
+        }
+
+        kind->print(elts + i * kind->size, json);
+    }
+
+    if (json) {
+        printf("],\"count\":%zu}\n", list.nelts);
+    }
+
+    rc = pop3ext_flush(stdout);
+
+done:
+
+    for (i = 0; i < list.nelts; i++) {
+        kind->drop((char *) list.elts + i * kind->size);
+    }
+
+    free(list.elts);
+
+    return rc;
 }
 
 
@@ -339,7 +394,7 @@ pop3ext_list_push(pop3ext_list_t *list)
     if (list->nelts == list->nalloc) {
         n = list->nalloc * 2 + 16;
 
-        elts = realloc(list->elts, n * list->size);
+        elts = realloc(list->elts, n * list->kind->size);
         if (elts == NULL) {
             pop3ext_error("out of memory");
             return NULL;
@@ -349,20 +404,7 @@ pop3ext_list_push(pop3ext_list_t *list)
         list->nalloc = n;
     }
 
-    return (char *) list->elts + list->nelts++ * list->size;
-}
-
-
-static void
-pop3ext_list_free(pop3ext_list_t *list)
-{
-    size_t  i;
-
-    for (i = 0; i < list->nelts; i++) {
-        list->drop((char *) list->elts + i * list->size);
-    }
-
-    free(list->elts);
+    return (char *) list->elts + list->nelts++ * list->kind->size;
 }
 
 
@@ -394,57 +436,32 @@ pop3ext_strdup(const char *s, size_t len)
 int
 pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int               rc, json;
-    size_t            i;
-    pop3ext_user_t   *u;
-    pop3ext_list_t    list;
+    return pop3ext_admin_list(cx, argc, argv, &pop3ext_user_listing);
+}
 
-    memset(&list, 0, sizeof(pop3ext_list_t));
-    list.size = sizeof(pop3ext_user_t);
-    list.cmp = pop3ext_user_cmp;
-    list.same = pop3ext_user_same;
-    list.drop = pop3ext_user_drop;
 
-    rc = pop3ext_admin_list(cx, argc, argv, "user list", &json,
-                            P3X_USER_PREFIX, P3X_USER_SUFFIX,
-                            pop3ext_user_found, &list);
-    if (rc != EX_OK) {
-        goto done;
-    }
+/* "NAME[ mailbox=MBOX][ disabled]", or a JSON object */
+
+static void
+pop3ext_user_print(void *elt, int json)
+{
+    pop3ext_user_t  *u;
+
+    u = elt;
 
     if (json) {
-        fputs("{\"users\":[", stdout);
+        fputs("{\"user\":", stdout);
+        pop3ext_json_string(stdout, u->name, strlen(u->name));
+        fputs(",\"mailbox\":", stdout);
+        pop3ext_json_string(stdout, u->mailbox ? u->mailbox : u->name,
+                            strlen(u->mailbox ? u->mailbox : u->name));
+        printf(",\"disabled\":%s}", u->disabled ? "true" : "false");
+
+    } else {
+        printf("%s%s%s%s\n", u->name, u->mailbox ? " mailbox=" : "",
+               u->mailbox ? u->mailbox : "",
+               u->disabled ? " disabled" : "");
     }
-
-    for (i = 0; i < list.nelts; i++) {
-        u = (pop3ext_user_t *) list.elts + i;
-
-        if (json) {
-            fputs(i ? ",{\"user\":" : "{\"user\":", stdout);
-            pop3ext_json_string(stdout, u->name, strlen(u->name));
-            fputs(",\"mailbox\":", stdout);
-            pop3ext_json_string(stdout, u->mailbox ? u->mailbox : u->name,
-                                strlen(u->mailbox ? u->mailbox : u->name));
-            printf(",\"disabled\":%s}", u->disabled ? "true" : "false");
-
-        } else {
-            printf("%s%s%s%s\n", u->name, u->mailbox ? " mailbox=" : "",
-                   u->mailbox ? u->mailbox : "",
-                   u->disabled ? " disabled" : "");
-        }
-    }
-
-    if (json) {
-        printf("],\"count\":%zu}\n", list.nelts);
-    }
-
-    rc = pop3ext_flush(stdout);
-
-done:
-
-    pop3ext_list_free(&list);
-
-    return rc;
 }
 
 
@@ -560,45 +577,7 @@ pop3ext_user_drop(void *elt)
 int
 pop3ext_who(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int              rc, json;
-    size_t           i;
-    pop3ext_list_t   list;
-
-    memset(&list, 0, sizeof(pop3ext_list_t));
-    list.size = sizeof(pop3ext_owner_t);
-    list.cmp = pop3ext_owner_cmp;
-    list.same = pop3ext_owner_same;
-    list.drop = pop3ext_owner_drop;
-
-    rc = pop3ext_admin_list(cx, argc, argv, "who", &json, P3X_MBOX_PREFIX,
-                            P3X_OWNER_SUFFIX, pop3ext_who_found, &list);
-    if (rc != EX_OK) {
-        goto done;
-    }
-
-    if (json) {
-        fputs("{\"sessions\":[", stdout);
-    }
-
-    for (i = 0; i < list.nelts; i++) {
-        if (json && i > 0) {
-            putc(',', stdout);
-        }
-
-        pop3ext_owner_print((pop3ext_owner_t *) list.elts + i, json);
-    }
-
-    if (json) {
-        printf("],\"count\":%zu}\n", list.nelts);
-    }
-
-    rc = pop3ext_flush(stdout);
-
-done:
-
-    pop3ext_list_free(&list);
-
-    return rc;
+    return pop3ext_admin_list(cx, argc, argv, &pop3ext_who_listing);
 }
 
 
@@ -750,15 +729,18 @@ pop3ext_owner_parse(pop3ext_owner_t *o, char *record)
  */
 
 static void
-pop3ext_owner_print(pop3ext_owner_t *o, int json)
+pop3ext_owner_print(void *elt, int json)
 {
     int                  f, numeric;
     size_t               len;
     const char          *v;
     unsigned long long   ms;
+    pop3ext_owner_t     *o;
     char                 text[POP3EXT_TIME_LEN];
 
     static const int     order[POP3EXT_OWNER_FIELDS] = { 4, 0, 1, 2, 3 };
+
+    o = elt;
 
     if (json) {
         putc('{', stdout);
@@ -839,7 +821,7 @@ pop3ext_owner_print(pop3ext_owner_t *o, int json)
 int
 pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int               rc;
+    int               rc, held;
     char             *record;
     redisReply       *r;
     const char       *user;
@@ -858,25 +840,16 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
 
     /* nothing to do is said without writing to the audit trail */
 
-    r = pop3ext_read(cx, &rc, mb.lock, "EXISTS %s", mb.lock);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, mb.lock, &held);
+    if (rc != EX_OK) {
         return rc;
     }
 
-    if (r->type != REDIS_REPLY_INTEGER) {
-        pop3ext_error("unexpected reply to EXISTS");
-        freeReplyObject(r);
-        return EX_SOFTWARE;
-    }
-
-    if (r->integer == 0) {
-        freeReplyObject(r);
+    if (!held) {
         pop3ext_error("no session holds the maildrop of user \"%s\" "
                       "(mailbox \"%s\"): nothing done", user, mb.name);
         return POP3EXT_EX_NOSESSION;
     }
-
-    freeReplyObject(r);
 
     rc = pop3ext_audit(cx, argc, argv);
     if (rc != EX_OK) {
@@ -1058,10 +1031,8 @@ done:
 int
 pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user)
 {
-    int          rc;
-    long long    n;
-    redisReply  *r;
-    char         key[POP3EXT_KEY_MAX], index[POP3EXT_KEY_MAX];
+    int   rc, exists;
+    char  key[POP3EXT_KEY_MAX], index[POP3EXT_KEY_MAX];
 
     if (pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX) != EX_OK
         || pop3ext_key(index, P3X_MBOX_PREFIX, user, P3X_INDEX_SUFFIX)
@@ -1070,27 +1041,17 @@ pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user)
         return EX_SOFTWARE;
     }
 
-    r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, key, &exists);
+    if (rc != EX_OK || exists) {
         return rc;
     }
 
-    n = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
-    freeReplyObject(r);
-
-    if (n != 0) {
-        return (n == 1) ? EX_OK : EX_SOFTWARE;
-    }
-
-    r = pop3ext_read(cx, &rc, index, "EXISTS %s", index);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, index, &exists);
+    if (rc != EX_OK) {
         return rc;
     }
 
-    n = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
-    freeReplyObject(r);
-
-    if (n == 1) {
+    if (exists) {
         pop3ext_error("mailbox \"%s\" holds mail, and no user \"%s\" "
                       "exists: it is another's (a user renamed from \"%s\" "
                       "reads it); give --mailbox %s to read it anyway, or "
@@ -1098,7 +1059,7 @@ pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user)
         return EX_CANTCREAT;
     }
 
-    return (n == 0) ? EX_OK : EX_SOFTWARE;
+    return EX_OK;
 }
 
 
@@ -1319,13 +1280,10 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
         goto done;
     }
 
-    r = pop3ext_read(cx, &rc, mb.lock, "EXISTS %s", mb.lock);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, mb.lock, &held);
+    if (rc != EX_OK) {
         goto done;
     }
-
-    held = (r->type == REDIS_REPLY_INTEGER && r->integer == 1);
-    freeReplyObject(r);
 
     if (held) {
         r = pop3ext_read(cx, &rc, mb.owner, "GET %s", mb.owner);

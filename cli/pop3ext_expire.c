@@ -137,9 +137,8 @@ int
 pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int          i, rc, words;
-    char         buf[32], key[POP3EXT_KEY_MAX];
+    char         buf[32];
     const char  *user, *expire, *field;
-    redisReply  *r;
 
     user = NULL;
     expire = NULL;
@@ -187,11 +186,6 @@ pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv)
         return EX_USAGE;
     }
 
-    rc = pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
     rc = pop3ext_connect(cx);
     if (rc != EX_OK) {
         return rc;
@@ -202,32 +196,7 @@ pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    if (field != NULL) {
-        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s %s",
-                          POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_EXPIRE,
-                          field);
-
-    } else {
-        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s",
-                          POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_EXPIRE);
-    }
-
-    if (r == NULL) {
-        return rc;
-    }
-
-    if (r->type != REDIS_REPLY_INTEGER) {
-        pop3ext_error("unexpected reply to EVAL");
-        rc = EX_SOFTWARE;
-
-    } else if (r->integer == 0) {
-        pop3ext_error("unknown user \"%s\"", user);
-        rc = EX_NOUSER;
-    }
-
-    freeReplyObject(r);
-
-    return rc;
+    return pop3ext_user_field(cx, user, P3X_FIELD_EXPIRE, field);
 }
 
 
@@ -459,17 +428,8 @@ pop3ext_expire_user(pop3ext_ctx_t *cx, const char *user,
     {
         freeReplyObject(r);
 
-        r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
-        if (r == NULL) {
-            return rc;
-        }
-
-        rc = (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
-             ? EX_OK : EX_NOUSER;
-        freeReplyObject(r);
-
+        rc = pop3ext_user_exists(cx, user);
         if (rc != EX_OK) {
-            pop3ext_error("unknown user \"%s\"", user);
             return rc;
         }
 
@@ -571,10 +531,9 @@ static int
 pop3ext_expire_mailbox(pop3ext_ctx_t *cx, const char *mbox,
     unsigned long long days, int dry, int *in_use)
 {
-    int                  rc;
+    int                  rc, held;
     char               **entries;
     size_t               n;
-    redisReply          *r;
     pop3ext_mbox_t       mb;
     unsigned long long   now, cutoff, octets, removed;
 
@@ -585,20 +544,17 @@ pop3ext_expire_mailbox(pop3ext_ctx_t *cx, const char *mbox,
 
     /* no need to read a maildrop that EXPUNGE would refuse now */
 
-    r = pop3ext_read(cx, &rc, mb.lock, "EXISTS %s", mb.lock);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, mb.lock, &held);
+    if (rc != EX_OK) {
         return rc;
     }
 
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
-        freeReplyObject(r);
+    if (held) {
         pop3ext_error("mailbox \"%s\" is in use by a session, not expunged",
                       mbox);
         *in_use = 1;
         return EX_OK;
     }
-
-    freeReplyObject(r);
 
     now = pop3ext_clock_ms();
 

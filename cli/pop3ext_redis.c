@@ -1612,6 +1612,32 @@ pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
 }
 
 
+/* EXISTS key: *exists 1 or 0 */
+
+int
+pop3ext_exists(pop3ext_ctx_t *cx, const char *key, int *exists)
+{
+    int          rc;
+    redisReply  *r;
+
+    r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_INTEGER) {
+        pop3ext_error("unexpected reply to EXISTS");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    *exists = (r->integer != 0);
+    freeReplyObject(r);
+
+    return EX_OK;
+}
+
+
 /* an error reply is a temporary failure, and is freed */
 
 int
