@@ -30,7 +30,7 @@ static int pop3ext_pop3_fill(pop3ext_pop3_t *p);
 static int pop3ext_pop3_chunk(pop3ext_pop3_t *p, const u_char **data,
     size_t *len, int *whole);
 static int pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what,
-    const u_char **data, size_t *len, size_t size);
+    char *line, size_t size, size_t *len);
 static int pop3ext_pop3_reply(pop3ext_pop3_t *p, char *line, size_t size,
     int *ok);
 static int pop3ext_pop3_cmd(pop3ext_pop3_t *p, const char *cmd,
@@ -417,24 +417,24 @@ pop3ext_pop3_chunk(pop3ext_pop3_t *p, const u_char **data, size_t *len,
 
 
 /*
- * A line of a reply without its line end, shorter than size, for a
- * buffer of size octets: what ("reply line") is too long otherwise.
+ * A line of a reply into line, of size octets, without its line end and
+ * NUL-terminated; what ("reply line") is said to be too long otherwise.
  */
 
 static int
-pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what, const u_char **data,
-    size_t *len, size_t size)
+pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what, char *line,
+    size_t size, size_t *len)
 {
     int            rc, whole;
     size_t         n;
-    const u_char  *d;
+    const u_char  *data;
 
-    rc = pop3ext_pop3_chunk(p, &d, &n, &whole);
+    rc = pop3ext_pop3_chunk(p, &data, &n, &whole);
     if (rc != EX_OK) {
         return rc;
     }
 
-    while (n > 0 && (d[n - 1] == '\n' || d[n - 1] == '\r')) {
+    while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r')) {
         n--;
     }
 
@@ -443,7 +443,8 @@ pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what, const u_char **data,
         return EX_PROTOCOL;
     }
 
-    *data = d;
+    memcpy(line, data, n);
+    line[n] = '\0';
     *len = n;
 
     return EX_OK;
@@ -455,17 +456,13 @@ pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what, const u_char **data,
 static int
 pop3ext_pop3_reply(pop3ext_pop3_t *p, char *line, size_t size, int *ok)
 {
-    int            rc;
-    size_t         len;
-    const u_char  *data;
+    int     rc;
+    size_t  len;
 
-    rc = pop3ext_pop3_line(p, "reply line", &data, &len, size);
+    rc = pop3ext_pop3_line(p, "reply line", line, size, &len);
     if (rc != EX_OK) {
         return rc;
     }
-
-    memcpy(line, data, len);
-    line[len] = '\0';
 
     if (len >= 3 && memcmp(line, "+OK", 3) == 0
         && (len == 3 || line[3] == ' '))
@@ -533,27 +530,24 @@ pop3ext_pop3_cmd(pop3ext_pop3_t *p, const char *cmd, const char *show,
 static int
 pop3ext_pop3_multi(pop3ext_pop3_t *p, char *line, size_t size, int *done)
 {
-    int            rc;
-    size_t         len;
-    const u_char  *data;
+    int     rc;
+    size_t  len;
 
     /* a listing cut short leaves the connection out of step: no QUIT */
 
-    rc = pop3ext_pop3_line(p, "listing line", &data, &len, size);
+    rc = pop3ext_pop3_line(p, "listing line", line, size, &len);
     if (rc != EX_OK) {
         p->broken = 1;
         return rc;
     }
 
-    *done = (len == 1 && data[0] == '.');
+    *done = (len == 1 && line[0] == '.');
 
-    if (len > 0 && data[0] == '.') {
-        data++;
-        len--;
+    /* dot-unstuffed, with its NUL */
+
+    if (len > 0 && line[0] == '.') {
+        memmove(line, line + 1, len);
     }
-
-    memcpy(line, data, len);
-    line[len] = '\0';
 
     return EX_OK;
 }
