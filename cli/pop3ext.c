@@ -561,6 +561,25 @@ pop3ext_key(char *buf, const char *prefix, const char *name,
 }
 
 
+/* a copy of len octets at p, NUL-terminated; NULL when out of memory */
+
+char *
+pop3ext_strndup(const char *p, size_t len)
+{
+    char  *s;
+
+    s = malloc(len + 1);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    memcpy(s, p, len);
+    s[len] = '\0';
+
+    return s;
+}
+
+
 /* fills buf with random octets from the kernel */
 
 int
@@ -588,4 +607,17 @@ pop3ext_random(void *buf, size_t len)
     }
 
     return EX_OK;
+}
+
+
+/* a clock in ms: CLOCK_MONOTONIC for deadlines, CLOCK_REALTIME for times */
+
+unsigned long long
+pop3ext_clock(clockid_t clock)
+{
+    struct timespec  ts;
+
+    clock_gettime(clock, &ts);
+
+    return (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

@@ -278,7 +278,13 @@ int pop3ext_defer_begin(void);
 void pop3ext_defer_end(int started, int print);
 int pop3ext_key(char *buf, const char *prefix, const char *name,
     const char *suffix);
+char *pop3ext_strndup(const char *p, size_t len);
 int pop3ext_random(void *buf, size_t len);
+unsigned long long pop3ext_clock(clockid_t clock);
+
+/* ms of the monotonic clock, for deadlines; ms since the epoch, for times */
+#define pop3ext_now()       pop3ext_clock(CLOCK_MONOTONIC)
+#define pop3ext_clock_ms()  pop3ext_clock(CLOCK_REALTIME)
 
 /* pop3ext_redis.c */
 int pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text);
@@ -297,7 +303,6 @@ int pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
     pop3ext_scan_pt handler, void *data);
 int pop3ext_exists(pop3ext_ctx_t *cx, const char *key, int *exists);
 int pop3ext_check(pop3ext_ctx_t *cx, redisReply *r);
-unsigned long long pop3ext_now(void);
 int pop3ext_sync(pop3ext_ctx_t *cx);
 unsigned pop3ext_key_slot(const char *key, size_t len);
 
@@ -383,7 +388,7 @@ int pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_expunge(pop3ext_ctx_t *cx, int argc, char **argv);
 /* pop3ext_output.c */
 void pop3ext_json_string(FILE *f, const char *s, size_t len);
-unsigned long long pop3ext_clock_ms(void);
+void pop3ext_json_user(const char *user, const char *mbox);
 void pop3ext_time_text(char *buf, unsigned long long ms);
 int pop3ext_parse_since(const char *s, unsigned long long now,
     unsigned long long *ms);

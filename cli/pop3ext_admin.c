@@ -79,7 +79,6 @@ static int pop3ext_names_batch(pop3ext_ctx_t *cx, redisReply *keys,
 static int pop3ext_admin_list(pop3ext_ctx_t *cx, int argc, char **argv,
     const pop3ext_listing_t *kind);
 static void *pop3ext_list_push(pop3ext_list_t *list);
-static char *pop3ext_strdup(const char *s, size_t len);
 static int pop3ext_user_found(pop3ext_ctx_t *cx, const char *name,
     redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_user_cmp(const void *a, const void *b);
@@ -396,7 +395,6 @@ pop3ext_list_push(pop3ext_list_t *list)
 
         elts = realloc(list->elts, n * list->kind->size);
         if (elts == NULL) {
-            pop3ext_error("out of memory");
             return NULL;
         }
 
@@ -405,26 +403,6 @@ pop3ext_list_push(pop3ext_list_t *list)
     }
 
     return (char *) list->elts + list->nelts++ * list->kind->size;
-}
-
-
-/* a copy of len octets of s, NUL-terminated; NULL when out of memory */
-
-static char *
-pop3ext_strdup(const char *s, size_t len)
-{
-    char  *p;
-
-    p = malloc(len + 1);
-    if (p == NULL) {
-        pop3ext_error("out of memory");
-        return NULL;
-    }
-
-    memcpy(p, s, len);
-    p[len] = '\0';
-
-    return p;
 }
 
 
@@ -497,7 +475,7 @@ pop3ext_user_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
     u.disabled = (dis->type == REDIS_REPLY_STRING && dis->len > 0
                   && !(dis->len == 1 && dis->str[0] == '0'));
 
-    u.name = pop3ext_strdup(name, strlen(name));
+    u.name = pop3ext_strndup(name, strlen(name));
     if (u.name == NULL) {
         goto no_memory;
     }
@@ -510,8 +488,8 @@ pop3ext_user_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
         /* shown as text: a name breaking the rules is shown as such */
 
         u.mailbox = p3x_valid_name((u_char *) mb->str, mb->len)
-                    ? pop3ext_strdup(mb->str, mb->len)
-                    : pop3ext_strdup("(invalid)", sizeof("(invalid)") - 1);
+                    ? pop3ext_strndup(mb->str, mb->len)
+                    : pop3ext_strndup("(invalid)", sizeof("(invalid)") - 1);
 
         if (u.mailbox == NULL) {
             goto no_memory;
@@ -533,6 +511,7 @@ pop3ext_user_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
 
 no_memory:
 
+    pop3ext_error("out of memory");
     freeReplyObject(r);
     pop3ext_user_drop(&u);
 
@@ -607,14 +586,15 @@ pop3ext_who_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
         return EX_OK;
     }
 
-    mbox = pop3ext_strdup(name, strlen(name));
-    record = (mbox != NULL) ? pop3ext_strdup(r->str, r->len) : NULL;
+    mbox = pop3ext_strndup(name, strlen(name));
+    record = (mbox != NULL) ? pop3ext_strndup(r->str, r->len) : NULL;
 
     freeReplyObject(r);
 
     o = (mbox != NULL && record != NULL) ? pop3ext_list_push(list) : NULL;
 
     if (o == NULL) {
+        pop3ext_error("out of memory");
         free(record);
         free(mbox);
         return EX_TEMPFAIL;
@@ -881,15 +861,13 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
         return EX_SOFTWARE;
     }
 
-    record = malloc(r->len + 1);
+    record = pop3ext_strndup(r->str, r->len);
+    freeReplyObject(r);
+
     if (record == NULL) {
         pop3ext_error("out of memory");
-        freeReplyObject(r);
         return EX_TEMPFAIL;
     }
-
-    memcpy(record, r->str, r->len + 1);
-    freeReplyObject(r);
 
     o.mailbox = mb.name;
     pop3ext_owner_parse(&o, record);
@@ -941,10 +919,7 @@ pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     if (json) {
-        fputs("{\"user\":", stdout);
-        pop3ext_json_string(stdout, user, strlen(user));
-        fputs(",\"mailbox\":", stdout);
-        pop3ext_json_string(stdout, mb.name, strlen(mb.name));
+        pop3ext_json_user(user, mb.name);
         printf(",\"count\":%zu,\"octets\":%llu,\"messages\":[", count,
                octets);
     }

@@ -43,6 +43,8 @@ static int pop3ext_quota_recalc(pop3ext_ctx_t *cx, int argc, char **argv);
 static int pop3ext_quota_count(pop3ext_ctx_t *cx, pop3ext_mbox_t *mb,
     unsigned long long *count, unsigned long long *octets);
 static int pop3ext_quota_field(redisReply *r, unsigned long long *v);
+static void pop3ext_quota_limit(redisReply *r, unsigned long long def,
+    pop3ext_quota_item_t *q);
 static void pop3ext_quota_print(const char *name,
     pop3ext_quota_item_t *q);
 static void pop3ext_quota_json_item(const char *name,
@@ -246,7 +248,7 @@ pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv)
     int                   rc, json, kept;
     const char           *user, *qopt;
     redisReply           *r;
-    unsigned long long    def_octets, def_messages, v;
+    unsigned long long    def_octets, def_messages;
     pop3ext_mbox_t        mb;
     pop3ext_quota_item_t  msgs, octs;
 
@@ -281,37 +283,11 @@ pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv)
         return EX_SOFTWARE;
     }
 
-    msgs.limit = def_messages;
-    msgs.source = "default";
-    octs.limit = def_octets;
-    octs.source = "default";
-
     kept = (pop3ext_quota_field(r->element[0], &msgs.used) == 1
             && pop3ext_quota_field(r->element[1], &octs.used) == 1);
 
-    /* as DELIVER reads them: a value that is not a number is none */
-
-    switch (pop3ext_quota_field(r->element[2], &v)) {
-    case 1:
-        msgs.limit = v;
-        msgs.source = "mailbox";
-        break;
-    case -1:
-        msgs.limit = 0;
-        msgs.source = "mailbox";
-        break;
-    }
-
-    switch (pop3ext_quota_field(r->element[3], &v)) {
-    case 1:
-        octs.limit = v;
-        octs.source = "mailbox";
-        break;
-    case -1:
-        octs.limit = 0;
-        octs.source = "mailbox";
-        break;
-    }
+    pop3ext_quota_limit(r->element[2], def_messages, &msgs);
+    pop3ext_quota_limit(r->element[3], def_octets, &octs);
 
     freeReplyObject(r);
 
@@ -323,10 +299,7 @@ pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     if (json) {
-        fputs("{\"user\":", stdout);
-        pop3ext_json_string(stdout, user, strlen(user));
-        fputs(",\"mailbox\":", stdout);
-        pop3ext_json_string(stdout, mb.name, strlen(mb.name));
+        pop3ext_json_user(user, mb.name);
         printf(",\"usage_kept\":%s,", kept ? "true" : "false");
         pop3ext_quota_json_item("messages", &msgs);
         fputc(',', stdout);
@@ -404,6 +377,33 @@ pop3ext_quota_field(redisReply *r, unsigned long long *v)
     }
 
     return -1;
+}
+
+
+/*
+ * A limit of the mailbox's own, else the server's default.  As DELIVER
+ * reads them: a value that is not a number is the mailbox's, and none.
+ */
+
+static void
+pop3ext_quota_limit(redisReply *r, unsigned long long def,
+    pop3ext_quota_item_t *q)
+{
+    unsigned long long  v;
+
+    q->limit = def;
+    q->source = "default";
+
+    switch (pop3ext_quota_field(r, &v)) {
+    case 1:
+        q->limit = v;
+        q->source = "mailbox";
+        break;
+    case -1:
+        q->limit = 0;
+        q->source = "mailbox";
+        break;
+    }
 }
 
 

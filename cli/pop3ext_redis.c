@@ -42,7 +42,6 @@ static const pop3ext_peer_t  pop3ext_redis_peer = {
 
 
 static int pop3ext_redis_tls(pop3ext_ctx_t *cx);
-static char *pop3ext_strndup(const char *p, size_t len);
 static void pop3ext_sleep(unsigned long ms);
 static int pop3ext_node_add(pop3ext_ctx_t *cx, const char *host,
     size_t len, unsigned port);
@@ -260,36 +259,6 @@ pop3ext_redis_tls(pop3ext_ctx_t *cx)
     ERR_clear_error();
 
     return EX_OK;
-}
-
-
-static char *
-pop3ext_strndup(const char *p, size_t len)
-{
-    char  *s;
-
-    s = malloc(len + 1);
-    if (s == NULL) {
-        return NULL;
-    }
-
-    memcpy(s, p, len);
-    s[len] = '\0';
-
-    return s;
-}
-
-
-/* a monotonic clock in ms, for deadlines */
-
-unsigned long long
-pop3ext_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 
