@@ -98,6 +98,8 @@ static int pop3ext_record_same(redisReply *a, redisReply *b,
     const char *mbox);
 static int pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old,
     const char *new, const char *okey, redisReply *rec);
+static int pop3ext_record_eval(pop3ext_ctx_t *cx, const char *script,
+    const char *key, redisReply *rec, const char *mbox, redisReply **rp);
 
 
 static const char  *pop3ext_owner_names[POP3EXT_OWNER_FIELDS] = {
@@ -1156,10 +1158,9 @@ int
 pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int              rc, held, implicit;
-    size_t           k, n;
+    size_t           k;
     redisReply      *rec, *nrec, *r;
-    const char      *names[2], *old, *new, **av;
-    size_t          *lens;
+    const char      *names[2], *old, *new;
     pop3ext_mbox_t   mb;
     char             mbox[P3X_NAME_MAX + 1];
     char             okey[POP3EXT_KEY_MAX], nkey[POP3EXT_KEY_MAX];
@@ -1193,8 +1194,6 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     nrec = NULL;
-    av = NULL;
-    lens = NULL;
 
     if (rec->elements == 0) {
         pop3ext_error("unknown user \"%s\"", old);
@@ -1284,42 +1283,7 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
 
     /* NEW: OLD's fields, with the mailbox named */
 
-    av = malloc((rec->elements + 6) * sizeof(const char *));
-    lens = malloc((rec->elements + 6) * sizeof(size_t));
-
-    if (av == NULL || lens == NULL) {
-        pop3ext_error("out of memory");
-        rc = EX_TEMPFAIL;
-        goto done;
-    }
-
-    n = 0;
-    av[n] = "EVAL";
-    lens[n++] = 4;
-    av[n] = POP3EXT_SCRIPT_CREATE;
-    lens[n++] = sizeof(POP3EXT_SCRIPT_CREATE) - 1;
-    av[n] = "1";
-    lens[n++] = 1;
-    av[n] = nkey;
-    lens[n++] = strlen(nkey);
-
-    for (k = 0; k < rec->elements; k += 2) {
-        if (strcmp(rec->element[k]->str, P3X_FIELD_MAILBOX) == 0) {
-            continue;
-        }
-
-        av[n] = rec->element[k]->str;
-        lens[n++] = rec->element[k]->len;
-        av[n] = rec->element[k + 1]->str;
-        lens[n++] = rec->element[k + 1]->len;
-    }
-
-    av[n] = P3X_FIELD_MAILBOX;
-    lens[n++] = sizeof(P3X_FIELD_MAILBOX) - 1;
-    av[n] = mbox;
-    lens[n++] = strlen(mbox);
-
-    rc = pop3ext_call(cx, nkey, 1, (int) n, av, lens, &r);
+    rc = pop3ext_record_eval(cx, POP3EXT_SCRIPT_CREATE, nkey, rec, mbox, &r);
     if (rc != EX_OK) {
         goto done;
     }
@@ -1348,9 +1312,6 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
 
 done:
 
-    free(lens);
-    free(av);
-
     if (nrec != NULL) {
         freeReplyObject(nrec);
     }
@@ -1373,41 +1334,11 @@ static int
 pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old, const char *new,
     const char *okey, redisReply *rec)
 {
-    int           rc;
-    size_t        k, n;
-    size_t       *lens;
-    redisReply   *r;
-    const char  **av;
+    int          rc;
+    redisReply  *r;
 
-    av = malloc((rec->elements + 4) * sizeof(const char *));
-    lens = malloc((rec->elements + 4) * sizeof(size_t));
-
-    if (av == NULL || lens == NULL) {
-        pop3ext_error("out of memory");
-        free(lens);
-        free(av);
-        return EX_TEMPFAIL;
-    }
-
-    n = 0;
-    av[n] = "EVAL";
-    lens[n++] = 4;
-    av[n] = POP3EXT_SCRIPT_DELETE_SAME;
-    lens[n++] = sizeof(POP3EXT_SCRIPT_DELETE_SAME) - 1;
-    av[n] = "1";
-    lens[n++] = 1;
-    av[n] = okey;
-    lens[n++] = strlen(okey);
-
-    for (k = 0; k < rec->elements; k++) {
-        av[n] = rec->element[k]->str;
-        lens[n++] = rec->element[k]->len;
-    }
-
-    rc = pop3ext_call(cx, okey, 1, (int) n, av, lens, &r);
-
-    free(lens);
-    free(av);
+    rc = pop3ext_record_eval(cx, POP3EXT_SCRIPT_DELETE_SAME, okey, rec, NULL,
+                             &r);
 
     if (rc == EX_OK) {
         rc = pop3ext_check(cx, r);
@@ -1439,4 +1370,68 @@ pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old, const char *new,
     freeReplyObject(r);
 
     return EX_OK;
+}
+
+
+/*
+ * EVAL script 1 key with the field-value pairs of the record rec: all of
+ * them, or, with mbox, all but "mailbox" and then "mailbox" mbox, as a
+ * rename writes them.
+ */
+
+static int
+pop3ext_record_eval(pop3ext_ctx_t *cx, const char *script, const char *key,
+    redisReply *rec, const char *mbox, redisReply **rp)
+{
+    int           rc;
+    size_t        k, n;
+    size_t       *lens;
+    const char  **av;
+
+    av = malloc((rec->elements + 6) * sizeof(const char *));
+    lens = malloc((rec->elements + 6) * sizeof(size_t));
+
+    if (av == NULL || lens == NULL) {
+        pop3ext_error("out of memory");
+        free(lens);
+        free(av);
+        return EX_TEMPFAIL;
+    }
+
+    n = 0;
+    av[n] = "EVAL";
+    lens[n++] = 4;
+    av[n] = script;
+    lens[n++] = strlen(script);
+    av[n] = "1";
+    lens[n++] = 1;
+    av[n] = key;
+    lens[n++] = strlen(key);
+
+    for (k = 0; k < rec->elements; k += 2) {
+        if (mbox != NULL
+            && strcmp(rec->element[k]->str, P3X_FIELD_MAILBOX) == 0)
+        {
+            continue;
+        }
+
+        av[n] = rec->element[k]->str;
+        lens[n++] = rec->element[k]->len;
+        av[n] = rec->element[k + 1]->str;
+        lens[n++] = rec->element[k + 1]->len;
+    }
+
+    if (mbox != NULL) {
+        av[n] = P3X_FIELD_MAILBOX;
+        lens[n++] = sizeof(P3X_FIELD_MAILBOX) - 1;
+        av[n] = mbox;
+        lens[n++] = strlen(mbox);
+    }
+
+    rc = pop3ext_call(cx, key, 1, (int) n, av, lens, rp);
+
+    free(lens);
+    free(av);
+
+    return rc;
 }

@@ -10,6 +10,8 @@
 
 #include "pop3ext.h"
 
+#include <stddef.h>
+
 
 static int pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix);
 static int pop3ext_unlink_batch(pop3ext_ctx_t *cx, redisReply *keys,
@@ -66,28 +68,32 @@ done:
 int
 pop3ext_mbox_keys(pop3ext_mbox_t *mb, const char *name)
 {
+    size_t  i;
+
+    static const struct {
+        size_t       offset;
+        const char  *suffix;
+    } keys[] = {
+        { offsetof(pop3ext_mbox_t, index), P3X_INDEX_SUFFIX },
+        { offsetof(pop3ext_mbox_t, meta), P3X_META_SUFFIX },
+        { offsetof(pop3ext_mbox_t, time), P3X_TIME_SUFFIX },
+        { offsetof(pop3ext_mbox_t, lock), P3X_LOCK_SUFFIX },
+        { offsetof(pop3ext_mbox_t, dele), P3X_DELE_SUFFIX },
+        { offsetof(pop3ext_mbox_t, owner), P3X_OWNER_SUFFIX },
+        { offsetof(pop3ext_mbox_t, last), P3X_LAST_SUFFIX },
+        { offsetof(pop3ext_mbox_t, msg), P3X_MSG_SUFFIX },
+        { offsetof(pop3ext_mbox_t, dlv), P3X_DLV_SUFFIX }
+    };
+
     memcpy(mb->name, name, strlen(name) + 1);
 
-    if (pop3ext_key(mb->index, P3X_MBOX_PREFIX, name, P3X_INDEX_SUFFIX)
-        != EX_OK
-        || pop3ext_key(mb->meta, P3X_MBOX_PREFIX, name, P3X_META_SUFFIX)
-           != EX_OK
-        || pop3ext_key(mb->time, P3X_MBOX_PREFIX, name, P3X_TIME_SUFFIX)
-           != EX_OK
-        || pop3ext_key(mb->lock, P3X_MBOX_PREFIX, name, P3X_LOCK_SUFFIX)
-           != EX_OK
-        || pop3ext_key(mb->dele, P3X_MBOX_PREFIX, name, P3X_DELE_SUFFIX)
-           != EX_OK
-        || pop3ext_key(mb->owner, P3X_MBOX_PREFIX, name, P3X_OWNER_SUFFIX)
-           != EX_OK
-        || pop3ext_key(mb->last, P3X_MBOX_PREFIX, name, P3X_LAST_SUFFIX)
-           != EX_OK
-        || pop3ext_key(mb->msg, P3X_MBOX_PREFIX, name, P3X_MSG_SUFFIX)
-           != EX_OK
-        || pop3ext_key(mb->dlv, P3X_MBOX_PREFIX, name, P3X_DLV_SUFFIX)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (pop3ext_key((char *) mb + keys[i].offset, P3X_MBOX_PREFIX, name,
+                        keys[i].suffix)
+            != EX_OK)
+        {
+            return EX_SOFTWARE;
+        }
     }
 
     return EX_OK;
