@@ -287,15 +287,20 @@ unsigned long long pop3ext_clock(clockid_t clock);
 #define pop3ext_clock_ms()  pop3ext_clock(CLOCK_REALTIME)
 
 /* pop3ext_redis.c */
+
+/* a command that only reads; one that writes, which wait=N confirms */
+#define pop3ext_read(cx, rc, key, ...)                                        \
+    pop3ext_command(cx, rc, key, 0, __VA_ARGS__)
+#define pop3ext_write(cx, rc, key, ...)                                       \
+    pop3ext_command(cx, rc, key, 1, __VA_ARGS__)
+
 int pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text);
 int pop3ext_connect(pop3ext_ctx_t *cx);
 void pop3ext_disconnect(pop3ext_ctx_t *cx);
 int pop3ext_call(pop3ext_ctx_t *cx, const char *key, int write, int argc,
     const char **argv, const size_t *lens, redisReply **rp);
-redisReply *pop3ext_read(pop3ext_ctx_t *cx, int *rc, const char *key,
-    const char *fmt, ...);
-redisReply *pop3ext_write(pop3ext_ctx_t *cx, int *rc, const char *key,
-    const char *fmt, ...);
+redisReply *pop3ext_command(pop3ext_ctx_t *cx, int *rc, const char *key,
+    int write, const char *fmt, ...);
 unsigned pop3ext_masters(pop3ext_ctx_t *cx);
 redisReply *pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
     const char *fmt, ...);

@@ -71,8 +71,6 @@ static int pop3ext_redirect(pop3ext_ctx_t *cx, redisReply *r,
     unsigned *slot);
 static int pop3ext_route(pop3ext_ctx_t *cx, const char *key, int write,
     const char *cmd, size_t len, redisReply **rp);
-static redisReply *pop3ext_vcommand(pop3ext_ctx_t *cx, int *rc,
-    const char *key, int write, const char *fmt, va_list args);
 static int pop3ext_is_error(redisReply *r, const char *code);
 
 
@@ -1359,15 +1357,24 @@ pop3ext_call(pop3ext_ctx_t *cx, const char *key, int write, int argc,
 }
 
 
-static redisReply *
-pop3ext_vcommand(pop3ext_ctx_t *cx, int *rc, const char *key, int write,
-    const char *fmt, va_list args)
+/*
+ * A command routed by key, as pop3ext_read() and pop3ext_write() give
+ * it: write marks the connection for WAIT; an error reply is
+ * EX_TEMPFAIL.
+ */
+
+redisReply *
+pop3ext_command(pop3ext_ctx_t *cx, int *rc, const char *key, int write,
+    const char *fmt, ...)
 {
     int          len, started;
     char        *cmd;
+    va_list      args;
     redisReply  *r;
 
+    va_start(args, fmt);
     len = redisvFormatCommand(&cmd, fmt, args);
+    va_end(args);
 
     if (len < 0) {
         pop3ext_error("out of memory");
@@ -1390,40 +1397,6 @@ pop3ext_vcommand(pop3ext_ctx_t *cx, int *rc, const char *key, int write,
     *rc = pop3ext_check(cx, r);
 
     return (*rc == EX_OK) ? r : NULL;
-}
-
-
-/* a command that only reads; an error reply is EX_TEMPFAIL */
-
-redisReply *
-pop3ext_read(pop3ext_ctx_t *cx, int *rc, const char *key, const char *fmt,
-    ...)
-{
-    va_list      args;
-    redisReply  *r;
-
-    va_start(args, fmt);
-    r = pop3ext_vcommand(cx, rc, key, 0, fmt, args);
-    va_end(args);
-
-    return r;
-}
-
-
-/* a command that writes: with wait=N, pop3ext_sync() confirms it */
-
-redisReply *
-pop3ext_write(pop3ext_ctx_t *cx, int *rc, const char *key, const char *fmt,
-    ...)
-{
-    va_list      args;
-    redisReply  *r;
-
-    va_start(args, fmt);
-    r = pop3ext_vcommand(cx, rc, key, 1, fmt, args);
-    va_end(args);
-
-    return r;
 }
 
 
