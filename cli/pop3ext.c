@@ -110,13 +110,11 @@ main(int argc, char **argv)
 
     if (strcmp(cmd, "user") == 0) {
         if (i >= argc) {
-            return pop3ext_usage_error("user needs \"add\", \"set\", "
-                                       "\"del\", \"show\", \"disable\", "
-                                       "\"enable\", \"list\" or "
-                                       "\"rename\"");
-        }
+            rc = pop3ext_usage_error("user needs \"add\", \"set\", "
+                                     "\"del\", \"show\", \"disable\", "
+                                     "\"enable\", \"list\" or \"rename\"");
 
-        if (strcmp(argv[i], "add") == 0) {
+        } else if (strcmp(argv[i], "add") == 0) {
             rc = pop3ext_user_add(&cx, argc - i - 1, argv + i + 1);
 
         } else if (strcmp(argv[i], "set") == 0) {
@@ -141,8 +139,8 @@ main(int argc, char **argv)
             rc = pop3ext_user_rename(&cx, argc - i - 1, argv + i + 1);
 
         } else {
-            return pop3ext_usage_error("unknown command \"user %s\"",
-                                       argv[i]);
+            rc = pop3ext_usage_error("unknown command \"user %s\"",
+                                     argv[i]);
         }
 
     } else if (strcmp(cmd, "deliver") == 0) {
@@ -181,7 +179,7 @@ main(int argc, char **argv)
         rc = pop3ext_import_mail(&cx, argc - i, argv + i);
 
     } else {
-        return pop3ext_usage_error("unknown command \"%s\"", cmd);
+        rc = pop3ext_usage_error("unknown command \"%s\"", cmd);
     }
 
     /* wait=N: what was written is on N replicas, or this is a failure */
