@@ -110,13 +110,11 @@ main(int argc, char **argv)
 
     if (strcmp(cmd, "user") == 0) {
         if (i >= argc) {
-            return pop3ext_usage_error("user needs \"add\", \"set\", "
-                                       "\"del\", \"show\", \"disable\", "
-                                       "\"enable\", \"list\" or "
-                                       "\"rename\"");
-        }
+            rc = pop3ext_usage_error("user needs \"add\", \"set\", "
+                                     "\"del\", \"show\", \"disable\", "
+                                     "\"enable\", \"list\" or \"rename\"");
 
-        if (strcmp(argv[i], "add") == 0) {
+        } else if (strcmp(argv[i], "add") == 0) {
             rc = pop3ext_user_add(&cx, argc - i - 1, argv + i + 1);
 
         } else if (strcmp(argv[i], "set") == 0) {
@@ -141,8 +139,8 @@ main(int argc, char **argv)
             rc = pop3ext_user_rename(&cx, argc - i - 1, argv + i + 1);
 
         } else {
-            return pop3ext_usage_error("unknown command \"user %s\"",
-                                       argv[i]);
+            rc = pop3ext_usage_error("unknown command \"user %s\"",
+                                     argv[i]);
         }
 
     } else if (strcmp(cmd, "deliver") == 0) {
@@ -181,7 +179,7 @@ main(int argc, char **argv)
         rc = pop3ext_import_mail(&cx, argc - i, argv + i);
 
     } else {
-        return pop3ext_usage_error("unknown command \"%s\"", cmd);
+        rc = pop3ext_usage_error("unknown command \"%s\"", cmd);
     }
 
     /* wait=N: what was written is on N replicas, or this is a failure */
@@ -561,6 +559,25 @@ pop3ext_key(char *buf, const char *prefix, const char *name,
 }
 
 
+/* a copy of len octets at p, NUL-terminated; NULL when out of memory */
+
+char *
+pop3ext_strndup(const char *p, size_t len)
+{
+    char  *s;
+
+    s = malloc(len + 1);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    memcpy(s, p, len);
+    s[len] = '\0';
+
+    return s;
+}
+
+
 /* fills buf with random octets from the kernel */
 
 int
@@ -588,4 +605,17 @@ pop3ext_random(void *buf, size_t len)
     }
 
     return EX_OK;
+}
+
+
+/* a clock in ms: CLOCK_MONOTONIC for deadlines, CLOCK_REALTIME for times */
+
+unsigned long long
+pop3ext_clock(clockid_t clock)
+{
+    struct timespec  ts;
+
+    clock_gettime(clock, &ts);
+
+    return (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

@@ -204,9 +204,66 @@ typedef struct {
 } pop3ext_ctx_t;
 
 
+/*
+ * How messages name the other end of a socket: "redis at 127.0.0.1:6379",
+ * "pop3 server [::1]:995", and "redis host \"a.example\"" for a name
+ * that does not resolve.
+ */
+
+typedef struct {
+    const char         *at;          /* before host:port */
+    const char         *host;        /* before a host name */
+    const char         *hint;        /* after why a certificate failed */
+} pop3ext_peer_t;
+
+/* pop3ext_sock_recv(): failed, and said why; the deadline passed */
+#define POP3EXT_SOCK_ERROR        (-1)
+#define POP3EXT_SOCK_TIMEDOUT     (-2)
+
+
+/* a mailbox and its keys, as ngx_mail_pop3_ext_model.h names them */
+
+typedef struct {
+    char                name[P3X_NAME_MAX + 1];
+    char                index[POP3EXT_KEY_MAX];
+    char                meta[POP3EXT_KEY_MAX];
+    char                time[POP3EXT_KEY_MAX];
+    char                lock[POP3EXT_KEY_MAX];
+    char                dele[POP3EXT_KEY_MAX];
+    char                owner[POP3EXT_KEY_MAX];
+    char                last[POP3EXT_KEY_MAX];
+    char                msg[POP3EXT_KEY_MAX];     /* a body's, before UID */
+    char                dlv[POP3EXT_KEY_MAX];     /* a delivery id's */
+} pop3ext_mbox_t;
+
+
+/* an index read in batches (pop3ext_index_next()) */
+
+typedef struct {
+    const char         *key;
+    long long           start;
+    size_t              batch;
+    unsigned            done:1;
+} pop3ext_index_t;
+
+
+/* the delivery times of an index read whole (pop3ext_entry_time()) */
+
+typedef struct {
+    const char         *key;         /* the mailbox's time hash */
+    redisReply         *index;       /* the entries, as LRANGE gave them */
+    redisReply         *batch;       /* times from entry first on, or NULL */
+    size_t              first;
+} pop3ext_times_t;
+
+
 /* a batch of keys from SCAN, on the m-th of masters */
 typedef int (*pop3ext_scan_pt)(pop3ext_ctx_t *cx, redisReply *keys,
     unsigned m, unsigned masters, void *data);
+
+/* the NAME of a key PREFIX NAME SUFFIX from SCAN, on the m-th of masters */
+typedef int (*pop3ext_name_pt)(pop3ext_ctx_t *cx, const char *name,
+    redisReply *key, unsigned m, unsigned masters, void *data);
 
 
 extern const pop3ext_scheme_t  pop3ext_schemes[];
@@ -221,26 +278,52 @@ int pop3ext_defer_begin(void);
 void pop3ext_defer_end(int started, int print);
 int pop3ext_key(char *buf, const char *prefix, const char *name,
     const char *suffix);
+char *pop3ext_strndup(const char *p, size_t len);
 int pop3ext_random(void *buf, size_t len);
+unsigned long long pop3ext_clock(clockid_t clock);
+
+/* ms of the monotonic clock, for deadlines; ms since the epoch, for times */
+#define pop3ext_now()       pop3ext_clock(CLOCK_MONOTONIC)
+#define pop3ext_clock_ms()  pop3ext_clock(CLOCK_REALTIME)
 
 /* pop3ext_redis.c */
+
+/* a command that only reads; one that writes, which wait=N confirms */
+#define pop3ext_read(cx, rc, key, ...)                                        \
+    pop3ext_command(cx, rc, key, 0, __VA_ARGS__)
+#define pop3ext_write(cx, rc, key, ...)                                       \
+    pop3ext_command(cx, rc, key, 1, __VA_ARGS__)
+
 int pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text);
 int pop3ext_connect(pop3ext_ctx_t *cx);
 void pop3ext_disconnect(pop3ext_ctx_t *cx);
 int pop3ext_call(pop3ext_ctx_t *cx, const char *key, int write, int argc,
     const char **argv, const size_t *lens, redisReply **rp);
-redisReply *pop3ext_read(pop3ext_ctx_t *cx, int *rc, const char *key,
-    const char *fmt, ...);
-redisReply *pop3ext_write(pop3ext_ctx_t *cx, int *rc, const char *key,
-    const char *fmt, ...);
+redisReply *pop3ext_command(pop3ext_ctx_t *cx, int *rc, const char *key,
+    int write, const char *fmt, ...);
 unsigned pop3ext_masters(pop3ext_ctx_t *cx);
 redisReply *pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
     const char *fmt, ...);
+int pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
+    pop3ext_scan_pt handler, void *data);
+int pop3ext_exists(pop3ext_ctx_t *cx, const char *key, int *exists);
 int pop3ext_check(pop3ext_ctx_t *cx, redisReply *r);
-const char *pop3ext_ssl_reason(void);
-unsigned long long pop3ext_now(void);
 int pop3ext_sync(pop3ext_ctx_t *cx);
 unsigned pop3ext_key_slot(const char *key, size_t len);
+
+/* pop3ext_socket.c */
+int pop3ext_tls_context(SSL_CTX **ctxp, const char *ca, int verify);
+const char *pop3ext_ssl_reason(void);
+int pop3ext_sock_connect(const pop3ext_peer_t *peer, const char *name,
+    const char *host, unsigned port, unsigned long long deadline, int *fdp);
+int pop3ext_sock_tls(const pop3ext_peer_t *peer, const char *name,
+    SSL_CTX *ctx, int fd, const char *host, int verify,
+    unsigned long long deadline, SSL **sslp);
+int pop3ext_sock_wait(int fd, short events, unsigned long long deadline);
+int pop3ext_sock_send(const pop3ext_peer_t *peer, const char *name, int fd,
+    SSL *ssl, const char *buf, size_t len, unsigned long long deadline);
+ssize_t pop3ext_sock_recv(const pop3ext_peer_t *peer, const char *name,
+    int fd, SSL *ssl, void *buf, size_t size, unsigned long long deadline);
 
 /* pop3ext_scheme.c */
 const pop3ext_scheme_t *pop3ext_scheme(const char *name, size_t len,
@@ -258,6 +341,9 @@ int pop3ext_read_line(char *buf, size_t size, size_t *len);
 int pop3ext_valid_user(const char *name);
 int pop3ext_user_record(pop3ext_ctx_t *cx, const char *user,
     redisReply **rp);
+int pop3ext_user_exists(pop3ext_ctx_t *cx, const char *user);
+int pop3ext_user_field(pop3ext_ctx_t *cx, const char *user,
+    const char *field, const char *value);
 int pop3ext_user_add(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_user_show(pop3ext_ctx_t *cx, int argc, char **argv);
@@ -266,8 +352,22 @@ int pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv,
 
 /* pop3ext_mailbox.c */
 int pop3ext_mailbox(pop3ext_ctx_t *cx, const char *user, char *mbox);
+int pop3ext_mbox_keys(pop3ext_mbox_t *mb, const char *name);
+int pop3ext_user_mbox(pop3ext_ctx_t *cx, const char *user,
+    pop3ext_mbox_t *mb);
 int pop3ext_entry(const char *p, size_t len, size_t *uid_len,
     unsigned long long *size);
+void pop3ext_index_init(pop3ext_index_t *ix, const char *key, size_t batch);
+int pop3ext_index_next(pop3ext_ctx_t *cx, pop3ext_index_t *ix,
+    redisReply **rp);
+int pop3ext_index_all(pop3ext_ctx_t *cx, const char *index, redisReply **rp,
+    size_t *count, unsigned long long *octets);
+int pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
+    size_t first, size_t max, redisReply **tp);
+int pop3ext_entry_time(pop3ext_ctx_t *cx, pop3ext_times_t *tm, size_t i,
+    unsigned long long *ms, const char **src);
+unsigned long long pop3ext_delivery_time(redisReply *t, const char *uid,
+    size_t len, const char **src);
 int pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan);
 int pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv);
 
@@ -293,7 +393,7 @@ int pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_expunge(pop3ext_ctx_t *cx, int argc, char **argv);
 /* pop3ext_output.c */
 void pop3ext_json_string(FILE *f, const char *s, size_t len);
-unsigned long long pop3ext_clock_ms(void);
+void pop3ext_json_user(const char *user, const char *mbox);
 void pop3ext_time_text(char *buf, unsigned long long ms);
 int pop3ext_parse_since(const char *s, unsigned long long now,
     unsigned long long *ms);
@@ -307,12 +407,8 @@ int pop3ext_audit(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_audit_show(pop3ext_ctx_t *cx, int argc, char **argv);
 
 /* pop3ext_admin.c */
-int pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
-    pop3ext_scan_pt handler, void *data);
-int pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
-    size_t first, size_t max, redisReply **tp);
-unsigned long long pop3ext_delivery_time(redisReply *t, const char *uid,
-    size_t len, const char **src);
+int pop3ext_scan_names(pop3ext_ctx_t *cx, const char *prefix,
+    const char *suffix, pop3ext_name_pt handler, void *data);
 int pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv);
 int pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user);

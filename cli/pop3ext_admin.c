@@ -3,7 +3,8 @@
  * Copyright (C) ngx_mail_pop3_ext_module developers
  *
  * pop3ext: the admin commands, user list, user rename, mailbox list, who
- * and kick, and a SCAN of every master for them.
+ * and kick, and the SCAN of every master for the records of a kind that
+ * they and expunge --all use.
  */
 
 
@@ -21,13 +22,6 @@ typedef struct {
 } pop3ext_user_t;
 
 
-typedef struct {
-    pop3ext_user_t     *users;
-    size_t              n;
-    size_t              alloc;
-} pop3ext_users_t;
-
-
 /* the fields of an owner record, in the model's order; NULL when absent */
 
 typedef struct {
@@ -38,35 +32,92 @@ typedef struct {
 } pop3ext_owner_t;
 
 
+/*
+ * A listing of the records whose keys have the shape PREFIX NAME SUFFIX
+ * (user list, who): found adds an element of size octets for a NAME; the
+ * elements are put in order by cmp, each record once, as SCAN may give a
+ * key twice (same), and printed, as text or JSON, by print; drop frees
+ * what an element holds.
+ */
+
 typedef struct {
-    pop3ext_owner_t    *owners;
-    size_t              n;
-    size_t              alloc;
-} pop3ext_owners_t;
+    const char         *cmd;
+    const char         *array;       /* the JSON array's name */
+    const char         *prefix;
+    const char         *suffix;
+    size_t              size;
+    pop3ext_name_pt     found;
+    int               (*cmp)(const void *a, const void *b);
+    int               (*same)(const void *a, const void *b);
+    void              (*drop)(void *elt);
+    void              (*print)(void *elt, int json);
+} pop3ext_listing_t;
+
+
+typedef struct {
+    const pop3ext_listing_t  *kind;
+    void                     *elts;
+    size_t                    nelts;
+    size_t                    nalloc;
+} pop3ext_list_t;
+
+
+/* pop3ext_scan_names(): what a batch of keys is matched against */
+
+typedef struct {
+    const char         *prefix;
+    const char         *suffix;
+    pop3ext_name_pt     handler;
+    void               *data;
+} pop3ext_names_t;
 
 
 static int pop3ext_admin_args(int argc, char **argv, const char *cmd,
     int *json, const char **names, int nnames);
-static int pop3ext_user_batch(pop3ext_ctx_t *cx, redisReply *keys,
+static int pop3ext_names_batch(pop3ext_ctx_t *cx, redisReply *keys,
     unsigned m, unsigned masters, void *data);
+static int pop3ext_admin_list(pop3ext_ctx_t *cx, int argc, char **argv,
+    const pop3ext_listing_t *kind);
+static void *pop3ext_list_push(pop3ext_list_t *list);
+static int pop3ext_user_found(pop3ext_ctx_t *cx, const char *name,
+    redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_user_cmp(const void *a, const void *b);
-static int pop3ext_who_batch(pop3ext_ctx_t *cx, redisReply *keys,
-    unsigned m, unsigned masters, void *data);
+static int pop3ext_user_same(const void *a, const void *b);
+static void pop3ext_user_drop(void *elt);
+static void pop3ext_user_print(void *elt, int json);
+static int pop3ext_who_found(pop3ext_ctx_t *cx, const char *name,
+    redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_owner_cmp(const void *a, const void *b);
+static int pop3ext_owner_same(const void *a, const void *b);
+static void pop3ext_owner_drop(void *elt);
 static void pop3ext_owner_parse(pop3ext_owner_t *o, char *record);
-static void pop3ext_owner_print(pop3ext_owner_t *o, int json);
-static int pop3ext_key_name(const char *key, size_t len,
-    const char *prefix, const char *suffix, char **name);
+static void pop3ext_owner_print(void *elt, int json);
 static int pop3ext_record_read(pop3ext_ctx_t *cx, const char *key,
     redisReply **rp);
 static int pop3ext_record_same(redisReply *a, redisReply *b,
     const char *mbox);
 static int pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old,
     const char *new, const char *okey, redisReply *rec);
+static int pop3ext_record_eval(pop3ext_ctx_t *cx, const char *script,
+    const char *key, redisReply *rec, const char *mbox, redisReply **rp);
 
 
 static const char  *pop3ext_owner_names[POP3EXT_OWNER_FIELDS] = {
     "host", "pid", "client", "since", "user"
+};
+
+
+static const pop3ext_listing_t  pop3ext_user_listing = {
+    "user list", "users", P3X_USER_PREFIX, P3X_USER_SUFFIX,
+    sizeof(pop3ext_user_t), pop3ext_user_found, pop3ext_user_cmp,
+    pop3ext_user_same, pop3ext_user_drop, pop3ext_user_print
+};
+
+
+static const pop3ext_listing_t  pop3ext_who_listing = {
+    "who", "sessions", P3X_MBOX_PREFIX, P3X_OWNER_SUFFIX,
+    sizeof(pop3ext_owner_t), pop3ext_who_found, pop3ext_owner_cmp,
+    pop3ext_owner_same, pop3ext_owner_drop, pop3ext_owner_print
 };
 
 
@@ -172,60 +223,70 @@ pop3ext_admin_args(int argc, char **argv, const char *cmd, int *json,
 
 
 /*
- * Calls handler with each batch of keys matching pattern, from SCAN on
- * every master: the one Redis, or each master of a cluster, which holds
- * the keys of its own slots.  SCAN returns a key at least once, not
- * exactly once, so a handler that collects drops duplicates.
+ * Calls handler with NAME of each key PREFIX NAME SUFFIX, from SCAN on
+ * every master, NAME valid by the model's rule: a key of another shape
+ * that the pattern matches too is passed over.  SCAN returns a key at
+ * least once, not exactly once, so a handler that collects drops
+ * duplicates.
  */
 
 int
-pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
-    pop3ext_scan_pt handler, void *data)
+pop3ext_scan_names(pop3ext_ctx_t *cx, const char *prefix,
+    const char *suffix, pop3ext_name_pt handler, void *data)
 {
-    int          rc;
-    unsigned     m, masters;
-    redisReply  *r;
-    char         cursor[32];
+    char             pattern[POP3EXT_KEY_MAX];
+    pop3ext_names_t  names;
 
-    masters = pop3ext_masters(cx);
+    /* a brace is no glob character: the pattern is the key's shape */
 
-    if (masters == 0) {
-        return EX_TEMPFAIL;
-    }
+    snprintf(pattern, sizeof(pattern), "%s*%s", prefix, suffix);
 
-    for (m = 0; m < masters; m++) {
-        memcpy(cursor, "0", 2);
+    names.prefix = prefix;
+    names.suffix = suffix;
+    names.handler = handler;
+    names.data = data;
 
-        do {
-            r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
-                                    cursor, pattern, POP3EXT_SCAN_COUNT);
-            if (r == NULL) {
-                return rc;
-            }
+    return pop3ext_scan_keys(cx, pattern, pop3ext_names_batch, &names);
+}
 
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
-                || r->element[0]->type != REDIS_REPLY_STRING
-                || r->element[0]->len == 0
-                || r->element[0]->len >= sizeof(cursor)
-                || r->element[1]->type != REDIS_REPLY_ARRAY)
-            {
-                pop3ext_error("unexpected reply to SCAN");
-                freeReplyObject(r);
-                return EX_SOFTWARE;
-            }
 
-            memcpy(cursor, r->element[0]->str, r->element[0]->len);
-            cursor[r->element[0]->len] = '\0';
+static int
+pop3ext_names_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
+    unsigned masters, void *data)
+{
+    int               rc;
+    size_t            i, n, plen, slen;
+    redisReply       *k;
+    pop3ext_names_t  *names;
+    char              name[P3X_NAME_MAX + 1];
 
-            rc = handler(cx, r->element[1], m, masters, data);
+    names = data;
+    plen = strlen(names->prefix);
+    slen = strlen(names->suffix);
 
-            freeReplyObject(r);
+    for (i = 0; i < keys->elements; i++) {
+        k = keys->element[i];
 
-            if (rc != EX_OK) {
-                return rc;
-            }
+        if (k->type != REDIS_REPLY_STRING || k->len <= plen + slen
+            || memcmp(k->str, names->prefix, plen) != 0
+            || memcmp(k->str + k->len - slen, names->suffix, slen) != 0)
+        {
+            continue;
+        }
 
-        } while (strcmp(cursor, "0") != 0);
+        n = k->len - plen - slen;
+
+        if (!p3x_valid_name((const u_char *) k->str + plen, n)) {
+            continue;
+        }
+
+        memcpy(name, k->str + plen, n);
+        name[n] = '\0';
+
+        rc = names->handler(cx, name, k, m, masters, names->data);
+        if (rc != EX_OK) {
+            return rc;
+        }
     }
 
     return EX_OK;
@@ -233,42 +294,117 @@ pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
 
 
 /*
- * *name: NAME of a key PREFIX NAME SUFFIX, allocated, or NULL for a key of
- * another shape (SCAN's pattern cannot tell every one apart)
+ * user list and who: their arguments, the SCAN of every master for keys
+ * of the listing's shape, and what was found in order, each record once.
  */
 
 static int
-pop3ext_key_name(const char *key, size_t len, const char *prefix,
-    const char *suffix, char **name)
+pop3ext_admin_list(pop3ext_ctx_t *cx, int argc, char **argv,
+    const pop3ext_listing_t *kind)
 {
-    size_t  plen, slen, n;
+    int              rc, json;
+    char            *elts;
+    size_t           i, k;
+    pop3ext_list_t   list;
 
-    plen = strlen(prefix);
-    slen = strlen(suffix);
-    *name = NULL;
+    json = 0;
 
-    if (len <= plen + slen || memcmp(key, prefix, plen) != 0
-        || memcmp(key + len - slen, suffix, slen) != 0)
-    {
-        return EX_OK;
+    rc = pop3ext_admin_args(argc, argv, kind->cmd, &json, NULL, 0);
+    if (rc != EX_OK) {
+        return rc;
     }
 
-    n = len - plen - slen;
-
-    if (!p3x_valid_name((const u_char *) key + plen, n)) {
-        return EX_OK;
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
     }
 
-    *name = malloc(n + 1);
-    if (*name == NULL) {
-        pop3ext_error("out of memory");
-        return EX_TEMPFAIL;
+    memset(&list, 0, sizeof(pop3ext_list_t));
+    list.kind = kind;
+
+    rc = pop3ext_scan_names(cx, kind->prefix, kind->suffix, kind->found,
+                            &list);
+
+    pop3ext_progress_end();
+
+    if (rc != EX_OK) {
+        goto done;
     }
 
-    memcpy(*name, key + plen, n);
-    (*name)[n] = '\0';
+    elts = list.elts;
 
-    return EX_OK;
+    if (list.nelts > 1) {
+        qsort(elts, list.nelts, kind->size, kind->cmp);
+    }
+
+    for (i = 0, k = 0; i < list.nelts; i++) {
+        if (k > 0
+            && kind->same(elts + (k - 1) * kind->size, elts + i * kind->size))
+        {
+            kind->drop(elts + i * kind->size);
+            continue;
+        }
+
+        if (k != i) {
+            memcpy(elts + k * kind->size, elts + i * kind->size, kind->size);
+        }
+
+        k++;
+    }
+
+    list.nelts = k;
+
+    if (json) {
+        printf("{\"%s\":[", kind->array);
+    }
+
+    for (i = 0; i < list.nelts; i++) {
+        if (json && i > 0) {
+            putc(',', stdout);
+        }
+
+        kind->print(elts + i * kind->size, json);
+    }
+
+    if (json) {
+        printf("],\"count\":%zu}\n", list.nelts);
+    }
+
+    rc = pop3ext_flush(stdout);
+
+done:
+
+    for (i = 0; i < list.nelts; i++) {
+        kind->drop((char *) list.elts + i * kind->size);
+    }
+
+    free(list.elts);
+
+    return rc;
+}
+
+
+/* room for one more element, counted; NULL when out of memory */
+
+static void *
+pop3ext_list_push(pop3ext_list_t *list)
+{
+    void    *elts;
+    size_t   n;
+
+    if (list->nelts == list->nalloc) {
+        n = list->nalloc * 2 + 16;
+
+        elts = realloc(list->elts, n * list->kind->size);
+        if (elts == NULL) {
+            return NULL;
+        }
+
+        list->elts = elts;
+        list->nalloc = n;
+    }
+
+    return (char *) list->elts + list->nelts++ * list->kind->size;
 }
 
 
@@ -280,191 +416,98 @@ pop3ext_key_name(const char *key, size_t len, const char *prefix,
 int
 pop3ext_user_list(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int               rc, json;
-    size_t            i, k;
-    pop3ext_user_t   *u;
-    pop3ext_users_t   list;
-    char              pattern[POP3EXT_KEY_MAX];
-
-    json = 0;
-
-    rc = pop3ext_admin_args(argc, argv, "user list", &json, NULL, 0);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_connect(cx);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    /* a brace is no glob character: the pattern is the key's shape */
-
-    snprintf(pattern, sizeof(pattern), "%s*%s", P3X_USER_PREFIX,
-             P3X_USER_SUFFIX);
-
-    memset(&list, 0, sizeof(pop3ext_users_t));
-
-    rc = pop3ext_scan_keys(cx, pattern, pop3ext_user_batch, &list);
-
-    pop3ext_progress_end();
-
-    if (rc != EX_OK) {
-        goto done;
-    }
-
-    if (list.n > 1) {
-        qsort(list.users, list.n, sizeof(pop3ext_user_t), pop3ext_user_cmp);
-    }
-
-    /* SCAN may have given a key twice */
-
-    for (i = 0, k = 0; i < list.n; i++) {
-        if (k > 0 && strcmp(list.users[k - 1].name, list.users[i].name) == 0)
-        {
-            free(list.users[i].name);
-            free(list.users[i].mailbox);
-            continue;
-        }
-
-        list.users[k++] = list.users[i];
-    }
-
-    list.n = k;
-
-    if (json) {
-        fputs("{\"users\":[", stdout);
-    }
-
-    for (i = 0; i < list.n; i++) {
-        u = &list.users[i];
-
-        if (json) {
-            fputs(i ? ",{\"user\":" : "{\"user\":", stdout);
-            pop3ext_json_string(stdout, u->name, strlen(u->name));
-            fputs(",\"mailbox\":", stdout);
-            pop3ext_json_string(stdout, u->mailbox ? u->mailbox : u->name,
-                                strlen(u->mailbox ? u->mailbox : u->name));
-            printf(",\"disabled\":%s}", u->disabled ? "true" : "false");
-
-        } else {
-            printf("%s%s%s%s\n", u->name, u->mailbox ? " mailbox=" : "",
-                   u->mailbox ? u->mailbox : "",
-                   u->disabled ? " disabled" : "");
-        }
-    }
-
-    if (json) {
-        printf("],\"count\":%zu}\n", list.n);
-    }
-
-    rc = pop3ext_flush(stdout);
-
-done:
-
-    for (i = 0; i < list.n; i++) {
-        free(list.users[i].name);
-        free(list.users[i].mailbox);
-    }
-
-    free(list.users);
-
-    return rc;
+    return pop3ext_admin_list(cx, argc, argv, &pop3ext_user_listing);
 }
 
 
-/* the users of one SCAN batch, each with its mailbox and flag */
+/* "NAME[ mailbox=MBOX][ disabled]", or a JSON object */
+
+static void
+pop3ext_user_print(void *elt, int json)
+{
+    pop3ext_user_t  *u;
+
+    u = elt;
+
+    if (json) {
+        fputs("{\"user\":", stdout);
+        pop3ext_json_string(stdout, u->name, strlen(u->name));
+        fputs(",\"mailbox\":", stdout);
+        pop3ext_json_string(stdout, u->mailbox ? u->mailbox : u->name,
+                            strlen(u->mailbox ? u->mailbox : u->name));
+        printf(",\"disabled\":%s}", u->disabled ? "true" : "false");
+
+    } else {
+        printf("%s%s%s%s\n", u->name, u->mailbox ? " mailbox=" : "",
+               u->mailbox ? u->mailbox : "",
+               u->disabled ? " disabled" : "");
+    }
+}
+
+
+/* a user SCAN found, with its mailbox and flag */
 
 static int
-pop3ext_user_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
-    unsigned masters, void *data)
+pop3ext_user_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
+    unsigned m, unsigned masters, void *data)
 {
-    int               rc;
-    char             *name;
-    size_t            i;
-    redisReply       *r, *k, *mb, *dis;
-    pop3ext_user_t   *u;
-    pop3ext_users_t  *list;
+    int              rc;
+    redisReply      *r, *mb, *dis;
+    pop3ext_user_t   u, *e;
+    pop3ext_list_t  *list;
 
     list = data;
 
-    for (i = 0; i < keys->elements; i++) {
-        k = keys->element[i];
-
-        if (k->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        rc = pop3ext_key_name(k->str, k->len, P3X_USER_PREFIX,
-                              P3X_USER_SUFFIX, &name);
-        if (rc != EX_OK) {
-            return rc;
-        }
-
-        if (name == NULL) {
-            continue;
-        }
-
-        r = pop3ext_read(cx, &rc, k->str, "HMGET %b %s %s", k->str, k->len,
-                         P3X_FIELD_MAILBOX, P3X_FIELD_DISABLED);
-        if (r == NULL) {
-            free(name);
-            return rc;
-        }
-
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            pop3ext_error("unexpected reply to HMGET of user \"%s\"", name);
-            freeReplyObject(r);
-            free(name);
-            return EX_SOFTWARE;
-        }
-
-        mb = r->element[0];
-        dis = r->element[1];
-
-        if (list->n == list->alloc) {
-            u = realloc(list->users,
-                        (list->alloc * 2 + 64) * sizeof(pop3ext_user_t));
-            if (u == NULL) {
-                goto no_memory;
-            }
-
-            list->users = u;
-            list->alloc = list->alloc * 2 + 64;
-        }
-
-        u = &list->users[list->n];
-        u->name = name;
-        u->mailbox = NULL;
-        u->disabled = (dis->type == REDIS_REPLY_STRING && dis->len > 0
-                       && !(dis->len == 1 && dis->str[0] == '0'));
-
-        /* the mailbox named, if it is not the user's own */
-
-        if (mb->type == REDIS_REPLY_STRING && mb->len > 0
-            && strcmp(mb->str, name) != 0)
-        {
-            u->mailbox = malloc(mb->len + 1);
-            if (u->mailbox == NULL) {
-                goto no_memory;
-            }
-
-            /* shown as text: a name breaking the rules is shown as such */
-
-            if (p3x_valid_name((u_char *) mb->str, mb->len)) {
-                memcpy(u->mailbox, mb->str, mb->len + 1);
-
-            } else {
-                memcpy(u->mailbox, "(invalid)", sizeof("(invalid)"));
-            }
-        }
-
-        list->n++;
-        freeReplyObject(r);
-
-        pop3ext_progress("user list: %zu users (master %u of %u)", list->n,
-                         m + 1, masters);
+    r = pop3ext_read(cx, &rc, key->str, "HMGET %b %s %s", key->str,
+                     key->len, P3X_FIELD_MAILBOX, P3X_FIELD_DISABLED);
+    if (r == NULL) {
+        return rc;
     }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        pop3ext_error("unexpected reply to HMGET of user \"%s\"", name);
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    mb = r->element[0];
+    dis = r->element[1];
+
+    u.mailbox = NULL;
+    u.disabled = (dis->type == REDIS_REPLY_STRING && dis->len > 0
+                  && !(dis->len == 1 && dis->str[0] == '0'));
+
+    u.name = pop3ext_strndup(name, strlen(name));
+    if (u.name == NULL) {
+        goto no_memory;
+    }
+
+    /* the mailbox named, if it is not the user's own */
+
+    if (mb->type == REDIS_REPLY_STRING && mb->len > 0
+        && strcmp(mb->str, name) != 0)
+    {
+        /* shown as text: a name breaking the rules is shown as such */
+
+        u.mailbox = p3x_valid_name((u_char *) mb->str, mb->len)
+                    ? pop3ext_strndup(mb->str, mb->len)
+                    : pop3ext_strndup("(invalid)", sizeof("(invalid)") - 1);
+
+        if (u.mailbox == NULL) {
+            goto no_memory;
+        }
+    }
+
+    e = pop3ext_list_push(list);
+    if (e == NULL) {
+        goto no_memory;
+    }
+
+    *e = u;
+    freeReplyObject(r);
+
+    pop3ext_progress("user list: %zu users (master %u of %u)", list->nelts,
+                     m + 1, masters);
 
     return EX_OK;
 
@@ -472,7 +515,7 @@ no_memory:
 
     pop3ext_error("out of memory");
     freeReplyObject(r);
-    free(name);
+    pop3ext_user_drop(&u);
 
     return EX_TEMPFAIL;
 }
@@ -486,6 +529,25 @@ pop3ext_user_cmp(const void *a, const void *b)
 }
 
 
+static int
+pop3ext_user_same(const void *a, const void *b)
+{
+    return pop3ext_user_cmp(a, b) == 0;
+}
+
+
+static void
+pop3ext_user_drop(void *elt)
+{
+    pop3ext_user_t  *u;
+
+    u = elt;
+
+    free(u->name);
+    free(u->mailbox);
+}
+
+
 /*
  * pop3ext who [--json]: the sessions holding a maildrop, from the owner
  * records the module writes beside each lock, found by SCAN on every
@@ -496,167 +558,57 @@ pop3ext_user_cmp(const void *a, const void *b)
 int
 pop3ext_who(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int                rc, json;
-    size_t             i, k;
-    pop3ext_owners_t   list;
-    char               pattern[POP3EXT_KEY_MAX];
-
-    json = 0;
-
-    rc = pop3ext_admin_args(argc, argv, "who", &json, NULL, 0);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_connect(cx);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    snprintf(pattern, sizeof(pattern), "%s*%s", P3X_MBOX_PREFIX,
-             P3X_OWNER_SUFFIX);
-
-    memset(&list, 0, sizeof(pop3ext_owners_t));
-
-    rc = pop3ext_scan_keys(cx, pattern, pop3ext_who_batch, &list);
-
-    pop3ext_progress_end();
-
-    if (rc != EX_OK) {
-        goto done;
-    }
-
-    if (list.n > 1) {
-        qsort(list.owners, list.n, sizeof(pop3ext_owner_t),
-              pop3ext_owner_cmp);
-    }
-
-    for (i = 0, k = 0; i < list.n; i++) {
-        if (k > 0
-            && strcmp(list.owners[k - 1].mailbox, list.owners[i].mailbox)
-               == 0)
-        {
-            free(list.owners[i].mailbox);
-            free(list.owners[i].record);
-            continue;
-        }
-
-        list.owners[k++] = list.owners[i];
-    }
-
-    list.n = k;
-
-    if (json) {
-        fputs("{\"sessions\":[", stdout);
-    }
-
-    for (i = 0; i < list.n; i++) {
-        if (json && i > 0) {
-            putc(',', stdout);
-        }
-
-        pop3ext_owner_print(&list.owners[i], json);
-    }
-
-    if (json) {
-        printf("],\"count\":%zu}\n", list.n);
-    }
-
-    rc = pop3ext_flush(stdout);
-
-done:
-
-    for (i = 0; i < list.n; i++) {
-        free(list.owners[i].mailbox);
-        free(list.owners[i].record);
-    }
-
-    free(list.owners);
-
-    return rc;
+    return pop3ext_admin_list(cx, argc, argv, &pop3ext_who_listing);
 }
 
 
+/* a session SCAN found, by the owner record of its mailbox */
+
 static int
-pop3ext_who_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
-    unsigned masters, void *data)
+pop3ext_who_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
+    unsigned m, unsigned masters, void *data)
 {
-    int                rc;
-    char              *mbox, *record;
-    size_t             i;
-    redisReply        *r, *k;
-    pop3ext_owner_t   *o;
-    pop3ext_owners_t  *list;
+    int               rc;
+    char             *mbox, *record;
+    redisReply       *r;
+    pop3ext_owner_t  *o;
+    pop3ext_list_t   *list;
 
     list = data;
 
-    for (i = 0; i < keys->elements; i++) {
-        k = keys->element[i];
-
-        if (k->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        rc = pop3ext_key_name(k->str, k->len, P3X_MBOX_PREFIX,
-                              P3X_OWNER_SUFFIX, &mbox);
-        if (rc != EX_OK) {
-            return rc;
-        }
-
-        if (mbox == NULL) {
-            continue;
-        }
-
-        r = pop3ext_read(cx, &rc, k->str, "GET %b", k->str, k->len);
-        if (r == NULL) {
-            free(mbox);
-            return rc;
-        }
-
-        /* the session ended since SCAN saw it */
-
-        if (r->type != REDIS_REPLY_STRING) {
-            freeReplyObject(r);
-            free(mbox);
-            continue;
-        }
-
-        if (list->n == list->alloc) {
-            o = realloc(list->owners,
-                        (list->alloc * 2 + 16) * sizeof(pop3ext_owner_t));
-            if (o == NULL) {
-                goto no_memory;
-            }
-
-            list->owners = o;
-            list->alloc = list->alloc * 2 + 16;
-        }
-
-        record = malloc(r->len + 1);
-        if (record == NULL) {
-            goto no_memory;
-        }
-
-        memcpy(record, r->str, r->len + 1);
-        freeReplyObject(r);
-
-        o = &list->owners[list->n++];
-        o->mailbox = mbox;
-        pop3ext_owner_parse(o, record);
-
-        pop3ext_progress("who: %zu sessions (master %u of %u)", list->n,
-                         m + 1, masters);
+    r = pop3ext_read(cx, &rc, key->str, "GET %b", key->str, key->len);
+    if (r == NULL) {
+        return rc;
     }
 
-    return EX_OK;
+    /* the session ended since SCAN saw it */
 
-no_memory:
+    if (r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        return EX_OK;
+    }
 
-    pop3ext_error("out of memory");
+    mbox = pop3ext_strndup(name, strlen(name));
+    record = (mbox != NULL) ? pop3ext_strndup(r->str, r->len) : NULL;
+
     freeReplyObject(r);
-    free(mbox);
 
-    return EX_TEMPFAIL;
+    o = (mbox != NULL && record != NULL) ? pop3ext_list_push(list) : NULL;
+
+    if (o == NULL) {
+        pop3ext_error("out of memory");
+        free(record);
+        free(mbox);
+        return EX_TEMPFAIL;
+    }
+
+    o->mailbox = mbox;
+    pop3ext_owner_parse(o, record);
+
+    pop3ext_progress("who: %zu sessions (master %u of %u)", list->nelts,
+                     m + 1, masters);
+
+    return EX_OK;
 }
 
 
@@ -686,6 +638,29 @@ pop3ext_owner_cmp(const void *a, const void *b)
     }
 
     return strcmp(x->mailbox, y->mailbox);
+}
+
+
+/* one maildrop has one session: a mailbox found twice is one record */
+
+static int
+pop3ext_owner_same(const void *a, const void *b)
+{
+    return strcmp(((const pop3ext_owner_t *) a)->mailbox,
+                  ((const pop3ext_owner_t *) b)->mailbox)
+           == 0;
+}
+
+
+static void
+pop3ext_owner_drop(void *elt)
+{
+    pop3ext_owner_t  *o;
+
+    o = elt;
+
+    free(o->mailbox);
+    free(o->record);
 }
 
 
@@ -736,15 +711,18 @@ pop3ext_owner_parse(pop3ext_owner_t *o, char *record)
  */
 
 static void
-pop3ext_owner_print(pop3ext_owner_t *o, int json)
+pop3ext_owner_print(void *elt, int json)
 {
     int                  f, numeric;
     size_t               len;
     const char          *v;
     unsigned long long   ms;
+    pop3ext_owner_t     *o;
     char                 text[POP3EXT_TIME_LEN];
 
     static const int     order[POP3EXT_OWNER_FIELDS] = { 4, 0, 1, 2, 3 };
+
+    o = elt;
 
     if (json) {
         putc('{', stdout);
@@ -825,67 +803,43 @@ pop3ext_owner_print(pop3ext_owner_t *o, int json)
 int
 pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int               rc;
+    int               rc, held;
     char             *record;
     redisReply       *r;
     const char       *user;
+    pop3ext_mbox_t    mb;
     pop3ext_owner_t   o;
-    char              mbox[P3X_NAME_MAX + 1];
-    char              lock[POP3EXT_KEY_MAX], dele[POP3EXT_KEY_MAX];
-    char              owner[POP3EXT_KEY_MAX];
 
     rc = pop3ext_admin_args(argc, argv, "kick", NULL, &user, 1);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = pop3ext_connect(cx);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
-    }
-
-    rc = pop3ext_mailbox(cx, user, mbox);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    if (pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
-        || pop3ext_key(dele, P3X_MBOX_PREFIX, mbox, P3X_DELE_SUFFIX) != EX_OK
-        || pop3ext_key(owner, P3X_MBOX_PREFIX, mbox, P3X_OWNER_SUFFIX)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
     }
 
     /* nothing to do is said without writing to the audit trail */
 
-    r = pop3ext_read(cx, &rc, lock, "EXISTS %s", lock);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, mb.lock, &held);
+    if (rc != EX_OK) {
         return rc;
     }
 
-    if (r->type != REDIS_REPLY_INTEGER) {
-        pop3ext_error("unexpected reply to EXISTS");
-        freeReplyObject(r);
-        return EX_SOFTWARE;
-    }
-
-    if (r->integer == 0) {
-        freeReplyObject(r);
+    if (!held) {
         pop3ext_error("no session holds the maildrop of user \"%s\" "
-                      "(mailbox \"%s\"): nothing done", user, mbox);
+                      "(mailbox \"%s\"): nothing done", user, mb.name);
         return POP3EXT_EX_NOSESSION;
     }
-
-    freeReplyObject(r);
 
     rc = pop3ext_audit(cx, argc, argv);
     if (rc != EX_OK) {
         return rc;
     }
 
-    r = pop3ext_write(cx, &rc, lock, "EVAL %s 3 %s %s %s", P3X_SCRIPT_KICK,
-                      lock, dele, owner);
+    r = pop3ext_write(cx, &rc, mb.lock, "EVAL %s 3 %s %s %s",
+                      P3X_SCRIPT_KICK, mb.lock, mb.dele, mb.owner);
     if (r == NULL) {
         return rc;
     }
@@ -898,7 +852,7 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
 
         freeReplyObject(r);
         printf("kicked mailbox=%s: the session left no owner record, or "
-               "ended just now\n", mbox);
+               "ended just now\n", mb.name);
 
         return pop3ext_flush(stdout);
     }
@@ -909,17 +863,15 @@ pop3ext_kick(pop3ext_ctx_t *cx, int argc, char **argv)
         return EX_SOFTWARE;
     }
 
-    record = malloc(r->len + 1);
+    record = pop3ext_strndup(r->str, r->len);
+    freeReplyObject(r);
+
     if (record == NULL) {
         pop3ext_error("out of memory");
-        freeReplyObject(r);
         return EX_TEMPFAIL;
     }
 
-    memcpy(record, r->str, r->len + 1);
-    freeReplyObject(r);
-
-    o.mailbox = mbox;
+    o.mailbox = mb.name;
     pop3ext_owner_parse(&o, record);
 
     fputs("kicked ", stdout);
@@ -943,12 +895,13 @@ int
 pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int                  rc, json;
-    size_t               i, n, uid_len, count, first;
-    redisReply          *r, *e, *t;
+    size_t               i, n, uid_len, count;
+    redisReply          *r, *e;
     const char          *user, *src;
+    pop3ext_mbox_t       mb;
+    pop3ext_times_t      tm;
     unsigned long long   size, octets, ms;
-    char                 mbox[P3X_NAME_MAX + 1], text[POP3EXT_TIME_LEN];
-    char                 index[POP3EXT_KEY_MAX], mtime[POP3EXT_KEY_MAX];
+    char                 text[POP3EXT_TIME_LEN];
 
     json = 0;
 
@@ -957,60 +910,27 @@ pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    rc = pop3ext_connect(cx);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = pop3ext_mailbox(cx, user, mbox);
+    rc = pop3ext_index_all(cx, mb.index, &r, &count, &octets);
     if (rc != EX_OK) {
         return rc;
-    }
-
-    if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
-        || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox, P3X_TIME_SUFFIX)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
-    }
-
-    r = pop3ext_read(cx, &rc, index, "LRANGE %s 0 -1", index);
-    if (r == NULL) {
-        return rc;
-    }
-
-    if (r->type != REDIS_REPLY_ARRAY) {
-        pop3ext_error("unexpected reply to LRANGE");
-        freeReplyObject(r);
-        return EX_SOFTWARE;
-    }
-
-    octets = 0;
-    count = 0;
-
-    for (i = 0; i < r->elements; i++) {
-        e = r->element[i];
-
-        if (e->type == REDIS_REPLY_STRING
-            && pop3ext_entry(e->str, e->len, &uid_len, &size))
-        {
-            octets += size;
-            count++;
-        }
     }
 
     if (json) {
-        fputs("{\"user\":", stdout);
-        pop3ext_json_string(stdout, user, strlen(user));
-        fputs(",\"mailbox\":", stdout);
-        pop3ext_json_string(stdout, mbox, strlen(mbox));
+        pop3ext_json_user(user, mb.name);
         printf(",\"count\":%zu,\"octets\":%llu,\"messages\":[", count,
                octets);
     }
 
     n = 0;
-    t = NULL;
-    first = 0;
+    tm.key = mb.time;
+    tm.index = r;
+    tm.batch = NULL;
+    tm.first = 0;
 
     for (i = 0; i < r->elements; i++) {
         e = r->element[i];
@@ -1022,28 +942,14 @@ pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
         {
             pop3ext_error("warning: entry %zu of the index of mailbox "
                           "\"%s\" is malformed, and left out as a login "
-                          "leaves it out", i + 1, mbox);
+                          "leaves it out", i + 1, mb.name);
             continue;
         }
 
-        /* the delivery times of a batch of entries, at once */
-
-        if (t == NULL || i >= first + POP3EXT_LIST_BATCH) {
-            if (t != NULL) {
-                freeReplyObject(t);
-            }
-
-            first = i;
-
-            rc = pop3ext_times(cx, mtime, r, first, POP3EXT_LIST_BATCH, &t);
-            if (rc != EX_OK) {
-                freeReplyObject(r);
-                return rc;
-            }
+        rc = pop3ext_entry_time(cx, &tm, i, &ms, &src);
+        if (rc != EX_OK) {
+            goto done;
         }
-
-        ms = pop3ext_delivery_time(t->element[i - first], e->str, uid_len,
-                                   &src);
 
         n++;
 
@@ -1072,135 +978,21 @@ pop3ext_mailbox_list(pop3ext_ctx_t *cx, int argc, char **argv)
         }
     }
 
-    if (t != NULL) {
-        freeReplyObject(t);
-    }
-
-    freeReplyObject(r);
-
     if (json) {
         fputs("]}\n", stdout);
     }
 
-    return pop3ext_flush(stdout);
-}
+    rc = pop3ext_flush(stdout);
 
+done:
 
-/*
- * HMGET of the time hash for the UIDs of index entries first .. first +
- * max - 1 of r (a malformed entry asks for a field no UID can be); *tp
- * has one element per entry.
- */
-
-int
-pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
-    size_t first, size_t max, redisReply **tp)
-{
-    int                  rc;
-    size_t               i, n, uid_len;
-    size_t              *lens;
-    redisReply          *e, *t;
-    const char         **av;
-    unsigned long long   size;
-
-    n = r->elements - first;
-
-    if (n > max) {
-        n = max;
+    if (tm.batch != NULL) {
+        freeReplyObject(tm.batch);
     }
 
-    av = malloc((n + 2) * sizeof(const char *));
-    lens = malloc((n + 2) * sizeof(size_t));
+    freeReplyObject(r);
 
-    if (av == NULL || lens == NULL) {
-        pop3ext_error("out of memory");
-        free(lens);
-        free(av);
-        return EX_TEMPFAIL;
-    }
-
-    av[0] = "HMGET";
-    lens[0] = 5;
-    av[1] = mtime;
-    lens[1] = strlen(mtime);
-
-    for (i = 0; i < n; i++) {
-        e = r->element[first + i];
-
-        if (e->type == REDIS_REPLY_STRING
-            && pop3ext_entry(e->str, e->len, &uid_len, &size))
-        {
-            av[2 + i] = e->str;
-            lens[2 + i] = uid_len;
-
-        } else {
-            av[2 + i] = " ";
-            lens[2 + i] = 1;
-        }
-    }
-
-    rc = pop3ext_call(cx, mtime, 0, (int) n + 2, av, lens, &t);
-
-    free(lens);
-    free(av);
-
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_check(cx, t);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    if (t->type != REDIS_REPLY_ARRAY || t->elements != n) {
-        pop3ext_error("unexpected reply to HMGET of \"%s\"", mtime);
-        freeReplyObject(t);
-        return EX_SOFTWARE;
-    }
-
-    *tp = t;
-
-    return EX_OK;
-}
-
-
-/*
- * A message's delivery time in ms: the time hash's value, else the clock
- * in a native UID (24 lowercase hex digits, the first 12 the writer's
- * clock), else unknown (*src NULL).  *src says which: "time" or "uid".
- */
-
-unsigned long long
-pop3ext_delivery_time(redisReply *t, const char *uid, size_t len,
-    const char **src)
-{
-    size_t               i;
-    unsigned long long   ms;
-
-    if (t->type == REDIS_REPLY_STRING && t->len > 0 && t->len <= 19
-        && strspn(t->str, "0123456789") == t->len)
-    {
-        *src = "time";
-        return strtoull(t->str, NULL, 10);
-    }
-
-    if (len == P3X_UID_NEW_LEN
-        && strspn(uid, "0123456789abcdef") >= P3X_UID_NEW_LEN)
-    {
-        ms = 0;
-
-        for (i = 0; i < 12; i++) {
-            ms = ms * 16 + (uid[i] <= '9' ? uid[i] - '0' : uid[i] - 'a' + 10);
-        }
-
-        *src = "uid";
-        return ms;
-    }
-
-    *src = NULL;
-
-    return 0;
+    return rc;
 }
 
 
@@ -1216,10 +1008,8 @@ pop3ext_delivery_time(redisReply *t, const char *uid, size_t len,
 int
 pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user)
 {
-    int          rc;
-    long long    n;
-    redisReply  *r;
-    char         key[POP3EXT_KEY_MAX], index[POP3EXT_KEY_MAX];
+    int   rc, exists;
+    char  key[POP3EXT_KEY_MAX], index[POP3EXT_KEY_MAX];
 
     if (pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX) != EX_OK
         || pop3ext_key(index, P3X_MBOX_PREFIX, user, P3X_INDEX_SUFFIX)
@@ -1228,27 +1018,17 @@ pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user)
         return EX_SOFTWARE;
     }
 
-    r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, key, &exists);
+    if (rc != EX_OK || exists) {
         return rc;
     }
 
-    n = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
-    freeReplyObject(r);
-
-    if (n != 0) {
-        return (n == 1) ? EX_OK : EX_SOFTWARE;
-    }
-
-    r = pop3ext_read(cx, &rc, index, "EXISTS %s", index);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, index, &exists);
+    if (rc != EX_OK) {
         return rc;
     }
 
-    n = (r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
-    freeReplyObject(r);
-
-    if (n == 1) {
+    if (exists) {
         pop3ext_error("mailbox \"%s\" holds mail, and no user \"%s\" "
                       "exists: it is another's (a user renamed from \"%s\" "
                       "reads it); give --mailbox %s to read it anyway, or "
@@ -1256,7 +1036,7 @@ pop3ext_mailbox_taken(pop3ext_ctx_t *cx, const char *user)
         return EX_CANTCREAT;
     }
 
-    return (n == 0) ? EX_OK : EX_SOFTWARE;
+    return EX_OK;
 }
 
 
@@ -1377,14 +1157,13 @@ pop3ext_record_same(redisReply *a, redisReply *b, const char *mbox)
 int
 pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int           rc, held, implicit;
-    size_t        k, n;
-    redisReply   *rec, *nrec, *r;
-    const char   *names[2], *old, *new, **av;
-    size_t       *lens;
-    char          mbox[P3X_NAME_MAX + 1];
-    char          okey[POP3EXT_KEY_MAX], nkey[POP3EXT_KEY_MAX];
-    char          lock[POP3EXT_KEY_MAX], owner[POP3EXT_KEY_MAX];
+    int              rc, held, implicit;
+    size_t           k;
+    redisReply      *rec, *nrec, *r;
+    const char      *names[2], *old, *new;
+    pop3ext_mbox_t   mb;
+    char             mbox[P3X_NAME_MAX + 1];
+    char             okey[POP3EXT_KEY_MAX], nkey[POP3EXT_KEY_MAX];
 
     rc = pop3ext_admin_args(argc, argv, "user rename", NULL, names, 2);
     if (rc != EX_OK) {
@@ -1415,8 +1194,6 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     nrec = NULL;
-    av = NULL;
-    lens = NULL;
 
     if (rec->elements == 0) {
         pop3ext_error("unknown user \"%s\"", old);
@@ -1472,24 +1249,18 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
         goto done;
     }
 
-    if (pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
-        || pop3ext_key(owner, P3X_MBOX_PREFIX, mbox, P3X_OWNER_SUFFIX)
-           != EX_OK)
-    {
+    if (pop3ext_mbox_keys(&mb, mbox) != EX_OK) {
         rc = EX_SOFTWARE;
         goto done;
     }
 
-    r = pop3ext_read(cx, &rc, lock, "EXISTS %s", lock);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, mb.lock, &held);
+    if (rc != EX_OK) {
         goto done;
     }
 
-    held = (r->type == REDIS_REPLY_INTEGER && r->integer == 1);
-    freeReplyObject(r);
-
     if (held) {
-        r = pop3ext_read(cx, &rc, owner, "GET %s", owner);
+        r = pop3ext_read(cx, &rc, mb.owner, "GET %s", mb.owner);
         if (r == NULL) {
             goto done;
         }
@@ -1512,42 +1283,7 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
 
     /* NEW: OLD's fields, with the mailbox named */
 
-    av = malloc((rec->elements + 6) * sizeof(const char *));
-    lens = malloc((rec->elements + 6) * sizeof(size_t));
-
-    if (av == NULL || lens == NULL) {
-        pop3ext_error("out of memory");
-        rc = EX_TEMPFAIL;
-        goto done;
-    }
-
-    n = 0;
-    av[n] = "EVAL";
-    lens[n++] = 4;
-    av[n] = POP3EXT_SCRIPT_CREATE;
-    lens[n++] = sizeof(POP3EXT_SCRIPT_CREATE) - 1;
-    av[n] = "1";
-    lens[n++] = 1;
-    av[n] = nkey;
-    lens[n++] = strlen(nkey);
-
-    for (k = 0; k < rec->elements; k += 2) {
-        if (strcmp(rec->element[k]->str, P3X_FIELD_MAILBOX) == 0) {
-            continue;
-        }
-
-        av[n] = rec->element[k]->str;
-        lens[n++] = rec->element[k]->len;
-        av[n] = rec->element[k + 1]->str;
-        lens[n++] = rec->element[k + 1]->len;
-    }
-
-    av[n] = P3X_FIELD_MAILBOX;
-    lens[n++] = sizeof(P3X_FIELD_MAILBOX) - 1;
-    av[n] = mbox;
-    lens[n++] = strlen(mbox);
-
-    rc = pop3ext_call(cx, nkey, 1, (int) n, av, lens, &r);
+    rc = pop3ext_record_eval(cx, POP3EXT_SCRIPT_CREATE, nkey, rec, mbox, &r);
     if (rc != EX_OK) {
         goto done;
     }
@@ -1576,9 +1312,6 @@ pop3ext_user_rename(pop3ext_ctx_t *cx, int argc, char **argv)
 
 done:
 
-    free(lens);
-    free(av);
-
     if (nrec != NULL) {
         freeReplyObject(nrec);
     }
@@ -1601,41 +1334,11 @@ static int
 pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old, const char *new,
     const char *okey, redisReply *rec)
 {
-    int           rc;
-    size_t        k, n;
-    size_t       *lens;
-    redisReply   *r;
-    const char  **av;
+    int          rc;
+    redisReply  *r;
 
-    av = malloc((rec->elements + 4) * sizeof(const char *));
-    lens = malloc((rec->elements + 4) * sizeof(size_t));
-
-    if (av == NULL || lens == NULL) {
-        pop3ext_error("out of memory");
-        free(lens);
-        free(av);
-        return EX_TEMPFAIL;
-    }
-
-    n = 0;
-    av[n] = "EVAL";
-    lens[n++] = 4;
-    av[n] = POP3EXT_SCRIPT_DELETE_SAME;
-    lens[n++] = sizeof(POP3EXT_SCRIPT_DELETE_SAME) - 1;
-    av[n] = "1";
-    lens[n++] = 1;
-    av[n] = okey;
-    lens[n++] = strlen(okey);
-
-    for (k = 0; k < rec->elements; k++) {
-        av[n] = rec->element[k]->str;
-        lens[n++] = rec->element[k]->len;
-    }
-
-    rc = pop3ext_call(cx, okey, 1, (int) n, av, lens, &r);
-
-    free(lens);
-    free(av);
+    rc = pop3ext_record_eval(cx, POP3EXT_SCRIPT_DELETE_SAME, okey, rec, NULL,
+                             &r);
 
     if (rc == EX_OK) {
         rc = pop3ext_check(cx, r);
@@ -1667,4 +1370,68 @@ pop3ext_rename_finish(pop3ext_ctx_t *cx, const char *old, const char *new,
     freeReplyObject(r);
 
     return EX_OK;
+}
+
+
+/*
+ * EVAL script 1 key with the field-value pairs of the record rec: all of
+ * them, or, with mbox, all but "mailbox" and then "mailbox" mbox, as a
+ * rename writes them.
+ */
+
+static int
+pop3ext_record_eval(pop3ext_ctx_t *cx, const char *script, const char *key,
+    redisReply *rec, const char *mbox, redisReply **rp)
+{
+    int           rc;
+    size_t        k, n;
+    size_t       *lens;
+    const char  **av;
+
+    av = malloc((rec->elements + 6) * sizeof(const char *));
+    lens = malloc((rec->elements + 6) * sizeof(size_t));
+
+    if (av == NULL || lens == NULL) {
+        pop3ext_error("out of memory");
+        free(lens);
+        free(av);
+        return EX_TEMPFAIL;
+    }
+
+    n = 0;
+    av[n] = "EVAL";
+    lens[n++] = 4;
+    av[n] = script;
+    lens[n++] = strlen(script);
+    av[n] = "1";
+    lens[n++] = 1;
+    av[n] = key;
+    lens[n++] = strlen(key);
+
+    for (k = 0; k < rec->elements; k += 2) {
+        if (mbox != NULL
+            && strcmp(rec->element[k]->str, P3X_FIELD_MAILBOX) == 0)
+        {
+            continue;
+        }
+
+        av[n] = rec->element[k]->str;
+        lens[n++] = rec->element[k]->len;
+        av[n] = rec->element[k + 1]->str;
+        lens[n++] = rec->element[k + 1]->len;
+    }
+
+    if (mbox != NULL) {
+        av[n] = P3X_FIELD_MAILBOX;
+        lens[n++] = sizeof(P3X_FIELD_MAILBOX) - 1;
+        av[n] = mbox;
+        lens[n++] = strlen(mbox);
+    }
+
+    rc = pop3ext_call(cx, key, 1, (int) n, av, lens, rp);
+
+    free(lens);
+    free(av);
+
+    return rc;
 }

@@ -29,6 +29,7 @@ typedef struct {
     pop3ext_target_t   *t;
     size_t              n;
     size_t              alloc;
+    unsigned long long  def;          /* the retention of a user without */
 } pop3ext_targets_t;
 
 
@@ -36,19 +37,17 @@ static int pop3ext_expire_option(const char *v, const char *what,
     unsigned long long *days);
 static int pop3ext_expire_user(pop3ext_ctx_t *cx, const char *user,
     unsigned long long def, pop3ext_targets_t *ts);
-static int pop3ext_expire_scan(pop3ext_ctx_t *cx, unsigned long long def,
-    pop3ext_targets_t *ts);
+static int pop3ext_expire_found(pop3ext_ctx_t *cx, const char *name,
+    redisReply *key, unsigned m, unsigned masters, void *data);
 static int pop3ext_expire_add(pop3ext_targets_t *ts, const char *mbox,
     unsigned long long days);
 static int pop3ext_expire_cmp(const void *a, const void *b);
 static int pop3ext_expire_mailbox(pop3ext_ctx_t *cx, const char *mbox,
     unsigned long long days, int dry, int *in_use);
-static int pop3ext_expire_old(pop3ext_ctx_t *cx, const char *mbox,
+static int pop3ext_expire_old(pop3ext_ctx_t *cx, pop3ext_mbox_t *mb,
     unsigned long long cutoff, char ***entries, size_t *n,
     unsigned long long *octets);
-static unsigned long long pop3ext_expire_uid_time(const char *uid,
-    size_t len);
-static int pop3ext_expire_run(pop3ext_ctx_t *cx, const char *mbox,
+static int pop3ext_expire_run(pop3ext_ctx_t *cx, pop3ext_mbox_t *mb,
     char **entries, size_t n, unsigned long long *removed,
     unsigned long long *octets, int *in_use);
 static void pop3ext_expire_free(char **entries, size_t n);
@@ -138,9 +137,8 @@ int
 pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int          i, rc, words;
-    char         buf[32], key[POP3EXT_KEY_MAX];
+    char         buf[32];
     const char  *user, *expire, *field;
-    redisReply  *r;
 
     user = NULL;
     expire = NULL;
@@ -188,11 +186,6 @@ pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv)
         return EX_USAGE;
     }
 
-    rc = pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
     rc = pop3ext_connect(cx);
     if (rc != EX_OK) {
         return rc;
@@ -203,32 +196,7 @@ pop3ext_user_set(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    if (field != NULL) {
-        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s %s",
-                          POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_EXPIRE,
-                          field);
-
-    } else {
-        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s",
-                          POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_EXPIRE);
-    }
-
-    if (r == NULL) {
-        return rc;
-    }
-
-    if (r->type != REDIS_REPLY_INTEGER) {
-        pop3ext_error("unexpected reply to EVAL");
-        rc = EX_SOFTWARE;
-
-    } else if (r->integer == 0) {
-        pop3ext_error("unknown user \"%s\"", user);
-        rc = EX_NOUSER;
-    }
-
-    freeReplyObject(r);
-
-    return rc;
+    return pop3ext_user_field(cx, user, P3X_FIELD_EXPIRE, field);
 }
 
 
@@ -345,7 +313,12 @@ pop3ext_expunge(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     if (all) {
-        rc = pop3ext_expire_scan(cx, def, &ts);
+        ts.def = def;
+
+        /* every user record, on every master of a cluster */
+
+        rc = pop3ext_scan_names(cx, P3X_USER_PREFIX, P3X_USER_SUFFIX,
+                                pop3ext_expire_found, &ts);
 
     } else {
         for ( /* void */ ; i < argc && rc == EX_OK; i++) {
@@ -455,17 +428,8 @@ pop3ext_expire_user(pop3ext_ctx_t *cx, const char *user,
     {
         freeReplyObject(r);
 
-        r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
-        if (r == NULL) {
-            return rc;
-        }
-
-        rc = (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
-             ? EX_OK : EX_NOUSER;
-        freeReplyObject(r);
-
+        rc = pop3ext_user_exists(cx, user);
         if (rc != EX_OK) {
-            pop3ext_error("unknown user \"%s\"", user);
             return rc;
         }
 
@@ -506,89 +470,24 @@ pop3ext_expire_user(pop3ext_ctx_t *cx, const char *user,
 }
 
 
-/* every user record, on every master of a cluster */
+/* a user record SCAN found: a record deleted since is nothing to do */
 
 static int
-pop3ext_expire_scan(pop3ext_ctx_t *cx, unsigned long long def,
-    pop3ext_targets_t *ts)
+pop3ext_expire_found(pop3ext_ctx_t *cx, const char *name, redisReply *key,
+    unsigned m, unsigned masters, void *data)
 {
-    int          rc;
-    size_t       i, plen, slen;
-    unsigned     m, masters;
-    redisReply  *r, *keys, *k;
-    char         cursor[32], name[P3X_NAME_MAX + 1];
+    int                 rc;
+    pop3ext_targets_t  *ts;
 
-    static const char  pattern[] = P3X_USER_PREFIX "*" P3X_USER_SUFFIX;
+    (void) key;
+    (void) m;
+    (void) masters;
 
-    plen = sizeof(P3X_USER_PREFIX) - 1;
-    slen = sizeof(P3X_USER_SUFFIX) - 1;
+    ts = data;
 
-    masters = pop3ext_masters(cx);
+    rc = pop3ext_expire_user(cx, name, ts->def, ts);
 
-    if (masters == 0) {
-        return EX_TEMPFAIL;
-    }
-
-    for (m = 0; m < masters; m++) {
-
-        memcpy(cursor, "0", 2);
-
-        do {
-            r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
-                                    cursor, pattern, POP3EXT_SCAN_COUNT);
-            if (r == NULL) {
-                return rc;
-            }
-
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
-                || r->element[0]->type != REDIS_REPLY_STRING
-                || r->element[0]->len == 0
-                || r->element[0]->len >= sizeof(cursor)
-                || r->element[1]->type != REDIS_REPLY_ARRAY)
-            {
-                pop3ext_error("unexpected reply to SCAN");
-                freeReplyObject(r);
-                return EX_SOFTWARE;
-            }
-
-            memcpy(cursor, r->element[0]->str, r->element[0]->len);
-            cursor[r->element[0]->len] = '\0';
-
-            keys = r->element[1];
-
-            for (i = 0; i < keys->elements; i++) {
-                k = keys->element[i];
-
-                if (k->type != REDIS_REPLY_STRING
-                    || k->len <= plen + slen
-                    || k->len - plen - slen > P3X_NAME_MAX)
-                {
-                    continue;
-                }
-
-                memcpy(name, k->str + plen, k->len - plen - slen);
-                name[k->len - plen - slen] = '\0';
-
-                if (!p3x_valid_name((u_char *) name, strlen(name))) {
-                    continue;
-                }
-
-                rc = pop3ext_expire_user(cx, name, def, ts);
-
-                /* a record deleted since the scan saw it: nothing to do */
-
-                if (rc != EX_OK && rc != EX_NOUSER) {
-                    freeReplyObject(r);
-                    return rc;
-                }
-            }
-
-            freeReplyObject(r);
-
-        } while (strcmp(cursor, "0") != 0);
-    }
-
-    return EX_OK;
+    return (rc == EX_NOUSER) ? EX_OK : rc;
 }
 
 
@@ -632,42 +531,36 @@ static int
 pop3ext_expire_mailbox(pop3ext_ctx_t *cx, const char *mbox,
     unsigned long long days, int dry, int *in_use)
 {
-    int                  rc;
+    int                  rc, held;
     char               **entries;
     size_t               n;
-    redisReply          *r;
-    struct timespec      ts;
+    pop3ext_mbox_t       mb;
     unsigned long long   now, cutoff, octets, removed;
-    char                 lock[POP3EXT_KEY_MAX];
 
-    rc = pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX);
+    rc = pop3ext_mbox_keys(&mb, mbox);
     if (rc != EX_OK) {
         return rc;
     }
 
     /* no need to read a maildrop that EXPUNGE would refuse now */
 
-    r = pop3ext_read(cx, &rc, lock, "EXISTS %s", lock);
-    if (r == NULL) {
+    rc = pop3ext_exists(cx, mb.lock, &held);
+    if (rc != EX_OK) {
         return rc;
     }
 
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
-        freeReplyObject(r);
+    if (held) {
         pop3ext_error("mailbox \"%s\" is in use by a session, not expunged",
                       mbox);
         *in_use = 1;
         return EX_OK;
     }
 
-    freeReplyObject(r);
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    now = (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    now = pop3ext_clock_ms();
 
     cutoff = (days * P3X_DAY_MS < now) ? now - days * P3X_DAY_MS : 0;
 
-    rc = pop3ext_expire_old(cx, mbox, cutoff, &entries, &n, &octets);
+    rc = pop3ext_expire_old(cx, &mb, cutoff, &entries, &n, &octets);
     if (rc != EX_OK) {
         return rc;
     }
@@ -684,7 +577,7 @@ pop3ext_expire_mailbox(pop3ext_ctx_t *cx, const char *mbox,
         return EX_OK;
     }
 
-    rc = pop3ext_expire_run(cx, mbox, entries, n, &removed, &octets, in_use);
+    rc = pop3ext_expire_run(cx, &mb, entries, n, &removed, &octets, in_use);
 
     pop3ext_expire_free(entries, n);
 
@@ -709,129 +602,60 @@ pop3ext_expire_mailbox(pop3ext_ctx_t *cx, const char *mbox,
  */
 
 static int
-pop3ext_expire_old(pop3ext_ctx_t *cx, const char *mbox,
+pop3ext_expire_old(pop3ext_ctx_t *cx, pop3ext_mbox_t *mb,
     unsigned long long cutoff, char ***entries, size_t *n,
     unsigned long long *octets)
 {
-    int                  rc, k;
-    char               **list, **more, *sp, *copy;
-    size_t               i, alloc, elements, len;
-    long long            start;
-    redisReply          *r, *tr, *e, *t;
-    const char         **av;
-    size_t              *avlen;
+    int                  rc;
+    char               **list, **more, *copy;
+    size_t               i, alloc, uid_len;
+    redisReply          *r, *tr, *e;
+    const char          *src;
+    pop3ext_index_t      ix;
     unsigned long long   when, size;
-    char                 index[POP3EXT_KEY_MAX], mtime[POP3EXT_KEY_MAX];
 
     *entries = NULL;
     *n = 0;
     *octets = 0;
 
-    if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
-        || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox, P3X_TIME_SUFFIX)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
-    }
-
-    av = malloc((POP3EXT_DEL_BATCH + 2) * sizeof(const char *));
-    avlen = malloc((POP3EXT_DEL_BATCH + 2) * sizeof(size_t));
-
-    if (av == NULL || avlen == NULL) {
-        free(av);
-        free(avlen);
-        pop3ext_error("out of memory");
-        return EX_TEMPFAIL;
-    }
-
     list = NULL;
     alloc = 0;
-    rc = EX_OK;
 
-    for (start = 0; rc == EX_OK; start += POP3EXT_DEL_BATCH) {
-        r = pop3ext_read(cx, &rc, index, "LRANGE %s %lld %lld", index,
-                         start, start + POP3EXT_DEL_BATCH - 1);
-        if (r == NULL) {
-            break;
-        }
+    pop3ext_index_init(&ix, mb->index, POP3EXT_DEL_BATCH);
 
-        if (r->type != REDIS_REPLY_ARRAY
-            || r->elements > POP3EXT_DEL_BATCH)
-        {
-            pop3ext_error("unexpected reply to LRANGE");
-            freeReplyObject(r);
-            rc = EX_SOFTWARE;
-            break;
-        }
-
-        elements = r->elements;
-
-        if (elements == 0) {
-            freeReplyObject(r);
+    for ( ;; ) {
+        rc = pop3ext_index_next(cx, &ix, &r);
+        if (rc != EX_OK || r == NULL) {
             break;
         }
 
         /* the delivery times of this batch, by UID */
 
-        av[0] = "HMGET";
-        avlen[0] = 5;
-        av[1] = mtime;
-        avlen[1] = strlen(mtime);
-
-        for (i = 0; i < elements; i++) {
-            e = r->element[i];
-            sp = (e->type == REDIS_REPLY_STRING) ? memchr(e->str, ' ', e->len)
-                                                 : NULL;
-            av[2 + i] = (e->type == REDIS_REPLY_STRING) ? e->str : "";
-            avlen[2 + i] = (sp != NULL) ? (size_t) (sp - e->str) : 0;
-        }
-
-        k = (int) elements + 2;
-
-        rc = pop3ext_call(cx, mtime, 0, k, av, avlen, &tr);
-
-        if (rc == EX_OK) {
-            rc = pop3ext_check(cx, tr);
-        }
-
+        rc = pop3ext_times(cx, mb->time, r, 0, r->elements, &tr);
         if (rc != EX_OK) {
             freeReplyObject(r);
             break;
         }
 
-        if (tr->type != REDIS_REPLY_ARRAY || tr->elements != elements) {
-            pop3ext_error("unexpected reply to HMGET");
-            freeReplyObject(tr);
-            freeReplyObject(r);
-            rc = EX_SOFTWARE;
-            break;
-        }
-
-        for (i = 0; i < elements; i++) {
+        for (i = 0; i < r->elements; i++) {
             e = r->element[i];
-            t = tr->element[i];
 
-            if (avlen[2 + i] == 0
-                || pop3ext_quota_number(e->str + avlen[2 + i] + 1, 0, &size)
-                   != 0)
+            if (e->type != REDIS_REPLY_STRING
+                || !pop3ext_entry(e->str, e->len, &uid_len, &size))
             {
                 continue;    /* malformed: not ours to remove */
             }
 
-            if (t->type == REDIS_REPLY_STRING
-                && pop3ext_quota_number(t->str, 0, &when) == 0)
+            /* the time hash is the authority, then a native UID's clock */
+
+            when = pop3ext_delivery_time(tr->element[i], e->str, uid_len,
+                                         &src);
+
+            /* no known age (a UID's clock of 0 is none): the message stays */
+
+            if (src == NULL || (when == 0 && strcmp(src, "uid") == 0)
+                || when > cutoff)
             {
-                /* the time hash is the authority */
-
-            } else {
-                when = pop3ext_expire_uid_time(e->str, avlen[2 + i]);
-
-                if (when == 0) {
-                    continue;
-                }
-            }
-
-            if (when > cutoff) {
                 continue;
             }
 
@@ -847,15 +671,14 @@ pop3ext_expire_old(pop3ext_ctx_t *cx, const char *mbox,
                 list = more;
             }
 
-            len = e->len;
-            copy = malloc(len + 1);
+            copy = malloc(e->len + 1);
 
             if (copy == NULL) {
                 rc = EX_TEMPFAIL;
                 break;
             }
 
-            memcpy(copy, e->str, len + 1);
+            memcpy(copy, e->str, e->len + 1);
             list[(*n)++] = copy;
             *octets += size;
         }
@@ -863,17 +686,11 @@ pop3ext_expire_old(pop3ext_ctx_t *cx, const char *mbox,
         freeReplyObject(tr);
         freeReplyObject(r);
 
-        if (rc == EX_TEMPFAIL) {
+        if (rc != EX_OK) {
             pop3ext_error("out of memory");
-        }
-
-        if (elements < POP3EXT_DEL_BATCH) {
             break;
         }
     }
-
-    free(av);
-    free(avlen);
 
     if (rc != EX_OK) {
         pop3ext_expire_free(list, *n);
@@ -887,37 +704,6 @@ pop3ext_expire_old(pop3ext_ctx_t *cx, const char *mbox,
 }
 
 
-/* a UID of p3x_uid_make(): 24 lowercase hex digits, 12 of them its ms */
-
-static unsigned long long
-pop3ext_expire_uid_time(const char *uid, size_t len)
-{
-    size_t              i;
-    unsigned long long  ms;
-
-    if (len != P3X_UID_NEW_LEN) {
-        return 0;
-    }
-
-    ms = 0;
-
-    for (i = 0; i < len; i++) {
-        if (!((uid[i] >= '0' && uid[i] <= '9')
-              || (uid[i] >= 'a' && uid[i] <= 'f')))
-        {
-            return 0;
-        }
-
-        if (i < 12) {
-            ms = ms * 16 + ((uid[i] <= '9') ? uid[i] - '0'
-                                              : uid[i] - 'a' + 10);
-        }
-    }
-
-    return ms;
-}
-
-
 /*
  * EXPUNGE in batches: each one names its entries and their bodies (every
  * key a script touches is one of its KEYS), and each one checks the lock
@@ -925,7 +711,7 @@ pop3ext_expire_uid_time(const char *uid, size_t len)
  */
 
 static int
-pop3ext_expire_run(pop3ext_ctx_t *cx, const char *mbox, char **entries,
+pop3ext_expire_run(pop3ext_ctx_t *cx, pop3ext_mbox_t *mb, char **entries,
     size_t n, unsigned long long *removed, unsigned long long *octets,
     int *in_use)
 {
@@ -935,23 +721,10 @@ pop3ext_expire_run(pop3ext_ctx_t *cx, const char *mbox, char **entries,
     redisReply   *r;
     const char  **av;
     size_t       *avlen;
-    char          lock[POP3EXT_KEY_MAX], index[POP3EXT_KEY_MAX];
-    char          meta[POP3EXT_KEY_MAX], mtime[POP3EXT_KEY_MAX];
-    char          prefix[POP3EXT_KEY_MAX], nkeys[16];
+    char          nkeys[16];
 
     *removed = 0;
     *octets = 0;
-
-    if (pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
-        || pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX)
-           != EX_OK
-        || pop3ext_key(meta, P3X_MBOX_PREFIX, mbox, P3X_META_SUFFIX) != EX_OK
-        || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox, P3X_TIME_SUFFIX) != EX_OK
-        || pop3ext_key(prefix, P3X_MBOX_PREFIX, mbox, P3X_MSG_SUFFIX)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
-    }
 
     av = malloc((7 + 2 * POP3EXT_DEL_BATCH) * sizeof(const char *));
     avlen = malloc((7 + 2 * POP3EXT_DEL_BATCH) * sizeof(size_t));
@@ -976,20 +749,21 @@ pop3ext_expire_run(pop3ext_ctx_t *cx, const char *mbox, char **entries,
         av[1] = P3X_SCRIPT_EXPUNGE;
         snprintf(nkeys, sizeof(nkeys), "%zu", 4 + batch);
         av[2] = nkeys;
-        av[3] = lock;
-        av[4] = index;
-        av[5] = meta;
-        av[6] = mtime;
+        av[3] = mb->lock;
+        av[4] = mb->index;
+        av[5] = mb->meta;
+        av[6] = mb->time;
 
         for (i = 0; i < batch; i++) {
             sp = strchr(entries[b + i], ' ');
             len = (size_t) (sp - entries[b + i]);
 
             w = snprintf(keys + i * POP3EXT_KEY_MAX, POP3EXT_KEY_MAX,
-                         "%s%.*s", prefix, (int) len, entries[b + i]);
+                         "%s%.*s", mb->msg, (int) len, entries[b + i]);
 
             if (w < 0 || w >= POP3EXT_KEY_MAX) {
-                pop3ext_error("key for a message of \"%s\" too long", mbox);
+                pop3ext_error("key for a message of \"%s\" too long",
+                              mb->name);
                 rc = EX_SOFTWARE;
                 break;
             }
@@ -1008,7 +782,7 @@ pop3ext_expire_run(pop3ext_ctx_t *cx, const char *mbox, char **entries,
             avlen[i] = strlen(av[i]);
         }
 
-        rc = pop3ext_call(cx, index, 1, argc, av, avlen, &r);
+        rc = pop3ext_call(cx, mb->index, 1, argc, av, avlen, &r);
         if (rc != EX_OK) {
             break;
         }

@@ -60,14 +60,13 @@ int
 pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int                  i, rc, opts;
-    size_t               k, n, uid_len, count, done, first;
-    redisReply          *r, *e, *t, *b;
+    size_t               k, n, uid_len, count, done;
+    redisReply          *r, *e, *b;
     const char          *user, *src;
+    pop3ext_mbox_t       mb;
+    pop3ext_times_t      tm;
     pop3ext_export_t     ex;
     unsigned long long   size, octets, written, ms, now;
-    char                 mbox[P3X_NAME_MAX + 1];
-    char                 index[POP3EXT_KEY_MAX], mtime[POP3EXT_KEY_MAX];
-    char                 body[POP3EXT_KEY_MAX];
 
     memset(&ex, 0, sizeof(pop3ext_export_t));
     ex.fd = -1;
@@ -131,21 +130,9 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    rc = pop3ext_connect(cx);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
-    }
-
-    rc = pop3ext_mailbox(cx, user, mbox);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
-        || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox, P3X_TIME_SUFFIX) != EX_OK
-        || pop3ext_key(body, P3X_MBOX_PREFIX, mbox, P3X_MSG_SUFFIX) != EX_OK)
-    {
-        return EX_SOFTWARE;
     }
 
     rc = pop3ext_export_open(&ex);
@@ -157,41 +144,24 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
 
     /* reading a user's mail is entered in the audit trail too */
 
-    t = NULL;
+    r = NULL;
+    tm.batch = NULL;
 
     rc = pop3ext_audit(cx, argc, argv);
     if (rc != EX_OK) {
-        r = NULL;
         goto failed;
     }
 
-    r = pop3ext_read(cx, &rc, index, "LRANGE %s 0 -1", index);
-    if (r == NULL) {
+    rc = pop3ext_index_all(cx, mb.index, &r, &count, &octets);
+    if (rc != EX_OK) {
         goto failed;
     }
 
-    if (r->type != REDIS_REPLY_ARRAY) {
-        pop3ext_error("unexpected reply to LRANGE");
-        rc = EX_SOFTWARE;
-        goto failed;
-    }
-
-    octets = 0;
-    count = 0;
-
-    for (k = 0; k < r->elements; k++) {
-        e = r->element[k];
-
-        if (e->type == REDIS_REPLY_STRING
-            && pop3ext_entry(e->str, e->len, &uid_len, &size))
-        {
-            octets += size;
-            count++;
-        }
-    }
+    tm.key = mb.time;
+    tm.index = r;
+    tm.first = 0;
 
     now = pop3ext_clock_ms();
-    first = 0;
     done = 0;
     n = 0;
     written = 0;
@@ -212,25 +182,15 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
         {
             pop3ext_progress_end();
             pop3ext_error("warning: entry %zu of the index of mailbox "
-                          "\"%s\" is malformed, and left out", k + 1, mbox);
+                          "\"%s\" is malformed, and left out", k + 1,
+                          mb.name);
             continue;
         }
 
-        if (t == NULL || k >= first + POP3EXT_LIST_BATCH) {
-            if (t != NULL) {
-                freeReplyObject(t);
-            }
-
-            first = k;
-
-            rc = pop3ext_times(cx, mtime, r, first, POP3EXT_LIST_BATCH, &t);
-            if (rc != EX_OK) {
-                goto failed;
-            }
+        rc = pop3ext_entry_time(cx, &tm, k, &ms, &src);
+        if (rc != EX_OK) {
+            goto failed;
         }
-
-        ms = pop3ext_delivery_time(t->element[k - first], e->str, uid_len,
-                                   &src);
 
         /* a time unknown is the time of the export */
 
@@ -238,13 +198,14 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
             ms = now;
         }
 
-        if (strlen(body) + uid_len >= POP3EXT_KEY_MAX) {
-            pop3ext_error("key for a message of \"%s\" too long", mbox);
+        if (strlen(mb.msg) + uid_len >= POP3EXT_KEY_MAX) {
+            pop3ext_error("key for a message of \"%s\" too long", mb.name);
             rc = EX_SOFTWARE;
             goto failed;
         }
 
-        b = pop3ext_read(cx, &rc, body, "GET %s%b", body, e->str, uid_len);
+        b = pop3ext_read(cx, &rc, mb.msg, "GET %s%b", mb.msg, e->str,
+                         uid_len);
         if (b == NULL) {
             goto failed;
         }
@@ -294,8 +255,8 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
                          n, count, written >> 20, octets >> 20);
     }
 
-    if (t != NULL) {
-        freeReplyObject(t);
+    if (tm.batch != NULL) {
+        freeReplyObject(tm.batch);
     }
 
     freeReplyObject(r);
@@ -316,8 +277,8 @@ pop3ext_export(pop3ext_ctx_t *cx, int argc, char **argv)
 
 failed:
 
-    if (t != NULL) {
-        freeReplyObject(t);
+    if (tm.batch != NULL) {
+        freeReplyObject(tm.batch);
     }
 
     if (r != NULL) {

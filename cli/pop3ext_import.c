@@ -57,7 +57,6 @@ static unsigned long long pop3ext_header_time(const u_char *msg,
     size_t len);
 static long long pop3ext_date(const u_char *p, const u_char *end);
 static const u_char *pop3ext_date_skip(const u_char *p, const u_char *end);
-static unsigned long long pop3ext_wall_ms(void);
 
 
 /*
@@ -578,7 +577,7 @@ pop3ext_import_one(pop3ext_import_t *im, pop3ext_import_msg_t *m,
     }
 
     if (m->ms == 0) {
-        m->ms = pop3ext_wall_ms();
+        m->ms = pop3ext_clock_ms();
     }
 
     rc = pop3ext_import_store(im, m, label, msg, len, dlv, index);
@@ -881,7 +880,7 @@ pop3ext_header_time(const u_char *msg, size_t len)
 
     /* a time in the future is a wrong clock: retention would keep it */
 
-    now = pop3ext_wall_ms();
+    now = pop3ext_clock_ms();
 
     if (received > 0 && (unsigned long long) received * 1000 <= now) {
         return (unsigned long long) received * 1000;
@@ -1088,15 +1087,4 @@ pop3ext_date_skip(const u_char *p, const u_char *end)
     }
 
     return p;
-}
-
-
-static unsigned long long
-pop3ext_wall_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-
-    return (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

@@ -2,17 +2,20 @@
 /*
  * Copyright (C) ngx_mail_pop3_ext_module developers
  *
- * pop3ext: mailboxes: which one a user reads, its size (stat), and
+ * pop3ext: mailboxes: which one a user reads and its keys, reading its
+ * index and the delivery times of its messages, its size (stat), and
  * deleting one (purge).
  */
 
 
 #include "pop3ext.h"
 
+#include <stddef.h>
+
 
 static int pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix);
-static int pop3ext_scan_master(pop3ext_ctx_t *cx, unsigned m,
-    const char *prefix, const char *pattern);
+static int pop3ext_unlink_batch(pop3ext_ctx_t *cx, redisReply *keys,
+    unsigned m, unsigned masters, void *data);
 
 
 /*
@@ -60,6 +63,68 @@ done:
 }
 
 
+/* the keys of the mailbox name, valid by the model's rule */
+
+int
+pop3ext_mbox_keys(pop3ext_mbox_t *mb, const char *name)
+{
+    size_t  i;
+
+    static const struct {
+        size_t       offset;
+        const char  *suffix;
+    } keys[] = {
+        { offsetof(pop3ext_mbox_t, index), P3X_INDEX_SUFFIX },
+        { offsetof(pop3ext_mbox_t, meta), P3X_META_SUFFIX },
+        { offsetof(pop3ext_mbox_t, time), P3X_TIME_SUFFIX },
+        { offsetof(pop3ext_mbox_t, lock), P3X_LOCK_SUFFIX },
+        { offsetof(pop3ext_mbox_t, dele), P3X_DELE_SUFFIX },
+        { offsetof(pop3ext_mbox_t, owner), P3X_OWNER_SUFFIX },
+        { offsetof(pop3ext_mbox_t, last), P3X_LAST_SUFFIX },
+        { offsetof(pop3ext_mbox_t, msg), P3X_MSG_SUFFIX },
+        { offsetof(pop3ext_mbox_t, dlv), P3X_DLV_SUFFIX }
+    };
+
+    memcpy(mb->name, name, strlen(name) + 1);
+
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (pop3ext_key((char *) mb + keys[i].offset, P3X_MBOX_PREFIX, name,
+                        keys[i].suffix)
+            != EX_OK)
+        {
+            return EX_SOFTWARE;
+        }
+    }
+
+    return EX_OK;
+}
+
+
+/*
+ * What a command on a user's mail does first: connects, finds the
+ * mailbox the user reads, and makes its keys.
+ */
+
+int
+pop3ext_user_mbox(pop3ext_ctx_t *cx, const char *user, pop3ext_mbox_t *mb)
+{
+    int   rc;
+    char  name[P3X_NAME_MAX + 1];
+
+    rc = pop3ext_connect(cx);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_mailbox(cx, user, name);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    return pop3ext_mbox_keys(mb, name);
+}
+
+
 /* splits an index entry "UID SIZE"; returns 0 if it is malformed */
 
 int
@@ -97,41 +162,284 @@ pop3ext_entry(const char *p, size_t len, size_t *uid_len,
 
 
 /*
+ * An index read in batches of LRANGE, for a command that goes through a
+ * mailbox of any size: pop3ext_index_next() gives each batch, never an
+ * empty one, and NULL after the last.
+ */
+
+void
+pop3ext_index_init(pop3ext_index_t *ix, const char *key, size_t batch)
+{
+    ix->key = key;
+    ix->start = 0;
+    ix->batch = batch;
+    ix->done = 0;
+}
+
+
+int
+pop3ext_index_next(pop3ext_ctx_t *cx, pop3ext_index_t *ix, redisReply **rp)
+{
+    int          rc;
+    redisReply  *r;
+
+    *rp = NULL;
+
+    if (ix->done) {
+        return EX_OK;
+    }
+
+    r = pop3ext_read(cx, &rc, ix->key, "LRANGE %s %lld %lld", ix->key,
+                     ix->start, ix->start + (long long) ix->batch - 1);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements > ix->batch) {
+        pop3ext_error("unexpected reply to LRANGE");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    ix->start += ix->batch;
+    ix->done = (r->elements < ix->batch);
+
+    if (r->elements == 0) {
+        freeReplyObject(r);
+        return EX_OK;
+    }
+
+    *rp = r;
+
+    return EX_OK;
+}
+
+
+/*
+ * The whole index in one LRANGE, a snapshot, for a listing that numbers
+ * the messages as a login would; *count and *octets are of the entries
+ * that are well-formed, the ones a login lists.
+ */
+
+int
+pop3ext_index_all(pop3ext_ctx_t *cx, const char *index, redisReply **rp,
+    size_t *count, unsigned long long *octets)
+{
+    int                  rc;
+    size_t               i, uid_len;
+    redisReply          *r, *e;
+    unsigned long long   size;
+
+    r = pop3ext_read(cx, &rc, index, "LRANGE %s 0 -1", index);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY) {
+        pop3ext_error("unexpected reply to LRANGE");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    *count = 0;
+    *octets = 0;
+
+    for (i = 0; i < r->elements; i++) {
+        e = r->element[i];
+
+        if (e->type == REDIS_REPLY_STRING
+            && pop3ext_entry(e->str, e->len, &uid_len, &size))
+        {
+            *octets += size;
+            (*count)++;
+        }
+    }
+
+    *rp = r;
+
+    return EX_OK;
+}
+
+
+/*
+ * HMGET of the time hash for the UIDs of index entries first .. first +
+ * max - 1 of r (a malformed entry asks for a field no UID can be); *tp
+ * has one element per entry.
+ */
+
+int
+pop3ext_times(pop3ext_ctx_t *cx, const char *mtime, redisReply *r,
+    size_t first, size_t max, redisReply **tp)
+{
+    int                  rc;
+    size_t               i, n, uid_len;
+    size_t              *lens;
+    redisReply          *e, *t;
+    const char         **av;
+    unsigned long long   size;
+
+    n = r->elements - first;
+
+    if (n > max) {
+        n = max;
+    }
+
+    av = malloc((n + 2) * sizeof(const char *));
+    lens = malloc((n + 2) * sizeof(size_t));
+
+    if (av == NULL || lens == NULL) {
+        pop3ext_error("out of memory");
+        free(lens);
+        free(av);
+        return EX_TEMPFAIL;
+    }
+
+    av[0] = "HMGET";
+    lens[0] = 5;
+    av[1] = mtime;
+    lens[1] = strlen(mtime);
+
+    for (i = 0; i < n; i++) {
+        e = r->element[first + i];
+
+        if (e->type == REDIS_REPLY_STRING
+            && pop3ext_entry(e->str, e->len, &uid_len, &size))
+        {
+            av[2 + i] = e->str;
+            lens[2 + i] = uid_len;
+
+        } else {
+            av[2 + i] = " ";
+            lens[2 + i] = 1;
+        }
+    }
+
+    rc = pop3ext_call(cx, mtime, 0, (int) n + 2, av, lens, &t);
+
+    free(lens);
+    free(av);
+
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_check(cx, t);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (t->type != REDIS_REPLY_ARRAY || t->elements != n) {
+        pop3ext_error("unexpected reply to HMGET of \"%s\"", mtime);
+        freeReplyObject(t);
+        return EX_SOFTWARE;
+    }
+
+    *tp = t;
+
+    return EX_OK;
+}
+
+
+/*
+ * A message's delivery time in ms: the time hash's value, else the clock
+ * in a native UID (24 lowercase hex digits, the first 12 the writer's
+ * clock), else unknown (*src NULL).  *src says which: "time" or "uid".
+ */
+
+unsigned long long
+pop3ext_delivery_time(redisReply *t, const char *uid, size_t len,
+    const char **src)
+{
+    size_t               i;
+    unsigned long long   ms;
+
+    if (t->type == REDIS_REPLY_STRING && t->len > 0 && t->len <= 19
+        && strspn(t->str, "0123456789") == t->len)
+    {
+        *src = "time";
+        return strtoull(t->str, NULL, 10);
+    }
+
+    if (len == P3X_UID_NEW_LEN
+        && strspn(uid, "0123456789abcdef") >= P3X_UID_NEW_LEN)
+    {
+        ms = 0;
+
+        for (i = 0; i < 12; i++) {
+            ms = ms * 16 + (uid[i] <= '9' ? uid[i] - '0' : uid[i] - 'a' + 10);
+        }
+
+        *src = "uid";
+        return ms;
+    }
+
+    *src = NULL;
+
+    return 0;
+}
+
+
+/*
+ * The delivery time of entry i of tm->index, a well-formed one, as
+ * pop3ext_delivery_time() finds it; the time hash is asked for
+ * POP3EXT_LIST_BATCH entries at a time.  The caller frees tm->batch.
+ */
+
+int
+pop3ext_entry_time(pop3ext_ctx_t *cx, pop3ext_times_t *tm, size_t i,
+    unsigned long long *ms, const char **src)
+{
+    int                  rc;
+    size_t               uid_len;
+    redisReply          *e;
+    unsigned long long   size;
+
+    if (tm->batch == NULL || i >= tm->first + POP3EXT_LIST_BATCH) {
+        if (tm->batch != NULL) {
+            freeReplyObject(tm->batch);
+            tm->batch = NULL;
+        }
+
+        tm->first = i;
+
+        rc = pop3ext_times(cx, tm->key, tm->index, i, POP3EXT_LIST_BATCH,
+                           &tm->batch);
+        if (rc != EX_OK) {
+            return rc;
+        }
+    }
+
+    e = tm->index->element[i];
+    (void) pop3ext_entry(e->str, e->len, &uid_len, &size);
+
+    *ms = pop3ext_delivery_time(tm->batch->element[i - tm->first], e->str,
+                                uid_len, src);
+
+    return EX_OK;
+}
+
+
+/*
  * Deletes a mailbox: the bodies listed in its index, its index, meta,
- * time, lock, owner, last and dele keys and, with scan, any body the index no longer lists and
- * the delivery ids it remembers (a mailbox made again must take a retried
- * delivery whose id the old one had stored).
+ * time, lock, owner, last and dele keys and, with scan, any body the
+ * index no longer lists and the delivery ids it remembers (a mailbox made
+ * again must take a retried delivery whose id the old one had stored).
  */
 
 int
 pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
 {
     int                  rc, n;
-    size_t               i, k, uid_len, elements;
-    long long            start;
+    size_t               i, k, uid_len;
     redisReply          *r, *e;
     const char         **av;
     size_t              *avlen;
     char                *keys;
+    pop3ext_index_t      ix;
+    pop3ext_mbox_t       mb;
     unsigned long long   size;
-    char                 index[POP3EXT_KEY_MAX], meta[POP3EXT_KEY_MAX];
-    char                 lock[POP3EXT_KEY_MAX], dele[POP3EXT_KEY_MAX];
-    char                 prefix[POP3EXT_KEY_MAX], dlv[POP3EXT_KEY_MAX];
-    char                 mtime[POP3EXT_KEY_MAX], owner[POP3EXT_KEY_MAX];
-    char                 last[POP3EXT_KEY_MAX];
 
-    if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
-        || pop3ext_key(dlv, P3X_MBOX_PREFIX, mbox, P3X_DLV_SUFFIX) != EX_OK
-        || pop3ext_key(mtime, P3X_MBOX_PREFIX, mbox, P3X_TIME_SUFFIX) != EX_OK
-        || pop3ext_key(owner, P3X_MBOX_PREFIX, mbox, P3X_OWNER_SUFFIX)
-           != EX_OK
-        || pop3ext_key(last, P3X_MBOX_PREFIX, mbox, P3X_LAST_SUFFIX) != EX_OK
-        || pop3ext_key(meta, P3X_MBOX_PREFIX, mbox, P3X_META_SUFFIX) != EX_OK
-        || pop3ext_key(lock, P3X_MBOX_PREFIX, mbox, P3X_LOCK_SUFFIX) != EX_OK
-        || pop3ext_key(dele, P3X_MBOX_PREFIX, mbox, P3X_DELE_SUFFIX) != EX_OK
-        || pop3ext_key(prefix, P3X_MBOX_PREFIX, mbox, P3X_MSG_SUFFIX)
-           != EX_OK)
-    {
+    if (pop3ext_mbox_keys(&mb, mbox) != EX_OK) {
         return EX_SOFTWARE;
     }
 
@@ -148,20 +456,16 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
     av[0] = "UNLINK";
     avlen[0] = sizeof("UNLINK") - 1;
 
-    for (start = 0; /* void */; start += POP3EXT_DEL_BATCH) {
-        r = pop3ext_read(cx, &rc, index, "LRANGE %s %lld %lld", index,
-                         start, start + POP3EXT_DEL_BATCH - 1);
-        if (r == NULL) {
+    pop3ext_index_init(&ix, mb.index, POP3EXT_DEL_BATCH);
+
+    for ( ;; ) {
+        rc = pop3ext_index_next(cx, &ix, &r);
+        if (rc != EX_OK) {
             goto done;
         }
 
-        if (r->type != REDIS_REPLY_ARRAY
-            || r->elements > POP3EXT_DEL_BATCH)
-        {
-            pop3ext_error("unexpected reply to LRANGE");
-            freeReplyObject(r);
-            rc = EX_SOFTWARE;
-            goto done;
+        if (r == NULL) {
+            break;
         }
 
         k = 1;
@@ -178,7 +482,7 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
             }
 
             n = snprintf(keys + (k - 1) * POP3EXT_KEY_MAX, POP3EXT_KEY_MAX,
-                         "%s%.*s", prefix, (int) uid_len, e->str);
+                         "%s%.*s", mb.msg, (int) uid_len, e->str);
 
             if (n < 0 || n >= POP3EXT_KEY_MAX) {
                 continue;
@@ -189,11 +493,10 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
             k++;
         }
 
-        elements = r->elements;
         freeReplyObject(r);
 
         if (k > 1) {
-            rc = pop3ext_call(cx, index, 1, (int) k, av, avlen, &r);
+            rc = pop3ext_call(cx, mb.index, 1, (int) k, av, avlen, &r);
             if (rc != EX_OK) {
                 goto done;
             }
@@ -205,10 +508,6 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
 
             freeReplyObject(r);
         }
-
-        if (elements < POP3EXT_DEL_BATCH) {
-            break;
-        }
     }
 
     /*
@@ -216,8 +515,9 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
      * leaves a whole mailbox, not a body without an index entry.
      */
 
-    r = pop3ext_write(cx, &rc, index, "DEL %s %s %s %s %s %s %s", index, meta,
-                      lock, dele, mtime, owner, last);
+    r = pop3ext_write(cx, &rc, mb.index, "DEL %s %s %s %s %s %s %s",
+                      mb.index, mb.meta, mb.lock, mb.dele, mb.time, mb.owner,
+                      mb.last);
     if (r == NULL) {
         goto done;
     }
@@ -225,10 +525,10 @@ pop3ext_purge(pop3ext_ctx_t *cx, const char *mbox, int scan)
     freeReplyObject(r);
 
     if (scan) {
-        rc = pop3ext_scan(cx, prefix);
+        rc = pop3ext_scan(cx, mb.msg);
 
         if (rc == EX_OK) {
-            rc = pop3ext_scan(cx, dlv);
+            rc = pop3ext_scan(cx, mb.dlv);
         }
     }
 
@@ -252,9 +552,7 @@ done:
 static int
 pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
 {
-    int          rc;
     size_t       k;
-    unsigned     m, masters;
     const char  *p;
     char         pattern[2 * POP3EXT_KEY_MAX + 2];
 
@@ -273,111 +571,70 @@ pop3ext_scan(pop3ext_ctx_t *cx, const char *prefix)
     pattern[k++] = '*';
     pattern[k] = '\0';
 
-    masters = pop3ext_masters(cx);
+    /* the prefix routes each UNLINK: the keys' slot */
 
-    if (masters == 0) {
-        return EX_TEMPFAIL;
-    }
-
-    for (m = 0; m < masters; m++) {
-        rc = pop3ext_scan_master(cx, m, prefix, pattern);
-        if (rc != EX_OK) {
-            return rc;
-        }
-    }
-
-    return EX_OK;
+    return pop3ext_scan_keys(cx, pattern, pop3ext_unlink_batch,
+                             (void *) prefix);
 }
 
 
 static int
-pop3ext_scan_master(pop3ext_ctx_t *cx, unsigned m, const char *prefix,
-    const char *pattern)
+pop3ext_unlink_batch(pop3ext_ctx_t *cx, redisReply *keys, unsigned m,
+    unsigned masters, void *data)
 {
     int           rc;
     size_t        i, k;
-    redisReply   *r, *keys, *u;
+    redisReply   *u;
     const char  **av;
     size_t       *avlen;
-    char          cursor[32];
 
-    memcpy(cursor, "0", 2);
+    (void) m;
+    (void) masters;
 
-    do {
-        r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
-                                cursor, pattern, POP3EXT_SCAN_COUNT);
-        if (r == NULL) {
-            return rc;
+    if (keys->elements == 0) {
+        return EX_OK;
+    }
+
+    av = malloc((keys->elements + 1) * sizeof(const char *));
+    avlen = malloc((keys->elements + 1) * sizeof(size_t));
+
+    if (av == NULL || avlen == NULL) {
+        pop3ext_error("out of memory");
+        free(avlen);
+        free(av);
+        return EX_TEMPFAIL;
+    }
+
+    av[0] = "UNLINK";
+    avlen[0] = sizeof("UNLINK") - 1;
+    k = 1;
+
+    for (i = 0; i < keys->elements; i++) {
+        if (keys->element[i]->type == REDIS_REPLY_STRING) {
+            av[k] = keys->element[i]->str;
+            avlen[k] = keys->element[i]->len;
+            k++;
+        }
+    }
+
+    rc = EX_OK;
+
+    if (k > 1) {
+        rc = pop3ext_call(cx, data, 1, (int) k, av, avlen, &u);
+
+        if (rc == EX_OK) {
+            rc = pop3ext_check(cx, u);
         }
 
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
-            || r->element[0]->type != REDIS_REPLY_STRING
-            || r->element[0]->len == 0
-            || r->element[0]->len >= sizeof(cursor)
-            || r->element[1]->type != REDIS_REPLY_ARRAY)
-        {
-            pop3ext_error("unexpected reply to SCAN");
-            freeReplyObject(r);
-            return EX_SOFTWARE;
+        if (rc == EX_OK) {
+            freeReplyObject(u);
         }
+    }
 
-        memcpy(cursor, r->element[0]->str, r->element[0]->len);
-        cursor[r->element[0]->len] = '\0';
+    free(avlen);
+    free(av);
 
-        keys = r->element[1];
-
-        if (keys->elements > 0) {
-            av = malloc((keys->elements + 1) * sizeof(const char *));
-            avlen = malloc((keys->elements + 1) * sizeof(size_t));
-
-            if (av == NULL || avlen == NULL) {
-                pop3ext_error("out of memory");
-                free(avlen);
-                free(av);
-                freeReplyObject(r);
-                return EX_TEMPFAIL;
-            }
-
-            av[0] = "UNLINK";
-            avlen[0] = sizeof("UNLINK") - 1;
-            k = 1;
-
-            for (i = 0; i < keys->elements; i++) {
-                if (keys->element[i]->type == REDIS_REPLY_STRING) {
-                    av[k] = keys->element[i]->str;
-                    avlen[k] = keys->element[i]->len;
-                    k++;
-                }
-            }
-
-            rc = EX_OK;
-
-            if (k > 1) {
-                rc = pop3ext_call(cx, prefix, 1, (int) k, av, avlen, &u);
-
-                if (rc == EX_OK) {
-                    rc = pop3ext_check(cx, u);
-                }
-
-                if (rc == EX_OK) {
-                    freeReplyObject(u);
-                }
-            }
-
-            free(avlen);
-            free(av);
-
-            if (rc != EX_OK) {
-                freeReplyObject(r);
-                return rc;
-            }
-        }
-
-        freeReplyObject(r);
-
-    } while (strcmp(cursor, "0") != 0);
-
-    return EX_OK;
+    return rc;
 }
 
 
@@ -385,30 +642,19 @@ int
 pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv)
 {
     int                  rc;
-    size_t               i, uid_len, elements;
-    long long            start;
+    size_t               i, uid_len;
     redisReply          *r, *e;
     const char          *user;
+    pop3ext_index_t      ix;
+    pop3ext_mbox_t       mb;
     unsigned long long   count, octets, size;
-    char                 mbox[P3X_NAME_MAX + 1];
-    char                 index[POP3EXT_KEY_MAX];
 
     rc = pop3ext_user_name(argc, argv, "stat", &user);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = pop3ext_connect(cx);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_mailbox(cx, user, mbox);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
     }
@@ -416,17 +662,16 @@ pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv)
     count = 0;
     octets = 0;
 
-    for (start = 0; /* void */; start += POP3EXT_STAT_BATCH) {
-        r = pop3ext_read(cx, &rc, index, "LRANGE %s %lld %lld", index,
-                         start, start + POP3EXT_STAT_BATCH - 1);
-        if (r == NULL) {
+    pop3ext_index_init(&ix, mb.index, POP3EXT_STAT_BATCH);
+
+    for ( ;; ) {
+        rc = pop3ext_index_next(cx, &ix, &r);
+        if (rc != EX_OK) {
             return rc;
         }
 
-        if (r->type != REDIS_REPLY_ARRAY) {
-            pop3ext_error("unexpected reply to LRANGE");
-            freeReplyObject(r);
-            return EX_SOFTWARE;
+        if (r == NULL) {
+            break;
         }
 
         for (i = 0; i < r->elements; i++) {
@@ -437,7 +682,7 @@ pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv)
                 || octets + size < octets)
             {
                 pop3ext_error("malformed entry in the index of mailbox "
-                              "\"%s\"", mbox);
+                              "\"%s\"", mb.name);
                 freeReplyObject(r);
                 return EX_SOFTWARE;
             }
@@ -446,12 +691,7 @@ pop3ext_stat(pop3ext_ctx_t *cx, int argc, char **argv)
         }
 
         count += r->elements;
-        elements = r->elements;
         freeReplyObject(r);
-
-        if (elements < POP3EXT_STAT_BATCH) {
-            break;
-        }
     }
 
     printf("%llu %llu\n", count, octets);

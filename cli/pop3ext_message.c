@@ -254,7 +254,6 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
     char                uid[P3X_UID_NEW_LEN + 1], ttl[32];
     size_t              len, max;
     redisReply         *r;
-    struct timespec     ts;
     const char         *av[14], *id;
     size_t              avlen[14];
     char                meta[POP3EXT_KEY_MAX], mtime[POP3EXT_KEY_MAX];
@@ -463,8 +462,7 @@ pop3ext_deliver(pop3ext_ctx_t *cx, int argc, char **argv)
                 goto done;
             }
 
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ms = (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+            ms = pop3ext_clock_ms();
 
             p3x_uid_make((u_char *) uid, ms, rnd);
             uid[P3X_UID_NEW_LEN] = '\0';

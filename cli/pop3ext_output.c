@@ -66,6 +66,21 @@ pop3ext_json_string(FILE *f, const char *s, size_t len)
 }
 
 
+/*
+ * The start of a JSON object about a user's mailbox on stdout,
+ * {"user":USER,"mailbox":MBOX, for the caller to go on with its fields.
+ */
+
+void
+pop3ext_json_user(const char *user, const char *mbox)
+{
+    fputs("{\"user\":", stdout);
+    pop3ext_json_string(stdout, user, strlen(user));
+    fputs(",\"mailbox\":", stdout);
+    pop3ext_json_string(stdout, mbox, strlen(mbox));
+}
+
+
 /* the length of the UTF-8 sequence at p (RFC 3629), 0 if it is not one */
 
 static size_t
@@ -107,19 +122,6 @@ pop3ext_utf8_len(const u_char *p, size_t len)
     }
 
     return n;
-}
-
-
-/* the clock, in ms since the epoch */
-
-unsigned long long
-pop3ext_clock_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-
-    return (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 
@@ -375,7 +377,6 @@ void
 pop3ext_progress(const char *fmt, ...)
 {
     va_list             args;
-    struct timespec     ts;
     unsigned long long  now;
 
     if (pop3ext_progress_tty == -1) {
@@ -386,8 +387,7 @@ pop3ext_progress(const char *fmt, ...)
         return;
     }
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    now = pop3ext_now();
 
     if (pop3ext_progress_shown && now - pop3ext_progress_last < 200) {
         return;

@@ -7,35 +7,30 @@
  * list and the messages and deletes nothing: it never sends DELE, and its
  * QUIT therefore removes nothing on the server.
  *
- * The socket is its own, with a deadline on every wait, as in the Redis
- * layer; TLS is OpenSSL's, the certificate verified against --tls-ca or
- * the system's CAs and the host name of the URL unless --insecure.
+ * The socket is the Redis layer's kind (pop3ext_socket.c), with a
+ * deadline on every wait; TLS is OpenSSL's, the certificate verified
+ * against --tls-ca or the system's CAs and the host name of the URL
+ * unless --insecure.
  */
 
 
 #include "pop3ext_import.h"
 
-#include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
 
-#include <openssl/err.h>
-#include <openssl/x509v3.h>
+static const pop3ext_peer_t  pop3ext_pop3_peer = {
+    "pop3 server", "pop3 server", "; see --tls-ca, --insecure"
+};
 
 
 static int pop3ext_pop3_connect(pop3ext_pop3_t *p);
 static int pop3ext_pop3_tls(pop3ext_pop3_t *p);
-static int pop3ext_pop3_wait(pop3ext_pop3_t *p, short events,
-    unsigned long long deadline);
 static int pop3ext_pop3_send(pop3ext_pop3_t *p, const char *buf,
     size_t len);
 static int pop3ext_pop3_fill(pop3ext_pop3_t *p);
 static int pop3ext_pop3_chunk(pop3ext_pop3_t *p, const u_char **data,
     size_t *len, int *whole);
+static int pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what,
+    char *line, size_t size, size_t *len);
 static int pop3ext_pop3_reply(pop3ext_pop3_t *p, char *line, size_t size,
     int *ok);
 static int pop3ext_pop3_cmd(pop3ext_pop3_t *p, const char *cmd,
@@ -295,93 +290,19 @@ pop3ext_pop3_open(pop3ext_pop3_t *p, const char *password, size_t len)
 static int
 pop3ext_pop3_connect(pop3ext_pop3_t *p)
 {
-    int                  fd, err, one, rc;
-    char                 port[16];
-    socklen_t            len;
-    struct addrinfo      hints, *res, *ai;
-    unsigned long long   deadline;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-
-    snprintf(port, sizeof(port), "%u", p->port);
-
-    rc = getaddrinfo(p->host, port, &hints, &res);
-    if (rc != 0) {
-        pop3ext_error("cannot resolve pop3 server \"%s\": %s", p->host,
-                      gai_strerror(rc));
-        return EX_TEMPFAIL;
-    }
-
-    err = 0;
-    deadline = pop3ext_now() + POP3EXT_POP3_TIMEOUT;
-
-    for (ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family,
-                    ai->ai_socktype|SOCK_CLOEXEC|SOCK_NONBLOCK,
-                    ai->ai_protocol);
-        if (fd == -1) {
-            err = errno;
-            continue;
-        }
-
-        p->fd = fd;
-
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == -1) {
-            if (errno != EINPROGRESS) {
-                err = errno;
-                goto next;
-            }
-
-            if (pop3ext_pop3_wait(p, POLLOUT, deadline) != 0) {
-                err = ETIMEDOUT;
-                goto next;
-            }
-
-            len = sizeof(int);
-
-            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1) {
-                err = errno;
-            }
-
-            if (err != 0) {
-                goto next;
-            }
-        }
-
-        /* commands are small and each waits for its reply: no Nagle */
-
-        one = 1;
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int));
-
-        freeaddrinfo(res);
-
-        return EX_OK;
-
-    next:
-
-        close(fd);
-        p->fd = -1;
-    }
-
-    freeaddrinfo(res);
-
-    pop3ext_error("cannot connect to pop3 server %s: %s", p->name,
-                  strerror(err ? err : ECONNREFUSED));
-
-    return EX_TEMPFAIL;
+    return pop3ext_sock_connect(&pop3ext_pop3_peer, p->name, p->host,
+                                p->port,
+                                pop3ext_now() + POP3EXT_POP3_TIMEOUT,
+                                &p->fd);
 }
 
+
+/* the name is checked unless --insecure; a DNS name is sent as SNI */
 
 static int
 pop3ext_pop3_tls(pop3ext_pop3_t *p)
 {
-    int                  rc, err;
-    long                 verify;
-    unsigned char        ip[16];
-    unsigned long long   deadline;
+    int  rc;
 
     if (p->ssl_ctx == NULL) {
         if (p->tls_ca != NULL && access(p->tls_ca, R_OK) == -1) {
@@ -390,201 +311,23 @@ pop3ext_pop3_tls(pop3ext_pop3_t *p)
             return EX_CONFIG;
         }
 
-        p->ssl_ctx = SSL_CTX_new(TLS_client_method());
-        if (p->ssl_ctx == NULL) {
-            pop3ext_error("cannot create a TLS context");
-            return EX_SOFTWARE;
-        }
-
-        (void) SSL_CTX_set_min_proto_version(p->ssl_ctx, TLS1_2_VERSION);
-
-        if (!p->insecure) {
-            SSL_CTX_set_verify(p->ssl_ctx, SSL_VERIFY_PEER, NULL);
-
-            if (p->tls_ca != NULL) {
-                if (SSL_CTX_load_verify_locations(p->ssl_ctx, p->tls_ca,
-                                                  NULL)
-                    != 1)
-                {
-                    pop3ext_error("cannot load the CA certificates \"%s\": "
-                                  "%s", p->tls_ca,
-                                  pop3ext_ssl_reason());
-                    return EX_CONFIG;
-                }
-
-            } else if (SSL_CTX_set_default_verify_paths(p->ssl_ctx) != 1) {
-                pop3ext_error("cannot load the system's CA certificates");
-                return EX_CONFIG;
-            }
+        rc = pop3ext_tls_context(&p->ssl_ctx, p->tls_ca, !p->insecure);
+        if (rc != EX_OK) {
+            return rc;
         }
     }
 
-    p->ssl = SSL_new(p->ssl_ctx);
-
-    if (p->ssl == NULL || SSL_set_fd(p->ssl, p->fd) != 1) {
-        pop3ext_error("cannot start TLS to pop3 server %s", p->name);
-        return EX_TEMPFAIL;
-    }
-
-    /* the name is checked unless --insecure; a DNS name is sent as SNI */
-
-    if (inet_pton(AF_INET, p->host, ip) == 1
-        || inet_pton(AF_INET6, p->host, ip) == 1)
-    {
-        rc = p->insecure
-             || X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(p->ssl),
-                                              p->host) == 1;
-
-    } else {
-        rc = SSL_set_tlsext_host_name(p->ssl, p->host) == 1
-             && (p->insecure || SSL_set1_host(p->ssl, p->host) == 1);
-    }
-
-    if (!rc) {
-        pop3ext_error("cannot verify TLS names like \"%s\"", p->host);
-        return EX_TEMPFAIL;
-    }
-
-    deadline = pop3ext_now() + POP3EXT_POP3_TIMEOUT;
-
-    for ( ;; ) {
-        ERR_clear_error();
-
-        rc = SSL_connect(p->ssl);
-        if (rc == 1) {
-            return EX_OK;
-        }
-
-        err = SSL_get_error(p->ssl, rc);
-
-        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
-            break;
-        }
-
-        if (pop3ext_pop3_wait(p, err == SSL_ERROR_WANT_READ ? POLLIN
-                                                            : POLLOUT,
-                              deadline)
-            != 0)
-        {
-            pop3ext_error("TLS handshake with pop3 server %s: timed out",
-                          p->name);
-            return EX_TEMPFAIL;
-        }
-    }
-
-    verify = SSL_get_verify_result(p->ssl);
-
-    if (verify != X509_V_OK) {
-        pop3ext_error("TLS handshake with pop3 server %s: certificate not "
-                      "verified (%s, name \"%s\"; see --tls-ca, --insecure)",
-                      p->name, X509_verify_cert_error_string(verify),
-                      p->host);
-
-    } else {
-        pop3ext_error("TLS handshake with pop3 server %s failed: %s",
-                      p->name, pop3ext_ssl_reason());
-    }
-
-    return EX_TEMPFAIL;
-}
-
-
-/* 0 when the socket is ready, -1 when the deadline passed */
-
-static int
-pop3ext_pop3_wait(pop3ext_pop3_t *p, short events,
-    unsigned long long deadline)
-{
-    int                  rc;
-    struct pollfd        pfd;
-    unsigned long long   now;
-
-    for ( ;; ) {
-        now = pop3ext_now();
-
-        if (now >= deadline) {
-            return -1;
-        }
-
-        pfd.fd = p->fd;
-        pfd.events = events;
-        pfd.revents = 0;
-
-        rc = poll(&pfd, 1, (int) (deadline - now));
-
-        if (rc > 0) {
-            return 0;
-        }
-
-        if (rc == -1 && errno != EINTR) {
-            return -1;
-        }
-    }
+    return pop3ext_sock_tls(&pop3ext_pop3_peer, p->name, p->ssl_ctx, p->fd,
+                            p->host, !p->insecure,
+                            pop3ext_now() + POP3EXT_POP3_TIMEOUT, &p->ssl);
 }
 
 
 static int
 pop3ext_pop3_send(pop3ext_pop3_t *p, const char *buf, size_t len)
 {
-    int                  err;
-    short                ev;
-    ssize_t              sent;
-    unsigned long long   deadline;
-
-    deadline = pop3ext_now() + POP3EXT_POP3_TIMEOUT;
-
-    while (len > 0) {
-        ev = POLLOUT;
-
-        if (p->ssl != NULL) {
-            ERR_clear_error();
-
-            sent = SSL_write(p->ssl, buf, (int) len);
-
-            if (sent <= 0) {
-                err = SSL_get_error(p->ssl, (int) sent);
-
-                if (err == SSL_ERROR_WANT_READ) {
-                    ev = POLLIN;
-
-                } else if (err != SSL_ERROR_WANT_WRITE) {
-                    pop3ext_error("pop3 server %s: TLS write failed: %s",
-                                  p->name, pop3ext_ssl_reason());
-                    return EX_TEMPFAIL;
-                }
-
-                sent = -1;
-                errno = EAGAIN;
-            }
-
-        } else {
-            sent = send(p->fd, buf, len, MSG_NOSIGNAL);
-        }
-
-        if (sent == -1) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                pop3ext_error("pop3 server %s: %s", p->name,
-                              strerror(errno));
-                return EX_TEMPFAIL;
-            }
-
-            if (pop3ext_pop3_wait(p, ev, deadline) != 0) {
-                pop3ext_error("pop3 server %s: timed out", p->name);
-                return EX_TEMPFAIL;
-            }
-
-            continue;
-        }
-
-        buf += sent;
-        len -= sent;
-    }
-
-    return EX_OK;
+    return pop3ext_sock_send(&pop3ext_pop3_peer, p->name, p->fd, p->ssl, buf,
+                             len, pop3ext_now() + POP3EXT_POP3_TIMEOUT);
 }
 
 
@@ -593,10 +336,7 @@ pop3ext_pop3_send(pop3ext_pop3_t *p, const char *buf, size_t len)
 static int
 pop3ext_pop3_fill(pop3ext_pop3_t *p)
 {
-    int                  err;
-    short                ev;
-    ssize_t              got;
-    unsigned long long   deadline;
+    ssize_t  got;
 
     if (p->pos > 0) {
         memmove(p->buf, p->buf + p->pos, p->end - p->pos);
@@ -604,68 +344,28 @@ pop3ext_pop3_fill(pop3ext_pop3_t *p)
         p->pos = 0;
     }
 
-    deadline = pop3ext_now() + POP3EXT_POP3_TIMEOUT;
+    got = pop3ext_sock_recv(&pop3ext_pop3_peer, p->name, p->fd, p->ssl,
+                            p->buf + p->end, POP3EXT_POP3_BUF - p->end,
+                            pop3ext_now() + POP3EXT_POP3_TIMEOUT);
 
-    for ( ;; ) {
-        ev = POLLIN;
-
-        if (p->ssl != NULL) {
-            ERR_clear_error();
-
-            got = SSL_read(p->ssl, p->buf + p->end,
-                           (int) (POP3EXT_POP3_BUF - p->end));
-
-            if (got <= 0) {
-                err = SSL_get_error(p->ssl, (int) got);
-
-                if (err == SSL_ERROR_ZERO_RETURN
-                    || err == SSL_ERROR_SYSCALL)
-                {
-                    got = 0;
-
-                } else if (err == SSL_ERROR_WANT_READ
-                           || err == SSL_ERROR_WANT_WRITE)
-                {
-                    ev = (err == SSL_ERROR_WANT_READ) ? POLLIN : POLLOUT;
-                    got = -1;
-                    errno = EAGAIN;
-
-                } else {
-                    pop3ext_error("pop3 server %s: TLS read failed: %s",
-                                  p->name, pop3ext_ssl_reason());
-                    return EX_TEMPFAIL;
-                }
-            }
-
-        } else {
-            got = recv(p->fd, p->buf + p->end, POP3EXT_POP3_BUF - p->end, 0);
-        }
-
-        if (got > 0) {
-            p->end += got;
-            return EX_OK;
-        }
-
-        if (got == 0) {
-            pop3ext_error("pop3 server %s closed the connection", p->name);
-            return EX_TEMPFAIL;
-        }
-
-        if (errno == EINTR) {
-            continue;
-        }
-
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            pop3ext_error("pop3 server %s: %s", p->name, strerror(errno));
-            return EX_TEMPFAIL;
-        }
-
-        if (pop3ext_pop3_wait(p, ev, deadline) != 0) {
-            pop3ext_error("pop3 server %s: no reply within %d s", p->name,
-                          POP3EXT_POP3_TIMEOUT / 1000);
-            return EX_TEMPFAIL;
-        }
+    if (got == POP3EXT_SOCK_TIMEDOUT) {
+        pop3ext_error("pop3 server %s: no reply within %d s", p->name,
+                      POP3EXT_POP3_TIMEOUT / 1000);
+        return EX_TEMPFAIL;
     }
+
+    if (got == POP3EXT_SOCK_ERROR) {
+        return EX_TEMPFAIL;
+    }
+
+    if (got == 0) {
+        pop3ext_error("pop3 server %s closed the connection", p->name);
+        return EX_TEMPFAIL;
+    }
+
+    p->end += got;
+
+    return EX_OK;
 }
 
 
@@ -716,31 +416,53 @@ pop3ext_pop3_chunk(pop3ext_pop3_t *p, const u_char **data, size_t *len,
 }
 
 
+/*
+ * A line of a reply into line, of size octets, without its line end and
+ * NUL-terminated; what ("reply line") is said to be too long otherwise.
+ */
+
+static int
+pop3ext_pop3_line(pop3ext_pop3_t *p, const char *what, char *line,
+    size_t size, size_t *len)
+{
+    int            rc, whole;
+    size_t         n;
+    const u_char  *data;
+
+    rc = pop3ext_pop3_chunk(p, &data, &n, &whole);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r')) {
+        n--;
+    }
+
+    if (!whole || n >= size) {
+        pop3ext_error("pop3 server %s: %s too long", p->name, what);
+        return EX_PROTOCOL;
+    }
+
+    memcpy(line, data, n);
+    line[n] = '\0';
+    *len = n;
+
+    return EX_OK;
+}
+
+
 /* a status line, without its line end; *ok: it is "+OK" */
 
 static int
 pop3ext_pop3_reply(pop3ext_pop3_t *p, char *line, size_t size, int *ok)
 {
-    int            rc, whole;
-    size_t         len;
-    const u_char  *data;
+    int     rc;
+    size_t  len;
 
-    rc = pop3ext_pop3_chunk(p, &data, &len, &whole);
+    rc = pop3ext_pop3_line(p, "reply line", line, size, &len);
     if (rc != EX_OK) {
         return rc;
     }
-
-    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r')) {
-        len--;
-    }
-
-    if (!whole || len >= size) {
-        pop3ext_error("pop3 server %s: reply line too long", p->name);
-        return EX_PROTOCOL;
-    }
-
-    memcpy(line, data, len);
-    line[len] = '\0';
 
     if (len >= 3 && memcmp(line, "+OK", 3) == 0
         && (len == 3 || line[3] == ' '))
@@ -808,34 +530,24 @@ pop3ext_pop3_cmd(pop3ext_pop3_t *p, const char *cmd, const char *show,
 static int
 pop3ext_pop3_multi(pop3ext_pop3_t *p, char *line, size_t size, int *done)
 {
-    int            rc, whole;
-    size_t         len;
-    const u_char  *data;
+    int     rc;
+    size_t  len;
 
-    rc = pop3ext_pop3_chunk(p, &data, &len, &whole);
+    /* a listing cut short leaves the connection out of step: no QUIT */
+
+    rc = pop3ext_pop3_line(p, "listing line", line, size, &len);
     if (rc != EX_OK) {
+        p->broken = 1;
         return rc;
     }
 
-    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r')) {
-        len--;
+    *done = (len == 1 && line[0] == '.');
+
+    /* dot-unstuffed, with its NUL */
+
+    if (len > 0 && line[0] == '.') {
+        memmove(line, line + 1, len);
     }
-
-    if (!whole || len >= size) {
-        pop3ext_error("pop3 server %s: listing line too long", p->name);
-        p->broken = 1;
-        return EX_PROTOCOL;
-    }
-
-    *done = (len == 1 && data[0] == '.');
-
-    if (len > 0 && data[0] == '.') {
-        data++;
-        len--;
-    }
-
-    memcpy(line, data, len);
-    line[len] = '\0';
 
     return EX_OK;
 }

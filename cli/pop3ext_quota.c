@@ -40,9 +40,11 @@ static int pop3ext_quota_args(int argc, char **argv, const char *cmd,
 static int pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv);
 static int pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv);
 static int pop3ext_quota_recalc(pop3ext_ctx_t *cx, int argc, char **argv);
-static int pop3ext_quota_count(pop3ext_ctx_t *cx, const char *mbox,
+static int pop3ext_quota_count(pop3ext_ctx_t *cx, pop3ext_mbox_t *mb,
     unsigned long long *count, unsigned long long *octets);
 static int pop3ext_quota_field(redisReply *r, unsigned long long *v);
+static void pop3ext_quota_limit(redisReply *r, unsigned long long def,
+    pop3ext_quota_item_t *q);
 static void pop3ext_quota_print(const char *name,
     pop3ext_quota_item_t *q);
 static void pop3ext_quota_json_item(const char *name,
@@ -246,10 +248,9 @@ pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv)
     int                   rc, json, kept;
     const char           *user, *qopt;
     redisReply           *r;
-    unsigned long long    def_octets, def_messages, v;
+    unsigned long long    def_octets, def_messages;
+    pop3ext_mbox_t        mb;
     pop3ext_quota_item_t  msgs, octs;
-    char                  mbox[P3X_NAME_MAX + 1];
-    char                  meta[POP3EXT_KEY_MAX];
 
     json = 0;
     qopt = NULL;
@@ -264,22 +265,12 @@ pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    rc = pop3ext_connect(cx);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = pop3ext_mailbox(cx, user, mbox);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_key(meta, P3X_MBOX_PREFIX, mbox, P3X_META_SUFFIX);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    r = pop3ext_read(cx, &rc, meta, "HMGET %s %s %s %s %s", meta,
+    r = pop3ext_read(cx, &rc, mb.meta, "HMGET %s %s %s %s %s", mb.meta,
                      P3X_META_MESSAGES, P3X_META_OCTETS,
                      P3X_META_QUOTA_MESSAGES, P3X_META_QUOTA_OCTETS);
     if (r == NULL) {
@@ -292,52 +283,23 @@ pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv)
         return EX_SOFTWARE;
     }
 
-    msgs.limit = def_messages;
-    msgs.source = "default";
-    octs.limit = def_octets;
-    octs.source = "default";
-
     kept = (pop3ext_quota_field(r->element[0], &msgs.used) == 1
             && pop3ext_quota_field(r->element[1], &octs.used) == 1);
 
-    /* as DELIVER reads them: a value that is not a number is none */
-
-    switch (pop3ext_quota_field(r->element[2], &v)) {
-    case 1:
-        msgs.limit = v;
-        msgs.source = "mailbox";
-        break;
-    case -1:
-        msgs.limit = 0;
-        msgs.source = "mailbox";
-        break;
-    }
-
-    switch (pop3ext_quota_field(r->element[3], &v)) {
-    case 1:
-        octs.limit = v;
-        octs.source = "mailbox";
-        break;
-    case -1:
-        octs.limit = 0;
-        octs.source = "mailbox";
-        break;
-    }
+    pop3ext_quota_limit(r->element[2], def_messages, &msgs);
+    pop3ext_quota_limit(r->element[3], def_octets, &octs);
 
     freeReplyObject(r);
 
     if (!kept) {
-        rc = pop3ext_quota_count(cx, mbox, &msgs.used, &octs.used);
+        rc = pop3ext_quota_count(cx, &mb, &msgs.used, &octs.used);
         if (rc != EX_OK) {
             return rc;
         }
     }
 
     if (json) {
-        fputs("{\"user\":", stdout);
-        pop3ext_json_string(stdout, user, strlen(user));
-        fputs(",\"mailbox\":", stdout);
-        pop3ext_json_string(stdout, mbox, strlen(mbox));
+        pop3ext_json_user(user, mb.name);
         printf(",\"usage_kept\":%s,", kept ? "true" : "false");
         pop3ext_quota_json_item("messages", &msgs);
         fputc(',', stdout);
@@ -345,7 +307,7 @@ pop3ext_quota_get(pop3ext_ctx_t *cx, int argc, char **argv)
         fputs("}\n", stdout);
 
     } else {
-        printf("user: %s\nmailbox: %s\n", user, mbox);
+        printf("user: %s\nmailbox: %s\n", user, mb.name);
         pop3ext_quota_print("messages", &msgs);
         pop3ext_quota_print("octets", &octs);
 
@@ -418,39 +380,55 @@ pop3ext_quota_field(redisReply *r, unsigned long long *v)
 }
 
 
+/*
+ * A limit of the mailbox's own, else the server's default.  As DELIVER
+ * reads them: a value that is not a number is the mailbox's, and none.
+ */
+
+static void
+pop3ext_quota_limit(redisReply *r, unsigned long long def,
+    pop3ext_quota_item_t *q)
+{
+    unsigned long long  v;
+
+    q->limit = def;
+    q->source = "default";
+
+    switch (pop3ext_quota_field(r, &v)) {
+    case 1:
+        q->limit = v;
+        q->source = "mailbox";
+        break;
+    case -1:
+        q->limit = 0;
+        q->source = "mailbox";
+        break;
+    }
+}
+
+
 /* the usage of a mailbox whose usage is not kept, from its index */
 
 static int
-pop3ext_quota_count(pop3ext_ctx_t *cx, const char *mbox,
+pop3ext_quota_count(pop3ext_ctx_t *cx, pop3ext_mbox_t *mb,
     unsigned long long *count, unsigned long long *octets)
 {
     int                  rc;
     char                *sp;
-    size_t               i, elements;
-    long long            start;
+    size_t               i;
     redisReply          *r, *e;
+    pop3ext_index_t      ix;
     unsigned long long   size;
-    char                 index[POP3EXT_KEY_MAX];
-
-    rc = pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX);
-    if (rc != EX_OK) {
-        return rc;
-    }
 
     *count = 0;
     *octets = 0;
 
-    for (start = 0; /* void */; start += POP3EXT_STAT_BATCH) {
-        r = pop3ext_read(cx, &rc, index, "LRANGE %s %lld %lld", index,
-                         start, start + POP3EXT_STAT_BATCH - 1);
-        if (r == NULL) {
-            return rc;
-        }
+    pop3ext_index_init(&ix, mb->index, POP3EXT_STAT_BATCH);
 
-        if (r->type != REDIS_REPLY_ARRAY) {
-            pop3ext_error("unexpected reply to LRANGE");
-            freeReplyObject(r);
-            return EX_SOFTWARE;
+    for ( ;; ) {
+        rc = pop3ext_index_next(cx, &ix, &r);
+        if (rc != EX_OK || r == NULL) {
+            return rc;
         }
 
         /* as the scripts count: the number after the last space */
@@ -467,15 +445,8 @@ pop3ext_quota_count(pop3ext_ctx_t *cx, const char *mbox,
         }
 
         *count += r->elements;
-        elements = r->elements;
         freeReplyObject(r);
-
-        if (elements < POP3EXT_STAT_BATCH) {
-            break;
-        }
     }
-
-    return EX_OK;
 }
 
 
@@ -492,9 +463,8 @@ pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
     size_t               avlen[8];
     const char          *av[8];
     redisReply          *r;
+    pop3ext_mbox_t       mb;
     unsigned long long   num;
-    char                 mbox[P3X_NAME_MAX + 1];
-    char                 meta[POP3EXT_KEY_MAX];
     char                 vo[32], vm[32];
 
     user = NULL;
@@ -585,17 +555,7 @@ pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
         snprintf(vm, sizeof(vm), "%llu", num);
     }
 
-    rc = pop3ext_connect(cx);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_mailbox(cx, user, mbox);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_key(meta, P3X_MBOX_PREFIX, mbox, P3X_META_SUFFIX);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
     }
@@ -608,7 +568,7 @@ pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
     av[0] = "EVAL";
     av[1] = POP3EXT_SCRIPT_QUOTA_SET;
     av[2] = "1";
-    av[3] = meta;
+    av[3] = mb.meta;
     k = 4;
 
     if (octets != NULL) {
@@ -625,7 +585,7 @@ pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
         avlen[n] = strlen(av[n]);
     }
 
-    rc = pop3ext_call(cx, meta, 1, k, av, avlen, &r);
+    rc = pop3ext_call(cx, mb.meta, 1, k, av, avlen, &r);
     if (rc != EX_OK) {
         return rc;
     }
@@ -646,36 +606,23 @@ pop3ext_quota_set(pop3ext_ctx_t *cx, int argc, char **argv)
 static int
 pop3ext_quota_recalc(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int          rc;
-    const char  *user;
-    redisReply  *r;
-    char         mbox[P3X_NAME_MAX + 1];
-    char         index[POP3EXT_KEY_MAX], meta[POP3EXT_KEY_MAX];
+    int              rc;
+    const char      *user;
+    redisReply      *r;
+    pop3ext_mbox_t   mb;
 
     rc = pop3ext_user_name(argc, argv, "quota recalc", &user);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = pop3ext_connect(cx);
+    rc = pop3ext_user_mbox(cx, user, &mb);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = pop3ext_mailbox(cx, user, mbox);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    if (pop3ext_key(index, P3X_MBOX_PREFIX, mbox, P3X_INDEX_SUFFIX) != EX_OK
-        || pop3ext_key(meta, P3X_MBOX_PREFIX, mbox, P3X_META_SUFFIX)
-           != EX_OK)
-    {
-        return EX_SOFTWARE;
-    }
-
-    r = pop3ext_write(cx, &rc, index, "EVAL %s 2 %s %s", P3X_SCRIPT_USAGE,
-                      index, meta);
+    r = pop3ext_write(cx, &rc, mb.index, "EVAL %s 2 %s %s",
+                      P3X_SCRIPT_USAGE, mb.index, mb.meta);
     if (r == NULL) {
         return rc;
     }

@@ -6,15 +6,17 @@
  * that Sentinels name, as the Redis specification says (the grammar of
  * ngx_mail_pop3_ext_spec.h, shared with the module's directive).
  *
- * The sockets are the tool's own (TCP, unix, TLS through OpenSSL with
- * verification); hiredis only encodes commands and decodes replies, which
- * works alike with hiredis 0.14 (no TLS) and 1.x.  Every command names the
- * key it is routed by: in a cluster its slot picks the node, MOVED
- * updates the slot map, ASK is followed once, TRYAGAIN and CLUSTERDOWN
- * are waited out for a few seconds.  Through Sentinel, a connection lost
- * or a -READONLY reply (the master became a replica) finds the master
- * again, once.  With wait=N, pop3ext_sync() sends WAIT on every
- * connection that wrote, so that an acknowledged write is on N replicas.
+ * The sockets are the tool's own (unix sockets here; TCP, and TLS through
+ * OpenSSL with verification, in pop3ext_socket.c, which import's POP3
+ * client shares); hiredis only encodes commands and decodes replies,
+ * which works alike with hiredis 0.14 (no TLS) and 1.x.  Every command
+ * names the key it is routed by: in a cluster its slot picks the node,
+ * MOVED updates the slot map, ASK is followed once, TRYAGAIN and
+ * CLUSTERDOWN are waited out for a few seconds.  Through Sentinel, a
+ * connection lost or a -READONLY reply (the master became a replica)
+ * finds the master again, once.  With wait=N, pop3ext_sync() sends WAIT
+ * on every connection that wrote, so that an acknowledged write is on N
+ * replicas.
  *
  * Every failure to reach Redis is EX_TEMPFAIL: an MTA tries again later.
  */
@@ -23,25 +25,23 @@
 #include "pop3ext.h"
 
 #include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
 
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
 
 
 #define POP3EXT_CLUSTER_SLOTS     16384
 #define POP3EXT_BUF               65536
 
 
+static const pop3ext_peer_t  pop3ext_redis_peer = {
+    "redis at", "redis host", ""
+};
+
+
 static int pop3ext_redis_tls(pop3ext_ctx_t *cx);
-static char *pop3ext_strndup(const char *p, size_t len);
 static void pop3ext_sleep(unsigned long ms);
 static int pop3ext_node_add(pop3ext_ctx_t *cx, const char *host,
     size_t len, unsigned port);
@@ -55,8 +55,6 @@ static int pop3ext_node_handshake(pop3ext_ctx_t *cx, pop3ext_node_t *n,
     unsigned long long deadline);
 static int pop3ext_node_auth(pop3ext_ctx_t *cx, pop3ext_node_t *n);
 static void pop3ext_node_close(pop3ext_ctx_t *cx, pop3ext_node_t *n);
-static int pop3ext_node_wait(pop3ext_node_t *n, short events,
-    unsigned long long deadline);
 static int pop3ext_node_send(pop3ext_ctx_t *cx, pop3ext_node_t *n,
     const char *buf, size_t len, unsigned long long deadline);
 static int pop3ext_node_reply(pop3ext_ctx_t *cx, pop3ext_node_t *n,
@@ -73,8 +71,6 @@ static int pop3ext_redirect(pop3ext_ctx_t *cx, redisReply *r,
     unsigned *slot);
 static int pop3ext_route(pop3ext_ctx_t *cx, const char *key, int write,
     const char *cmd, size_t len, redisReply **rp);
-static redisReply *pop3ext_vcommand(pop3ext_ctx_t *cx, int *rc,
-    const char *key, int write, const char *fmt, va_list args);
 static int pop3ext_is_error(redisReply *r, const char *code);
 
 
@@ -206,6 +202,7 @@ pop3ext_redis_init(pop3ext_ctx_t *cx, const char *text)
 static int
 pop3ext_redis_tls(pop3ext_ctx_t *cx)
 {
+    int           rc;
     size_t        i;
     const char   *files[3];
 
@@ -225,27 +222,9 @@ pop3ext_redis_tls(pop3ext_ctx_t *cx)
         }
     }
 
-    cx->ssl_ctx = SSL_CTX_new(TLS_client_method());
-    if (cx->ssl_ctx == NULL) {
-        pop3ext_error("cannot create a TLS context");
-        return EX_SOFTWARE;
-    }
-
-    (void) SSL_CTX_set_min_proto_version(cx->ssl_ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(cx->ssl_ctx, SSL_VERIFY_PEER, NULL);
-
-    if (cx->tls_ca != NULL && cx->tls_ca[0] != '\0') {
-        if (SSL_CTX_load_verify_locations(cx->ssl_ctx, cx->tls_ca, NULL)
-            != 1)
-        {
-            pop3ext_error("cannot load the CA certificates \"%s\": %s",
-                          cx->tls_ca, pop3ext_ssl_reason());
-            return EX_CONFIG;
-        }
-
-    } else if (SSL_CTX_set_default_verify_paths(cx->ssl_ctx) != 1) {
-        pop3ext_error("cannot load the system's CA certificates");
-        return EX_CONFIG;
+    rc = pop3ext_tls_context(&cx->ssl_ctx, cx->tls_ca, 1);
+    if (rc != EX_OK) {
+        return rc;
     }
 
     if ((cx->tls_cert != NULL && cx->tls_cert[0] != '\0')
@@ -278,64 +257,6 @@ pop3ext_redis_tls(pop3ext_ctx_t *cx)
     ERR_clear_error();
 
     return EX_OK;
-}
-
-
-/* OpenSSL's reason for the last failure, for a message */
-
-const char *
-pop3ext_ssl_reason(void)
-{
-    unsigned long  e;
-    const char    *r;
-
-    static char    buf[256];
-
-    e = ERR_peek_last_error();
-
-    if (e == 0) {
-        return "connection closed";
-    }
-
-    r = ERR_reason_error_string(e);
-
-    if (r != NULL) {
-        return r;
-    }
-
-    ERR_error_string_n(e, buf, sizeof(buf));
-
-    return buf;
-}
-
-
-static char *
-pop3ext_strndup(const char *p, size_t len)
-{
-    char  *s;
-
-    s = malloc(len + 1);
-    if (s == NULL) {
-        return NULL;
-    }
-
-    memcpy(s, p, len);
-    s[len] = '\0';
-
-    return s;
-}
-
-
-/* a monotonic clock in ms, for deadlines */
-
-unsigned long long
-pop3ext_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (unsigned long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 
@@ -536,10 +457,7 @@ static int
 pop3ext_node_socket(pop3ext_ctx_t *cx, pop3ext_node_t *n,
     unsigned long long deadline)
 {
-    int                  fd, err, one, rc;
-    char                 port[16];
-    socklen_t            len;
-    struct addrinfo      hints, *res, *ai;
+    int                  fd, err;
     struct sockaddr_un   sun;
 
     (void) cx;
@@ -575,76 +493,8 @@ pop3ext_node_socket(pop3ext_ctx_t *cx, pop3ext_node_t *n,
         return EX_OK;
     }
 
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-
-    snprintf(port, sizeof(port), "%u", n->port);
-
-    rc = getaddrinfo(n->host, port, &hints, &res);
-    if (rc != 0) {
-        pop3ext_error("cannot resolve redis host \"%s\": %s", n->host,
-                      gai_strerror(rc));
-        return EX_TEMPFAIL;
-    }
-
-    err = 0;
-
-    for (ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family,
-                    ai->ai_socktype|SOCK_CLOEXEC|SOCK_NONBLOCK,
-                    ai->ai_protocol);
-        if (fd == -1) {
-            err = errno;
-            continue;
-        }
-
-        n->fd = fd;
-
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == -1) {
-            if (errno != EINPROGRESS) {
-                err = errno;
-                goto next;
-            }
-
-            if (pop3ext_node_wait(n, POLLOUT, deadline) != 0) {
-                err = ETIMEDOUT;
-                goto next;
-            }
-
-            len = sizeof(int);
-
-            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1) {
-                err = errno;
-            }
-
-            if (err != 0) {
-                goto next;
-            }
-        }
-
-        /* commands go out whole: no Nagle delay behind the last segment */
-
-        one = 1;
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int));
-
-        freeaddrinfo(res);
-
-        return EX_OK;
-
-    next:
-
-        close(fd);
-        n->fd = -1;
-    }
-
-    freeaddrinfo(res);
-
-    pop3ext_error("cannot connect to redis at %s: %s", n->name,
-                  strerror(err ? err : ECONNREFUSED));
-
-    return EX_TEMPFAIL;
+    return pop3ext_sock_connect(&pop3ext_redis_peer, n->name, n->host,
+                                n->port, deadline, &n->fd);
 }
 
 
@@ -659,75 +509,9 @@ static int
 pop3ext_node_handshake(pop3ext_ctx_t *cx, pop3ext_node_t *n,
     unsigned long long deadline)
 {
-    int             rc, err;
-    long            verify;
-    const char     *name;
-    unsigned char   ip[16];
-
-    n->ssl = SSL_new(cx->ssl_ctx);
-
-    if (n->ssl == NULL || SSL_set_fd(n->ssl, n->fd) != 1) {
-        pop3ext_error("cannot start TLS to redis at %s", n->name);
-        return EX_TEMPFAIL;
-    }
-
-    name = cx->tls_name ? cx->tls_name : n->host;
-
-    if (inet_pton(AF_INET, name, ip) == 1
-        || inet_pton(AF_INET6, name, ip) == 1)
-    {
-        rc = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(n->ssl), name);
-
-    } else {
-        rc = SSL_set1_host(n->ssl, name) == 1
-             && SSL_set_tlsext_host_name(n->ssl, name) == 1;
-    }
-
-    if (rc != 1) {
-        pop3ext_error("cannot verify TLS names like \"%s\"", name);
-        return EX_TEMPFAIL;
-    }
-
-    for ( ;; ) {
-        ERR_clear_error();
-
-        rc = SSL_connect(n->ssl);
-        if (rc == 1) {
-            return EX_OK;
-        }
-
-        err = SSL_get_error(n->ssl, rc);
-
-        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-            if (pop3ext_node_wait(n, err == SSL_ERROR_WANT_READ ? POLLIN
-                                                                : POLLOUT,
-                                  deadline)
-                != 0)
-            {
-                pop3ext_error("TLS handshake with redis at %s: timed out",
-                              n->name);
-                return EX_TEMPFAIL;
-            }
-
-            continue;
-        }
-
-        break;
-    }
-
-    verify = SSL_get_verify_result(n->ssl);
-
-    if (verify != X509_V_OK) {
-        pop3ext_error("TLS handshake with redis at %s: certificate not "
-                      "verified (%s, name \"%s\")", n->name,
-                      X509_verify_cert_error_string(verify), name);
-
-    } else {
-        pop3ext_error("TLS handshake with redis at %s failed: %s", n->name,
-                      pop3ext_ssl_reason());
-    }
-
-    return EX_TEMPFAIL;
+    return pop3ext_sock_tls(&pop3ext_redis_peer, n->name, cx->ssl_ctx, n->fd,
+                            cx->tls_name ? cx->tls_name : n->host, 1,
+                            deadline, &n->ssl);
 }
 
 
@@ -794,101 +578,14 @@ pop3ext_node_close(pop3ext_ctx_t *cx, pop3ext_node_t *n)
 }
 
 
-/* 0 when the socket is ready, -1 when the deadline passed */
-
-static int
-pop3ext_node_wait(pop3ext_node_t *n, short events,
-    unsigned long long deadline)
-{
-    int                  rc;
-    struct pollfd        pfd;
-    unsigned long long   now;
-
-    for ( ;; ) {
-        now = pop3ext_now();
-
-        if (now >= deadline) {
-            return -1;
-        }
-
-        pfd.fd = n->fd;
-        pfd.events = events;
-        pfd.revents = 0;
-
-        rc = poll(&pfd, 1, (int) (deadline - now));
-
-        if (rc > 0) {
-            return 0;
-        }
-
-        if (rc == -1 && errno != EINTR) {
-            return -1;
-        }
-    }
-}
-
-
 static int
 pop3ext_node_send(pop3ext_ctx_t *cx, pop3ext_node_t *n, const char *buf,
     size_t len, unsigned long long deadline)
 {
-    int       err;
-    short     ev;
-    ssize_t   sent;
-
     (void) cx;
 
-    while (len > 0) {
-        ev = POLLOUT;
-
-        if (n->ssl != NULL) {
-            ERR_clear_error();
-
-            sent = SSL_write(n->ssl, buf, len > INT32_MAX ? INT32_MAX
-                                                          : (int) len);
-            if (sent <= 0) {
-                err = SSL_get_error(n->ssl, (int) sent);
-
-                if (err == SSL_ERROR_WANT_READ) {
-                    ev = POLLIN;
-
-                } else if (err != SSL_ERROR_WANT_WRITE) {
-                    pop3ext_error("redis at %s: TLS write failed: %s",
-                                  n->name, pop3ext_ssl_reason());
-                    return EX_TEMPFAIL;
-                }
-
-                sent = -1;
-                errno = EAGAIN;
-            }
-
-        } else {
-            sent = send(n->fd, buf, len, MSG_NOSIGNAL);
-        }
-
-        if (sent == -1) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                pop3ext_error("redis at %s: %s", n->name, strerror(errno));
-                return EX_TEMPFAIL;
-            }
-
-            if (pop3ext_node_wait(n, ev, deadline) != 0) {
-                pop3ext_error("redis at %s: timed out", n->name);
-                return EX_TEMPFAIL;
-            }
-
-            continue;
-        }
-
-        buf += sent;
-        len -= sent;
-    }
-
-    return EX_OK;
+    return pop3ext_sock_send(&pop3ext_redis_peer, n->name, n->fd, n->ssl,
+                             buf, len, deadline);
 }
 
 
@@ -896,9 +593,7 @@ static int
 pop3ext_node_reply(pop3ext_ctx_t *cx, pop3ext_node_t *n, redisReply **rp,
     unsigned long long deadline)
 {
-    int       err;
     char      buf[POP3EXT_BUF];
-    short     ev;
     void     *reply;
     ssize_t   got;
 
@@ -917,58 +612,17 @@ pop3ext_node_reply(pop3ext_ctx_t *cx, pop3ext_node_t *n, redisReply **rp,
             return EX_OK;
         }
 
-        ev = POLLIN;
+        got = pop3ext_sock_recv(&pop3ext_redis_peer, n->name, n->fd, n->ssl,
+                                buf, sizeof(buf), deadline);
 
-        if (n->ssl != NULL) {
-            ERR_clear_error();
-
-            got = SSL_read(n->ssl, buf, sizeof(buf));
-
-            if (got <= 0) {
-                err = SSL_get_error(n->ssl, (int) got);
-
-                if (err == SSL_ERROR_WANT_WRITE) {
-                    ev = POLLOUT;
-
-                } else if (err == SSL_ERROR_ZERO_RETURN
-                           || err == SSL_ERROR_SYSCALL)
-                {
-                    got = 0;
-                    goto closed;
-
-                } else if (err != SSL_ERROR_WANT_READ) {
-                    pop3ext_error("redis at %s: TLS read failed: %s",
-                                  n->name, pop3ext_ssl_reason());
-                    return EX_TEMPFAIL;
-                }
-
-                got = -1;
-                errno = EAGAIN;
-            }
-
-        } else {
-            got = recv(n->fd, buf, sizeof(buf), 0);
+        if (got == POP3EXT_SOCK_TIMEDOUT) {
+            pop3ext_error("redis at %s: timed out", n->name);
+            return EX_TEMPFAIL;
         }
 
-        if (got == -1) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                pop3ext_error("redis at %s: %s", n->name, strerror(errno));
-                return EX_TEMPFAIL;
-            }
-
-            if (pop3ext_node_wait(n, ev, deadline) != 0) {
-                pop3ext_error("redis at %s: timed out", n->name);
-                return EX_TEMPFAIL;
-            }
-
-            continue;
+        if (got == POP3EXT_SOCK_ERROR) {
+            return EX_TEMPFAIL;
         }
-
-    closed:
 
         if (got == 0) {
             pop3ext_error("redis at %s: connection lost", n->name);
@@ -1703,15 +1357,24 @@ pop3ext_call(pop3ext_ctx_t *cx, const char *key, int write, int argc,
 }
 
 
-static redisReply *
-pop3ext_vcommand(pop3ext_ctx_t *cx, int *rc, const char *key, int write,
-    const char *fmt, va_list args)
+/*
+ * A command routed by key, as pop3ext_read() and pop3ext_write() give
+ * it: write marks the connection for WAIT; an error reply is
+ * EX_TEMPFAIL.
+ */
+
+redisReply *
+pop3ext_command(pop3ext_ctx_t *cx, int *rc, const char *key, int write,
+    const char *fmt, ...)
 {
     int          len, started;
     char        *cmd;
+    va_list      args;
     redisReply  *r;
 
+    va_start(args, fmt);
     len = redisvFormatCommand(&cmd, fmt, args);
+    va_end(args);
 
     if (len < 0) {
         pop3ext_error("out of memory");
@@ -1734,40 +1397,6 @@ pop3ext_vcommand(pop3ext_ctx_t *cx, int *rc, const char *key, int write,
     *rc = pop3ext_check(cx, r);
 
     return (*rc == EX_OK) ? r : NULL;
-}
-
-
-/* a command that only reads; an error reply is EX_TEMPFAIL */
-
-redisReply *
-pop3ext_read(pop3ext_ctx_t *cx, int *rc, const char *key, const char *fmt,
-    ...)
-{
-    va_list      args;
-    redisReply  *r;
-
-    va_start(args, fmt);
-    r = pop3ext_vcommand(cx, rc, key, 0, fmt, args);
-    va_end(args);
-
-    return r;
-}
-
-
-/* a command that writes: with wait=N, pop3ext_sync() confirms it */
-
-redisReply *
-pop3ext_write(pop3ext_ctx_t *cx, int *rc, const char *key, const char *fmt,
-    ...)
-{
-    va_list      args;
-    redisReply  *r;
-
-    va_start(args, fmt);
-    r = pop3ext_vcommand(cx, rc, key, 1, fmt, args);
-    va_end(args);
-
-    return r;
 }
 
 
@@ -1861,6 +1490,93 @@ pop3ext_read_master(pop3ext_ctx_t *cx, int *rc, unsigned m,
     *rc = pop3ext_check(cx, r);
 
     return (*rc == EX_OK) ? r : NULL;
+}
+
+
+/*
+ * Calls handler with each batch of keys matching pattern, from SCAN on
+ * every master: the one Redis, or each master of a cluster, which holds
+ * the keys of its own slots.  SCAN returns a key at least once, not
+ * exactly once, so a handler that collects drops duplicates.
+ */
+
+int
+pop3ext_scan_keys(pop3ext_ctx_t *cx, const char *pattern,
+    pop3ext_scan_pt handler, void *data)
+{
+    int          rc;
+    unsigned     m, masters;
+    redisReply  *r;
+    char         cursor[32];
+
+    masters = pop3ext_masters(cx);
+
+    if (masters == 0) {
+        return EX_TEMPFAIL;
+    }
+
+    for (m = 0; m < masters; m++) {
+        memcpy(cursor, "0", 2);
+
+        do {
+            r = pop3ext_read_master(cx, &rc, m, "SCAN %s MATCH %s COUNT %s",
+                                    cursor, pattern, POP3EXT_SCAN_COUNT);
+            if (r == NULL) {
+                return rc;
+            }
+
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+                || r->element[0]->type != REDIS_REPLY_STRING
+                || r->element[0]->len == 0
+                || r->element[0]->len >= sizeof(cursor)
+                || r->element[1]->type != REDIS_REPLY_ARRAY)
+            {
+                pop3ext_error("unexpected reply to SCAN");
+                freeReplyObject(r);
+                return EX_SOFTWARE;
+            }
+
+            memcpy(cursor, r->element[0]->str, r->element[0]->len);
+            cursor[r->element[0]->len] = '\0';
+
+            rc = handler(cx, r->element[1], m, masters, data);
+
+            freeReplyObject(r);
+
+            if (rc != EX_OK) {
+                return rc;
+            }
+
+        } while (strcmp(cursor, "0") != 0);
+    }
+
+    return EX_OK;
+}
+
+
+/* EXISTS key: *exists 1 or 0 */
+
+int
+pop3ext_exists(pop3ext_ctx_t *cx, const char *key, int *exists)
+{
+    int          rc;
+    redisReply  *r;
+
+    r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_INTEGER) {
+        pop3ext_error("unexpected reply to EXISTS");
+        freeReplyObject(r);
+        return EX_SOFTWARE;
+    }
+
+    *exists = (r->integer != 0);
+    freeReplyObject(r);
+
+    return EX_OK;
 }
 
 

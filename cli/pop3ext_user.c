@@ -106,6 +106,80 @@ unexpected:
 }
 
 
+/* EX_OK, or EX_NOUSER, said, for a user without a record */
+
+int
+pop3ext_user_exists(pop3ext_ctx_t *cx, const char *user)
+{
+    int   rc, exists;
+    char  key[POP3EXT_KEY_MAX];
+
+    rc = pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = pop3ext_exists(cx, key, &exists);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (!exists) {
+        pop3ext_error("unknown user \"%s\"", user);
+        return EX_NOUSER;
+    }
+
+    return EX_OK;
+}
+
+
+/*
+ * Sets a field of an existing user record to value, or deletes it (value
+ * NULL), in one script, so that a user deleted meanwhile is not made
+ * again with just that field; an unknown user is EX_NOUSER.
+ */
+
+int
+pop3ext_user_field(pop3ext_ctx_t *cx, const char *user, const char *field,
+    const char *value)
+{
+    int          rc;
+    redisReply  *r;
+    char         key[POP3EXT_KEY_MAX];
+
+    rc = pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (value != NULL) {
+        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s %s",
+                          POP3EXT_SCRIPT_FIELD, key, field, value);
+
+    } else {
+        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s",
+                          POP3EXT_SCRIPT_FIELD, key, field);
+    }
+
+    if (r == NULL) {
+        return rc;
+    }
+
+    if (r->type != REDIS_REPLY_INTEGER) {
+        pop3ext_error("unexpected reply to EVAL");
+        rc = EX_SOFTWARE;
+
+    } else if (r->integer == 0) {
+        pop3ext_error("unknown user \"%s\"", user);
+        rc = EX_NOUSER;
+    }
+
+    freeReplyObject(r);
+
+    return rc;
+}
+
+
 /*
  * Reads the first line of stdin into buf as a C string without its line
  * end.  read(2), not stdio, so that no copy of the password stays in a
@@ -549,16 +623,9 @@ pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv, int disable)
 {
     int          rc;
     const char  *user;
-    redisReply  *r;
-    char         key[POP3EXT_KEY_MAX];
 
     rc = pop3ext_user_name(argc, argv,
                            disable ? "user disable" : "user enable", &user);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = pop3ext_key(key, P3X_USER_PREFIX, user, P3X_USER_SUFFIX);
     if (rc != EX_OK) {
         return rc;
     }
@@ -570,57 +637,18 @@ pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv, int disable)
 
     /* an unknown name is said before the audit trail gets an entry */
 
-    r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
-    if (r == NULL) {
+    rc = pop3ext_user_exists(cx, user);
+    if (rc != EX_OK) {
         return rc;
     }
-
-    if (r->type != REDIS_REPLY_INTEGER || r->integer == 0) {
-        rc = (r->type == REDIS_REPLY_INTEGER) ? EX_NOUSER : EX_SOFTWARE;
-        freeReplyObject(r);
-
-        if (rc == EX_NOUSER) {
-            pop3ext_error("unknown user \"%s\"", user);
-
-        } else {
-            pop3ext_error("unexpected reply to EXISTS");
-        }
-
-        return rc;
-    }
-
-    freeReplyObject(r);
 
     rc = pop3ext_audit(cx, argc, argv);
     if (rc != EX_OK) {
         return rc;
     }
 
-    if (disable) {
-        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s 1",
-                          POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
-
-    } else {
-        r = pop3ext_write(cx, &rc, key, "EVAL %s 1 %s %s",
-                          POP3EXT_SCRIPT_FIELD, key, P3X_FIELD_DISABLED);
-    }
-
-    if (r == NULL) {
-        return rc;
-    }
-
-    if (r->type != REDIS_REPLY_INTEGER) {
-        pop3ext_error("unexpected reply to EVAL");
-        rc = EX_SOFTWARE;
-
-    } else if (r->integer == 0) {
-        pop3ext_error("unknown user \"%s\"", user);
-        rc = EX_NOUSER;
-    }
-
-    freeReplyObject(r);
-
-    return rc;
+    return pop3ext_user_field(cx, user, P3X_FIELD_DISABLED,
+                              disable ? "1" : NULL);
 }
 
 
@@ -638,7 +666,7 @@ pop3ext_user_disable(pop3ext_ctx_t *cx, int argc, char **argv, int disable)
 int
 pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv)
 {
-    int          rc;
+    int          rc, nil;
     const char  *user;
     redisReply  *r;
     char         key[POP3EXT_KEY_MAX];
@@ -663,29 +691,10 @@ pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv)
         return rc;
     }
 
-    if (r->type == REDIS_REPLY_NIL) {
-        freeReplyObject(r);
+    nil = (r->type == REDIS_REPLY_NIL);
 
-        r = pop3ext_read(cx, &rc, key, "EXISTS %s", key);
-        if (r == NULL) {
-            return rc;
-        }
-
-        if (r->type != REDIS_REPLY_INTEGER) {
-            pop3ext_error("unexpected reply to EXISTS");
-            freeReplyObject(r);
-            return EX_SOFTWARE;
-        }
-
-        if (r->integer == 0) {
-            pop3ext_error("unknown user \"%s\"", user);
-            freeReplyObject(r);
-            return EX_NOUSER;
-        }
-
-    } else if (r->type == REDIS_REPLY_STRING && r->len > 0
-               && (r->len != strlen(user)
-                   || memcmp(r->str, user, r->len) != 0))
+    if (r->type == REDIS_REPLY_STRING && r->len > 0
+        && (r->len != strlen(user) || memcmp(r->str, user, r->len) != 0))
     {
         /* another user may share it: not ours to delete */
         pop3ext_error("note: mailbox \"%.*s\" of user \"%s\" is kept",
@@ -693,6 +702,15 @@ pop3ext_user_del(pop3ext_ctx_t *cx, int argc, char **argv)
     }
 
     freeReplyObject(r);
+
+    /* no mailbox field: a user without one, or no user */
+
+    if (nil) {
+        rc = pop3ext_user_exists(cx, user);
+        if (rc != EX_OK) {
+            return rc;
+        }
+    }
 
     rc = pop3ext_audit(cx, argc, argv);
     if (rc != EX_OK) {
