@@ -20,6 +20,8 @@
  *   _redis.c        Redis requests and connections owned by nginx
  *   _redis_topology.c  standalone, Sentinel or Cluster routing
  *   _script.c       the model's server-side scripts, by name
+ *   _io.c           buffered I/O on a client connection: the input and
+ *                   output buffers of the POP3 and the LMTP session
  *   _parse.c, _sasl.c  command and SASL decoding (pure)
  *
  * Beside them, called by hooks (one call per event) and calling nothing
@@ -32,7 +34,8 @@
  *                   Prometheus (a second module in the same .so)
  *
  * LMTP, a second protocol of the same module, has files of its own
- * (ngx_mail_pop3_ext_lmtp.h); it shares the Redis client and scripts.
+ * (ngx_mail_pop3_ext_lmtp.h); it shares the Redis client and scripts,
+ * and the connection I/O (_io.c).
  */
 
 
@@ -50,6 +53,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_mail_pop3_ext_model.h"
+#include "ngx_mail_pop3_ext_io.h"
 #include "ngx_mail_pop3_ext_parse.h"
 #include "ngx_mail_pop3_ext_sasl.h"
 #include "ngx_mail_pop3_ext_metrics.h"
