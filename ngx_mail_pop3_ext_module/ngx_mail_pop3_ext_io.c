@@ -3,8 +3,8 @@
  * Copyright (C) ngx_mail_pop3_ext_module developers
  *
  * Buffered I/O on a client connection, for the POP3 session (_session.c,
- * and its reply writer _output.c) and the LMTP session (_lmtp.c).  See
- * ngx_mail_pop3_ext_io.h.
+ * and its reply writer _output.c), the LMTP session (_lmtp.c) and the
+ * STARTTLS hand-over of both (_ssl.c).  See ngx_mail_pop3_ext_io.h.
  *
  * An idle session holds no buffer: the input buffer is allocated when
  * the session reads and freed once everything in it was taken, the

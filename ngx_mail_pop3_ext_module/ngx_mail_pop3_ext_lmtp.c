@@ -70,8 +70,6 @@ static void ngx_p3x_lmtp_vrfy(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
 static void ngx_p3x_lmtp_stls(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
-static ngx_uint_t ngx_p3x_lmtp_starttls_offered(ngx_p3x_lmtp_ctx_t *ctx);
-static ngx_uint_t ngx_p3x_lmtp_starttls_only(ngx_p3x_lmtp_ctx_t *ctx);
 
 
 void
@@ -757,7 +755,7 @@ ngx_p3x_lmtp_lhlo(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
     ngx_p3x_lmtp_reply(ctx, "250-SMTPUTF8");
     ngx_p3x_lmtp_reply(ctx, "250-CHUNKING");
 
-    if (ngx_p3x_lmtp_starttls_offered(ctx)) {
+    if (ngx_p3x_ssl_starttls(ctx->session)) {
         ngx_p3x_lmtp_reply(ctx, "250-STARTTLS");
     }
 
@@ -785,7 +783,7 @@ ngx_p3x_lmtp_mail(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
         return;
     }
 
-    if (ngx_p3x_lmtp_starttls_only(ctx)) {
+    if (ngx_p3x_ssl_starttls_only(ctx->session)) {
         ngx_p3x_lmtp_error(ctx, "530 5.7.0 must issue a STARTTLS command "
                            "first");
         return;
@@ -1110,7 +1108,7 @@ ngx_p3x_lmtp_vrfy(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 static void
 ngx_p3x_lmtp_stls(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 {
-    if (!ngx_p3x_lmtp_starttls_offered(ctx)) {
+    if (!ngx_p3x_ssl_starttls(ctx->session)) {
         ngx_p3x_lmtp_error(ctx, "502 5.5.1 STARTTLS not available");
         return;
     }
@@ -1133,74 +1131,18 @@ ngx_p3x_lmtp_stls(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 }
 
 
-static ngx_uint_t
-ngx_p3x_lmtp_starttls_offered(ngx_p3x_lmtp_ctx_t *ctx)
-{
-#if (NGX_MAIL_SSL)
-
-    ngx_mail_ssl_conf_t  *sslcf;
-
-    if (ctx->connection->ssl) {
-        return 0;
-    }
-
-    sslcf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_ssl_module);
-
-    return sslcf->starttls != NGX_MAIL_STARTTLS_OFF;
-
-#else
-
-    return 0;
-
-#endif
-}
-
-
-static ngx_uint_t
-ngx_p3x_lmtp_starttls_only(ngx_p3x_lmtp_ctx_t *ctx)
-{
-#if (NGX_MAIL_SSL)
-    return ngx_mail_starttls_only(ctx->session, ctx->connection);
-#else
-    return 0;
-#endif
-}
-
-
 /*
- * After "220" to STARTTLS has been sent: whatever the client pipelined
- * in plaintext is dropped, never read as a command inside TLS (the
- * CVE-2011-0411 class of injection), and the core does the handshake; it
- * then calls ngx_p3x_lmtp_init_protocol().
+ * After "220" to STARTTLS has been sent: the plaintext the client
+ * pipelined is dropped and the handshake starts (_ssl.c); the core then
+ * calls ngx_p3x_lmtp_init_protocol().
  */
 
 static void
 ngx_p3x_lmtp_starttls(ngx_p3x_lmtp_ctx_t *ctx)
 {
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-
-    if (ctx->in.last > ctx->in.pos) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client pipelined %uz octets after STARTTLS, dropped",
-                      (size_t) (ctx->in.last - ctx->in.pos));
-    }
-
-    ctx->in.pos = ctx->in.start;
-    ctx->in.last = ctx->in.start;
     ctx->starttls = 0;
 
-    ngx_p3x_io_free(&ctx->in, 0);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-#if (NGX_MAIL_SSL)
-    c->read->handler = ngx_mail_starttls_handler;
-    ngx_mail_starttls_handler(c->read);
-#endif
+    ngx_p3x_ssl_handshake(ctx->session, &ctx->in, 0, "STARTTLS");
 }
 
 

@@ -35,7 +35,7 @@
  *
  * LMTP, a second protocol of the same module, has files of its own
  * (ngx_mail_pop3_ext_lmtp.h); it shares the Redis client and scripts,
- * and the connection I/O (_io.c).
+ * the connection I/O (_io.c) and the STARTTLS glue (_ssl.c).
  */
 
 
@@ -487,9 +487,10 @@ void ngx_p3x_stream_end(ngx_p3x_ctx_t *ctx);
 /* _ssl.c */
 ngx_int_t ngx_p3x_ssl_on(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_ssl_secure(ngx_p3x_ctx_t *ctx);
-ngx_int_t ngx_p3x_ssl_starttls(ngx_p3x_ctx_t *ctx);
-ngx_int_t ngx_p3x_ssl_starttls_only(ngx_p3x_ctx_t *ctx);
-void ngx_p3x_ssl_handshake(ngx_connection_t *c);
+ngx_int_t ngx_p3x_ssl_starttls(ngx_mail_session_t *s);
+ngx_int_t ngx_p3x_ssl_starttls_only(ngx_mail_session_t *s);
+void ngx_p3x_ssl_handshake(ngx_mail_session_t *s, ngx_buf_t *in,
+    ngx_uint_t wipe, const char *command);
 ngx_int_t ngx_p3x_ssl_identity(ngx_p3x_ctx_t *ctx, ngx_str_t *id);
 
 /* _limit.c */

@@ -699,38 +699,21 @@ ngx_p3x_lock_lost(ngx_p3x_ctx_t *ctx)
 
 
 /*
- * After "+OK" to STLS has been sent: whatever the client pipelined in
- * plaintext is dropped, never read as a command inside TLS (the
- * CVE-2011-0411 class of injection), and the core does the handshake; it
- * then calls ngx_p3x_init_protocol(), which starts the session over.
+ * After "+OK" to STLS has been sent: the plaintext the client pipelined
+ * is dropped and the handshake starts (_ssl.c); the core then calls
+ * ngx_p3x_init_protocol(), which starts the session over.
  */
 
 static void
 ngx_p3x_starttls(ngx_p3x_ctx_t *ctx)
 {
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-
-    if (ctx->in->last > ctx->in->pos) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client pipelined %uz octets after STLS, dropped",
-                      (size_t) (ctx->in->last - ctx->in->pos));
-    }
-
-    ctx->in->pos = ctx->in->start;
-    ctx->in->last = ctx->in->start;
     ctx->starttls = 0;
 
-    ngx_p3x_in_free(ctx);
     ngx_p3x_out_free(ctx);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
     ngx_p3x_metrics_stls(ctx);
-    ngx_p3x_ssl_handshake(c);
+
+    /* what was read may have been a password: wiped */
+    ngx_p3x_ssl_handshake(ctx->session, ctx->in, 1, "STLS");
 }
 
 
@@ -918,7 +901,7 @@ ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
             ngx_p3x_out_literal(ctx, CRLF);
         }
 
-        if (ngx_p3x_ssl_starttls(ctx)) {
+        if (ngx_p3x_ssl_starttls(ctx->session)) {
             ngx_p3x_out_literal(ctx, "STLS" CRLF);
         }
 
