@@ -449,6 +449,11 @@ ngx_p3x_call_init(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
 }
 
 
+/* _module.c */
+ngx_int_t ngx_p3x_conf_add_cidr(ngx_conf_t *cf, ngx_array_t *a,
+    ngx_str_t *text);
+ngx_array_t *ngx_p3x_conf_loopback(ngx_conf_t *cf);
+
 /* _session.c */
 void ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_p3x_init_protocol(ngx_event_t *rev);
