@@ -136,6 +136,9 @@ static u_char *ngx_p3x_metrics_counter(u_char *p, u_char *last,
 static u_char *ngx_p3x_metrics_counters(u_char *p, u_char *last,
     const char *name, const char *help, const char *label,
     const char **values, ngx_atomic_t *counts, ngx_uint_t n);
+static u_char *ngx_p3x_metrics_series(u_char *p, u_char *last,
+    const char *name, ngx_str_t *labels, const char *label,
+    const char **values, ngx_atomic_t *counts, ngx_uint_t n);
 static u_char *ngx_p3x_metrics_hist(u_char *p, u_char *last,
     const char *name, ngx_str_t *labels, ngx_p3x_metrics_hist_t *h);
 static u_char *ngx_p3x_metrics_label(u_char *p, u_char *last,
@@ -264,8 +267,26 @@ static const char  *ngx_p3x_metrics_deliveries[NGX_P3X_DELIVERIES] = {
     "stored", "duplicate", "rejected", "failed"
 };
 
+/* a Redis node's: requests by NGX_P3X_REDIS_*, errors, redirections, TLS */
+
 static const char  *ngx_p3x_metrics_outcomes[4] = {
     "ok", "notrun", "unknown", "unacked"
+};
+
+static const char  *ngx_p3x_metrics_error_kinds[2] = {
+    "reply", "connection"
+};
+
+static const char  *ngx_p3x_metrics_redirects[2] = {
+    "moved", "ask"
+};
+
+static const char  *ngx_p3x_metrics_tls_results[2] = {
+    "ok", "failed"
+};
+
+static const char  *ngx_p3x_metrics_body_commands[2] = {
+    "RETR", "TOP"
 };
 
 
@@ -1379,13 +1400,11 @@ ngx_p3x_metrics_render(ngx_shm_zone_t *shm_zone, u_char *p, u_char *last)
     p = ngx_slprintf(p, last, "pop3ext_commands_total{command=\"other\"} "
                      "%ui\n", sum);
 
-    p = ngx_p3x_metrics_head(p, last, "pop3ext_message_sent_bytes_total",
-                             "counter", "Octets of messages sent by RETR "
-                             "and TOP, as stored (before dot-stuffing).");
-    p = ngx_slprintf(p, last, "pop3ext_message_sent_bytes_total"
-                     "{command=\"RETR\"} %uA\n"
-                     "pop3ext_message_sent_bytes_total"
-                     "{command=\"TOP\"} %uA\n", m->body[0], m->body[1]);
+    p = ngx_p3x_metrics_counters(p, last, "pop3ext_message_sent_bytes_total",
+                                 "Octets of messages sent by RETR and TOP, "
+                                 "as stored (before dot-stuffing).",
+                                 "command", ngx_p3x_metrics_body_commands,
+                                 m->body, 2);
 
     p = ngx_p3x_metrics_counters(p, last, "pop3ext_commits_total",
                                  "UPDATE states (QUIT after login), by what "
@@ -1502,35 +1521,24 @@ ngx_p3x_metrics_render_nodes(ngx_p3x_metrics_t *m, u_char *p, u_char *last)
             switch (k) {
 
             case 0:
-                p = ngx_slprintf(p, last,
-                        "%s{%V,outcome=\"%s\"} %uA\n"
-                        "%s{%V,outcome=\"%s\"} %uA\n"
-                        "%s{%V,outcome=\"%s\"} %uA\n"
-                        "%s{%V,outcome=\"%s\"} %uA\n",
-                        names[k], &labels, ngx_p3x_metrics_outcomes[0],
-                        row->requests[0],
-                        names[k], &labels, ngx_p3x_metrics_outcomes[1],
-                        row->requests[1],
-                        names[k], &labels, ngx_p3x_metrics_outcomes[2],
-                        row->requests[2],
-                        names[k], &labels, ngx_p3x_metrics_outcomes[3],
-                        row->requests[3]);
+                p = ngx_p3x_metrics_series(p, last, names[k], &labels,
+                                           "outcome",
+                                           ngx_p3x_metrics_outcomes,
+                                           row->requests, 4);
                 break;
 
             case 1:
-                p = ngx_slprintf(p, last,
-                        "%s{%V,kind=\"reply\"} %uA\n"
-                        "%s{%V,kind=\"connection\"} %uA\n",
-                        names[k], &labels, row->errors[0],
-                        names[k], &labels, row->errors[1]);
+                p = ngx_p3x_metrics_series(p, last, names[k], &labels,
+                                           "kind",
+                                           ngx_p3x_metrics_error_kinds,
+                                           row->errors, 2);
                 break;
 
             case 2:
-                p = ngx_slprintf(p, last,
-                        "%s{%V,type=\"moved\"} %uA\n"
-                        "%s{%V,type=\"ask\"} %uA\n",
-                        names[k], &labels, row->redirects[0],
-                        names[k], &labels, row->redirects[1]);
+                p = ngx_p3x_metrics_series(p, last, names[k], &labels,
+                                           "type",
+                                           ngx_p3x_metrics_redirects,
+                                           row->redirects, 2);
                 break;
 
             case 3:
@@ -1539,11 +1547,10 @@ ngx_p3x_metrics_render_nodes(ngx_p3x_metrics_t *m, u_char *p, u_char *last)
                 break;
 
             case 4:
-                p = ngx_slprintf(p, last,
-                        "%s{%V,result=\"ok\"} %uA\n"
-                        "%s{%V,result=\"failed\"} %uA\n",
-                        names[k], &labels, row->tls[0],
-                        names[k], &labels, row->tls[1]);
+                p = ngx_p3x_metrics_series(p, last, names[k], &labels,
+                                           "result",
+                                           ngx_p3x_metrics_tls_results,
+                                           row->tls, 2);
                 break;
 
             default:
@@ -1597,20 +1604,40 @@ ngx_p3x_metrics_counter(u_char *p, u_char *last, const char *name,
 }
 
 
-/* a counter by one label: a series for each of its n values */
+/* a counter by one label */
 
 static u_char *
 ngx_p3x_metrics_counters(u_char *p, u_char *last, const char *name,
     const char *help, const char *label, const char **values,
     ngx_atomic_t *counts, ngx_uint_t n)
 {
-    ngx_uint_t  i;
+    ngx_str_t  none;
+
+    ngx_str_null(&none);
 
     p = ngx_p3x_metrics_head(p, last, name, "counter", help);
 
+    return ngx_p3x_metrics_series(p, last, name, &none, label, values,
+                                  counts, n);
+}
+
+
+/*
+ * A series for each of the label's n values, after the labels that all
+ * of them have (none, or a Redis node's).
+ */
+
+static u_char *
+ngx_p3x_metrics_series(u_char *p, u_char *last, const char *name,
+    ngx_str_t *labels, const char *label, const char **values,
+    ngx_atomic_t *counts, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
     for (i = 0; i < n; i++) {
-        p = ngx_slprintf(p, last, "%s{%s=\"%s\"} %uA\n", name, label,
-                         values[i], counts[i]);
+        p = ngx_slprintf(p, last, "%s{%V%s%s=\"%s\"} %uA\n", name, labels,
+                         labels->len ? "," : "", label, values[i],
+                         counts[i]);
     }
 
     return p;
