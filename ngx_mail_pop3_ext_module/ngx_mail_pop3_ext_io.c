@@ -110,6 +110,30 @@ ngx_p3x_io_recv(ngx_connection_t *c, ngx_buf_t *b)
 
 
 /*
+ * The rest of a line too long to take: what is buffered of it goes.
+ * NGX_OK: past its end; NGX_AGAIN: the buffer is used up, and the line
+ * goes on in what comes next.
+ */
+
+ngx_int_t
+ngx_p3x_io_skip_line(ngx_buf_t *b)
+{
+    u_char  *lf;
+
+    lf = ngx_strlchr(b->pos, b->last, LF);
+
+    if (lf == NULL) {
+        b->pos = b->last;
+        return NGX_AGAIN;
+    }
+
+    b->pos = lf + 1;
+
+    return NGX_OK;
+}
+
+
+/*
  * Sends what the buffer holds.  NGX_OK: all of it, and the buffer is
  * empty; NGX_AGAIN: the rest waits for the write event, within timeout;
  * NGX_ERROR: the connection failed, with c->error set when the send did

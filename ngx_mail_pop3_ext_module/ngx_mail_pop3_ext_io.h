@@ -22,6 +22,7 @@
 ngx_int_t ngx_p3x_io_alloc(ngx_buf_t *b, size_t size, ngx_log_t *log);
 void ngx_p3x_io_free(ngx_buf_t *b, ngx_uint_t wipe);
 ngx_int_t ngx_p3x_io_recv(ngx_connection_t *c, ngx_buf_t *b);
+ngx_int_t ngx_p3x_io_skip_line(ngx_buf_t *b);
 ngx_int_t ngx_p3x_io_flush(ngx_connection_t *c, ngx_buf_t *b,
     ngx_msec_t timeout);
 ngx_int_t ngx_p3x_io_wait(ngx_event_t *ev, ngx_msec_t timeout);

@@ -573,7 +573,7 @@ ngx_p3x_lmtp_error(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 static ngx_int_t
 ngx_p3x_lmtp_next_command(ngx_p3x_lmtp_ctx_t *ctx)
 {
-    u_char              *lf, *next;
+    u_char              *next;
     ngx_int_t            rc;
     ngx_buf_t           *b;
     ngx_p3x_lmtp_cmd_t   cmd;
@@ -585,14 +585,10 @@ ngx_p3x_lmtp_next_command(ngx_p3x_lmtp_ctx_t *ctx)
     }
 
     if (ctx->skipping) {
-        lf = ngx_strlchr(b->pos, b->last, LF);
-
-        if (lf == NULL) {
-            b->pos = b->last;
+        if (ngx_p3x_io_skip_line(b) != NGX_OK) {
             return NGX_AGAIN;
         }
 
-        b->pos = lf + 1;
         ctx->skipping = 0;
     }
 

@@ -487,7 +487,7 @@ ngx_p3x_in_free(ngx_p3x_ctx_t *ctx)
 static ngx_int_t
 ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
 {
-    u_char         *lf, *next;
+    u_char         *next;
     ngx_int_t       rc;
     ngx_str_t       line;
     ngx_buf_t      *b;
@@ -500,14 +500,10 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
     }
 
     if (ctx->skipping) {
-        lf = ngx_strlchr(b->pos, b->last, LF);
-
-        if (lf == NULL) {
-            b->pos = b->last;
+        if (ngx_p3x_io_skip_line(b) != NGX_OK) {
             return NGX_AGAIN;
         }
 
-        b->pos = lf + 1;
         ctx->skipping = 0;
     }
 
