@@ -6,11 +6,12 @@
  * and its reply writer _output.c), the LMTP session (_lmtp.c) and the
  * STARTTLS hand-over of both (_ssl.c).  See ngx_mail_pop3_ext_io.h.
  *
- * An idle session holds no buffer: the input buffer is allocated when
- * the session reads and freed once everything in it was taken, the
- * output buffer likewise by each protocol's writer.  Whatever the
- * session, a read deletes the idle timer, a send that must wait sets the
- * write timer, and a send that completes deletes it.
+ * The input buffer is allocated when a session reads and freed once
+ * everything in it was taken, so that an idle session holds none; the
+ * output buffer is each protocol's to keep (LMTP) or free when drained
+ * (POP3, _output.c).  Whatever the session, a read deletes the idle
+ * timer, a send that must wait sets the write timer, and a send that
+ * completes deletes it.
  */
 
 
