@@ -34,7 +34,6 @@ static void ngx_p3x_lmtp_read_handler(ngx_event_t *rev);
 static void ngx_p3x_lmtp_write_handler(ngx_event_t *wev);
 static void ngx_p3x_lmtp_resume(ngx_p3x_lmtp_ctx_t *ctx);
 static ngx_int_t ngx_p3x_lmtp_read(ngx_p3x_lmtp_ctx_t *ctx);
-static void ngx_p3x_lmtp_in_free(ngx_p3x_lmtp_ctx_t *ctx);
 static ngx_int_t ngx_p3x_lmtp_flush(ngx_p3x_lmtp_ctx_t *ctx);
 static size_t ngx_p3x_lmtp_room(ngx_p3x_lmtp_ctx_t *ctx);
 static void ngx_p3x_lmtp_vreply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt,
@@ -71,14 +70,11 @@ static void ngx_p3x_lmtp_vrfy(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
 static void ngx_p3x_lmtp_stls(ngx_p3x_lmtp_ctx_t *ctx,
     ngx_p3x_lmtp_cmd_t *cmd);
-static ngx_uint_t ngx_p3x_lmtp_starttls_offered(ngx_p3x_lmtp_ctx_t *ctx);
-static ngx_uint_t ngx_p3x_lmtp_starttls_only(ngx_p3x_lmtp_ctx_t *ctx);
 
 
 void
 ngx_p3x_lmtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
 {
-    u_char                        *p;
     ngx_p3x_lmtp_ctx_t            *ctx;
     ngx_pool_cleanup_t            *cln;
     ngx_mail_core_srv_conf_t      *cscf;
@@ -116,16 +112,10 @@ ngx_p3x_lmtp_init_session(ngx_mail_session_t *s, ngx_connection_t *c)
     ctx->wake.data = ctx;
     ctx->wake.log = c->log;
 
-    p = ngx_alloc(NGX_P3X_LMTP_OUT_SIZE, c->log);
-    if (p == NULL) {
+    if (ngx_p3x_io_alloc(&ctx->out, NGX_P3X_LMTP_OUT_SIZE, c->log) != NGX_OK) {
         ngx_mail_close_connection(c);
         return;
     }
-
-    ctx->out.start = p;
-    ctx->out.pos = p;
-    ctx->out.last = p;
-    ctx->out.end = p + NGX_P3X_LMTP_OUT_SIZE;
 
     /* replies are whole lines already: Nagle would only delay them */
     if (ngx_tcp_nodelay(c) != NGX_OK) {
@@ -456,16 +446,16 @@ ngx_p3x_lmtp_resume(ngx_p3x_lmtp_ctx_t *ctx)
             return;
         }
 
-        /* NGX_AGAIN: idle until the client speaks */
+        /* NGX_AGAIN: idle until the client speaks, with no input buffer */
 
-        ngx_p3x_lmtp_in_free(ctx);
+        if (ctx->in.pos == ctx->in.last) {
+            ngx_p3x_io_free(&ctx->in, 0);
+        }
 
         cscf = ngx_mail_get_module_srv_conf(ctx->session,
                                             ngx_mail_core_module);
 
-        ngx_add_timer(c->read, cscf->timeout);
-
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        if (ngx_p3x_io_wait(c->read, cscf->timeout) != NGX_OK) {
             ngx_p3x_lmtp_close(ctx);
         }
 
@@ -490,69 +480,13 @@ ngx_p3x_lmtp_resume(ngx_p3x_lmtp_ctx_t *ctx)
 static ngx_int_t
 ngx_p3x_lmtp_read(ngx_p3x_lmtp_ctx_t *ctx)
 {
-    ssize_t            n;
-    ngx_buf_t         *b;
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-    b = &ctx->in;
-
-    if (b->start == NULL) {
-        b->start = ngx_alloc(NGX_P3X_LMTP_IN_SIZE, c->log);
-        if (b->start == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->end = b->start + NGX_P3X_LMTP_IN_SIZE;
-        b->pos = b->start;
-        b->last = b->start;
-    }
-
-    if (b->pos == b->last) {
-        b->pos = b->start;
-        b->last = b->start;
-
-    } else if (b->pos > b->start) {
-        b->last = ngx_movemem(b->start, b->pos, b->last - b->pos);
-        b->pos = b->start;
-    }
-
-    if (b->last == b->end) {
-        /* cannot happen: a full buffer is consumed before reading */
-        return NGX_AGAIN;
-    }
-
-    n = c->recv(c, b->last, b->end - b->last);
-
-    if (n == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    if (n == NGX_ERROR || n == 0) {
+    if (ngx_p3x_io_alloc(&ctx->in, NGX_P3X_LMTP_IN_SIZE, ctx->connection->log)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    b->last += n;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_p3x_lmtp_in_free(ngx_p3x_lmtp_ctx_t *ctx)
-{
-    ngx_buf_t  *b;
-
-    b = &ctx->in;
-
-    if (b->start && b->pos == b->last) {
-        ngx_free(b->start);
-        ngx_memzero(b, sizeof(ngx_buf_t));
-    }
+    return ngx_p3x_io_recv(ctx->connection, &ctx->in);
 }
 
 
@@ -566,46 +500,11 @@ ngx_p3x_lmtp_room(ngx_p3x_lmtp_ctx_t *ctx)
 static ngx_int_t
 ngx_p3x_lmtp_flush(ngx_p3x_lmtp_ctx_t *ctx)
 {
-    ssize_t                    n;
-    ngx_buf_t                 *b;
-    ngx_connection_t          *c;
     ngx_mail_core_srv_conf_t  *cscf;
 
-    c = ctx->connection;
-    b = &ctx->out;
+    cscf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_core_module);
 
-    while (b->pos < b->last) {
-        n = c->send(c, b->pos, b->last - b->pos);
-
-        if (n == NGX_ERROR) {
-            c->error = 1;
-            return NGX_ERROR;
-        }
-
-        if (n == NGX_AGAIN) {
-            cscf = ngx_mail_get_module_srv_conf(ctx->session,
-                                                ngx_mail_core_module);
-
-            ngx_add_timer(c->write, cscf->timeout);
-
-            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            return NGX_AGAIN;
-        }
-
-        b->pos += n;
-    }
-
-    b->pos = b->start;
-    b->last = b->start;
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    return NGX_OK;
+    return ngx_p3x_io_flush(ctx->connection, &ctx->out, cscf->timeout);
 }
 
 
@@ -630,28 +529,15 @@ ngx_p3x_lmtp_reply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 static void
 ngx_p3x_lmtp_vreply(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, va_list args)
 {
-    u_char  *p, *end;
-    size_t   room;
+    u_char  *line;
 
-    room = ngx_min(ngx_p3x_lmtp_room(ctx), NGX_P3X_LMTP_REPLY_MAX);
+    line = ngx_p3x_io_vline(&ctx->out, NGX_P3X_LMTP_REPLY_MAX, fmt, args);
 
-    if (room < 3) {
-        return;
+    if (line) {
+        ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
+                       "pop3_ext lmtp: reply \"%*s\"",
+                       (size_t) (ctx->out.last - 2 - line), line);
     }
-
-    p = ctx->out.last;
-    end = p + room - 2;
-
-    p = ngx_vslprintf(p, end, fmt, args);
-
-    *p++ = CR;
-    *p++ = LF;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_MAIL, ctx->connection->log, 0,
-                   "pop3_ext lmtp: reply \"%*s\"",
-                   (size_t) (p - 2 - ctx->out.last), ctx->out.last);
-
-    ctx->out.last = p;
 }
 
 
@@ -687,7 +573,7 @@ ngx_p3x_lmtp_error(ngx_p3x_lmtp_ctx_t *ctx, const char *fmt, ...)
 static ngx_int_t
 ngx_p3x_lmtp_next_command(ngx_p3x_lmtp_ctx_t *ctx)
 {
-    u_char              *lf, *next;
+    u_char              *next;
     ngx_int_t            rc;
     ngx_buf_t           *b;
     ngx_p3x_lmtp_cmd_t   cmd;
@@ -699,14 +585,10 @@ ngx_p3x_lmtp_next_command(ngx_p3x_lmtp_ctx_t *ctx)
     }
 
     if (ctx->skipping) {
-        lf = ngx_strlchr(b->pos, b->last, LF);
-
-        if (lf == NULL) {
-            b->pos = b->last;
+        if (ngx_p3x_io_skip_line(b) != NGX_OK) {
             return NGX_AGAIN;
         }
 
-        b->pos = lf + 1;
         ctx->skipping = 0;
     }
 
@@ -869,7 +751,7 @@ ngx_p3x_lmtp_lhlo(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
     ngx_p3x_lmtp_reply(ctx, "250-SMTPUTF8");
     ngx_p3x_lmtp_reply(ctx, "250-CHUNKING");
 
-    if (ngx_p3x_lmtp_starttls_offered(ctx)) {
+    if (ngx_p3x_ssl_starttls(ctx->session)) {
         ngx_p3x_lmtp_reply(ctx, "250-STARTTLS");
     }
 
@@ -897,7 +779,7 @@ ngx_p3x_lmtp_mail(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
         return;
     }
 
-    if (ngx_p3x_lmtp_starttls_only(ctx)) {
+    if (ngx_p3x_ssl_starttls_only(ctx->session)) {
         ngx_p3x_lmtp_error(ctx, "530 5.7.0 must issue a STARTTLS command "
                            "first");
         return;
@@ -1222,7 +1104,7 @@ ngx_p3x_lmtp_vrfy(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 static void
 ngx_p3x_lmtp_stls(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 {
-    if (!ngx_p3x_lmtp_starttls_offered(ctx)) {
+    if (!ngx_p3x_ssl_starttls(ctx->session)) {
         ngx_p3x_lmtp_error(ctx, "502 5.5.1 STARTTLS not available");
         return;
     }
@@ -1245,74 +1127,18 @@ ngx_p3x_lmtp_stls(ngx_p3x_lmtp_ctx_t *ctx, ngx_p3x_lmtp_cmd_t *cmd)
 }
 
 
-static ngx_uint_t
-ngx_p3x_lmtp_starttls_offered(ngx_p3x_lmtp_ctx_t *ctx)
-{
-#if (NGX_MAIL_SSL)
-
-    ngx_mail_ssl_conf_t  *sslcf;
-
-    if (ctx->connection->ssl) {
-        return 0;
-    }
-
-    sslcf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_ssl_module);
-
-    return sslcf->starttls != NGX_MAIL_STARTTLS_OFF;
-
-#else
-
-    return 0;
-
-#endif
-}
-
-
-static ngx_uint_t
-ngx_p3x_lmtp_starttls_only(ngx_p3x_lmtp_ctx_t *ctx)
-{
-#if (NGX_MAIL_SSL)
-    return ngx_mail_starttls_only(ctx->session, ctx->connection);
-#else
-    return 0;
-#endif
-}
-
-
 /*
- * After "220" to STARTTLS has been sent: whatever the client pipelined
- * in plaintext is dropped, never read as a command inside TLS (the
- * CVE-2011-0411 class of injection), and the core does the handshake; it
- * then calls ngx_p3x_lmtp_init_protocol().
+ * After "220" to STARTTLS has been sent: the plaintext the client
+ * pipelined is dropped and the handshake starts (_ssl.c); the core then
+ * calls ngx_p3x_lmtp_init_protocol().
  */
 
 static void
 ngx_p3x_lmtp_starttls(ngx_p3x_lmtp_ctx_t *ctx)
 {
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-
-    if (ctx->in.last > ctx->in.pos) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client pipelined %uz octets after STARTTLS, dropped",
-                      (size_t) (ctx->in.last - ctx->in.pos));
-    }
-
-    ctx->in.pos = ctx->in.start;
-    ctx->in.last = ctx->in.start;
     ctx->starttls = 0;
 
-    ngx_p3x_lmtp_in_free(ctx);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-#if (NGX_MAIL_SSL)
-    c->read->handler = ngx_mail_starttls_handler;
-    ngx_mail_starttls_handler(c->read);
-#endif
+    ngx_p3x_ssl_handshake(ctx->session, &ctx->in, 0, "STARTTLS");
 }
 
 
@@ -1459,13 +1285,6 @@ ngx_p3x_lmtp_cleanup(void *data)
 
     ctx->state = ngx_p3x_lmtp_state_closing;
 
-    if (ctx->out.start) {
-        ngx_free(ctx->out.start);
-        ctx->out.start = NULL;
-    }
-
-    if (ctx->in.start) {
-        ngx_free(ctx->in.start);
-        ngx_memzero(&ctx->in, sizeof(ngx_buf_t));
-    }
+    ngx_p3x_io_free(&ctx->out, 0);
+    ngx_p3x_io_free(&ctx->in, 0);
 }

@@ -17,8 +17,6 @@ static char *ngx_mail_pop3_ext_lmtp_merge_srv_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static char *ngx_mail_pop3_ext_lmtp_allow(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_mail_pop3_ext_lmtp_add_cidr(ngx_conf_t *cf,
-    ngx_array_t *a, ngx_str_t *text);
 
 
 static ngx_conf_enum_t  ngx_mail_pop3_ext_lmtp_recipient[] = {
@@ -166,26 +164,13 @@ ngx_mail_pop3_ext_lmtp_merge_srv_conf(ngx_conf_t *cf, void *parent,
     ngx_p3x_lmtp_srv_conf_t *prev = parent;
     ngx_p3x_lmtp_srv_conf_t *conf = child;
 
-    static ngx_str_t  loopback4 = ngx_string("127.0.0.0/8");
-#if (NGX_HAVE_INET6)
-    static ngx_str_t  loopback6 = ngx_string("::1/128");
-#endif
-
     ngx_conf_merge_ptr_value(conf->allow, prev->allow, NGX_CONF_UNSET_PTR);
 
     /* mail is taken from the local MTA only, unless said otherwise */
 
     if (conf->allow == NGX_CONF_UNSET_PTR) {
-        conf->allow = ngx_array_create(cf->pool, 2, sizeof(ngx_cidr_t));
-        if (conf->allow == NULL
-            || ngx_mail_pop3_ext_lmtp_add_cidr(cf, conf->allow, &loopback4)
-               != NGX_OK
-#if (NGX_HAVE_INET6)
-            || ngx_mail_pop3_ext_lmtp_add_cidr(cf, conf->allow, &loopback6)
-               != NGX_OK
-#endif
-           )
-        {
+        conf->allow = ngx_p3x_conf_loopback(cf);
+        if (conf->allow == NULL) {
             return NGX_CONF_ERROR;
         }
 
@@ -245,41 +230,10 @@ ngx_mail_pop3_ext_lmtp_allow(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     for (i = 1; i < cf->args->nelts; i++) {
-        if (ngx_mail_pop3_ext_lmtp_add_cidr(cf, lcf->allow, &value[i])
-            != NGX_OK)
-        {
+        if (ngx_p3x_conf_add_cidr(cf, lcf->allow, &value[i]) != NGX_OK) {
             return NGX_CONF_ERROR;
         }
     }
 
     return NGX_CONF_OK;
-}
-
-
-static ngx_int_t
-ngx_mail_pop3_ext_lmtp_add_cidr(ngx_conf_t *cf, ngx_array_t *a,
-    ngx_str_t *text)
-{
-    ngx_int_t    rc;
-    ngx_cidr_t  *cidr;
-
-    cidr = ngx_array_push(a);
-    if (cidr == NULL) {
-        return NGX_ERROR;
-    }
-
-    rc = ngx_ptocidr(text, cidr);
-
-    if (rc == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid network \"%V\"", text);
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DONE) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "low address bits of %V are meaningless", text);
-    }
-
-    return NGX_OK;
 }

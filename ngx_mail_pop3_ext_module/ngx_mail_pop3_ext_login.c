@@ -219,7 +219,7 @@ ngx_p3x_login_methods(ngx_p3x_ctx_t *ctx)
 {
     ngx_uint_t  methods;
 
-    if (ngx_p3x_ssl_starttls_only(ctx)) {
+    if (ngx_p3x_ssl_starttls_only(ctx->session)) {
         return 0;
     }
 
@@ -252,7 +252,7 @@ ngx_p3x_login_refused(ngx_p3x_ctx_t *ctx, ngx_uint_t method)
         return 0;
     }
 
-    if (ngx_p3x_ssl_starttls_only(ctx)) {
+    if (ngx_p3x_ssl_starttls_only(ctx->session)) {
         ngx_p3x_error(ctx, "-ERR [AUTH] must issue a STLS command first");
 
     } else if ((ctx->conf->auth_methods & method)
@@ -1303,7 +1303,7 @@ ngx_p3x_login_set_mailbox(ngx_p3x_ctx_t *ctx, ngx_str_t *mailbox)
 void
 ngx_p3x_stls(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 {
-    if (!ngx_p3x_ssl_starttls(ctx)) {
+    if (!ngx_p3x_ssl_starttls(ctx->session)) {
         ngx_p3x_error(ctx, "-ERR STLS not available");
         return;
     }

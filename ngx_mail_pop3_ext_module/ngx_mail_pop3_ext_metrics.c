@@ -131,6 +131,14 @@ static void ngx_p3x_metrics_observe(ngx_p3x_metrics_hist_t *h,
 static ngx_p3x_metrics_node_t *ngx_p3x_metrics_row(ngx_p3x_rnode_t *node);
 static u_char *ngx_p3x_metrics_head(u_char *p, u_char *last,
     const char *name, const char *type, const char *help);
+static u_char *ngx_p3x_metrics_counter(u_char *p, u_char *last,
+    const char *name, const char *help, ngx_atomic_uint_t value);
+static u_char *ngx_p3x_metrics_counters(u_char *p, u_char *last,
+    const char *name, const char *help, const char *label,
+    const char **values, ngx_atomic_t *counts, ngx_uint_t n);
+static u_char *ngx_p3x_metrics_series(u_char *p, u_char *last,
+    const char *name, ngx_str_t *labels, const char *label,
+    const char **values, ngx_atomic_t *counts, ngx_uint_t n);
 static u_char *ngx_p3x_metrics_hist(u_char *p, u_char *last,
     const char *name, ngx_str_t *labels, ngx_p3x_metrics_hist_t *h);
 static u_char *ngx_p3x_metrics_label(u_char *p, u_char *last,
@@ -259,8 +267,26 @@ static const char  *ngx_p3x_metrics_deliveries[NGX_P3X_DELIVERIES] = {
     "stored", "duplicate", "rejected", "failed"
 };
 
+/* a Redis node's: requests by NGX_P3X_REDIS_*, errors, redirections, TLS */
+
 static const char  *ngx_p3x_metrics_outcomes[4] = {
     "ok", "notrun", "unknown", "unacked"
+};
+
+static const char  *ngx_p3x_metrics_error_kinds[2] = {
+    "reply", "connection"
+};
+
+static const char  *ngx_p3x_metrics_redirects[2] = {
+    "moved", "ask"
+};
+
+static const char  *ngx_p3x_metrics_tls_results[2] = {
+    "ok", "failed"
+};
+
+static const char  *ngx_p3x_metrics_body_commands[2] = {
+    "RETR", "TOP"
 };
 
 
@@ -1338,13 +1364,10 @@ ngx_p3x_metrics_render(ngx_shm_zone_t *shm_zone, u_char *p, u_char *last)
     p = ngx_slprintf(p, last, "pop3ext_sessions_active %i\n",
                      ngx_max(n, 0));
 
-    p = ngx_p3x_metrics_head(p, last, "pop3ext_sessions_total", "counter",
-                             "POP3 sessions ended, by how they ended.");
-
-    for (i = 0; i < NGX_P3X_ENDS; i++) {
-        p = ngx_slprintf(p, last, "pop3ext_sessions_total{outcome=\"%s\"} "
-                         "%uA\n", ngx_p3x_metrics_ends[i], m->sessions[i]);
-    }
+    p = ngx_p3x_metrics_counters(p, last, "pop3ext_sessions_total",
+                                 "POP3 sessions ended, by how they ended.",
+                                 "outcome", ngx_p3x_metrics_ends,
+                                 m->sessions, NGX_P3X_ENDS);
 
     p = ngx_p3x_metrics_head(p, last, "pop3ext_logins_total", "counter",
                              "Login attempts, by method and result.");
@@ -1377,50 +1400,35 @@ ngx_p3x_metrics_render(ngx_shm_zone_t *shm_zone, u_char *p, u_char *last)
     p = ngx_slprintf(p, last, "pop3ext_commands_total{command=\"other\"} "
                      "%ui\n", sum);
 
-    p = ngx_p3x_metrics_head(p, last, "pop3ext_message_sent_bytes_total",
-                             "counter", "Octets of messages sent by RETR "
-                             "and TOP, as stored (before dot-stuffing).");
-    p = ngx_slprintf(p, last, "pop3ext_message_sent_bytes_total"
-                     "{command=\"RETR\"} %uA\n"
-                     "pop3ext_message_sent_bytes_total"
-                     "{command=\"TOP\"} %uA\n", m->body[0], m->body[1]);
+    p = ngx_p3x_metrics_counters(p, last, "pop3ext_message_sent_bytes_total",
+                                 "Octets of messages sent by RETR and TOP, "
+                                 "as stored (before dot-stuffing).",
+                                 "command", ngx_p3x_metrics_body_commands,
+                                 m->body, 2);
 
-    p = ngx_p3x_metrics_head(p, last, "pop3ext_commits_total", "counter",
-                             "UPDATE states (QUIT after login), by what "
-                             "the commit did.");
+    p = ngx_p3x_metrics_counters(p, last, "pop3ext_commits_total",
+                                 "UPDATE states (QUIT after login), by what "
+                                 "the commit did.",
+                                 "result", ngx_p3x_metrics_commits,
+                                 m->commits, NGX_P3X_COMMITS);
 
-    for (i = 0; i < NGX_P3X_COMMITS; i++) {
-        p = ngx_slprintf(p, last, "pop3ext_commits_total{result=\"%s\"} "
-                         "%uA\n", ngx_p3x_metrics_commits[i],
-                         m->commits[i]);
-    }
+    p = ngx_p3x_metrics_counter(p, last, "pop3ext_deleted_messages_total",
+                                "Messages the commits removed.",
+                                m->deleted);
 
-    p = ngx_p3x_metrics_head(p, last, "pop3ext_deleted_messages_total",
-                             "counter", "Messages the commits removed.");
-    p = ngx_slprintf(p, last, "pop3ext_deleted_messages_total %uA\n",
-                     m->deleted);
+    p = ngx_p3x_metrics_counter(p, last, "pop3ext_deleted_bytes_total",
+                                "Octets of the messages the commits "
+                                "removed.", m->deleted_bytes);
 
-    p = ngx_p3x_metrics_head(p, last, "pop3ext_deleted_bytes_total",
-                             "counter", "Octets of the messages the "
-                             "commits removed.");
-    p = ngx_slprintf(p, last, "pop3ext_deleted_bytes_total %uA\n",
-                     m->deleted_bytes);
+    p = ngx_p3x_metrics_counters(p, last, "pop3ext_deliveries_total",
+                                 "Deliveries (LMTP), one per recipient, by "
+                                 "result.",
+                                 "result", ngx_p3x_metrics_deliveries,
+                                 m->deliveries, NGX_P3X_DELIVERIES);
 
-    p = ngx_p3x_metrics_head(p, last, "pop3ext_deliveries_total", "counter",
-                             "Deliveries (LMTP), one per recipient, by "
-                             "result.");
-
-    for (i = 0; i < NGX_P3X_DELIVERIES; i++) {
-        p = ngx_slprintf(p, last, "pop3ext_deliveries_total{result=\"%s\"} "
-                         "%uA\n", ngx_p3x_metrics_deliveries[i],
-                         m->deliveries[i]);
-    }
-
-    p = ngx_p3x_metrics_head(p, last, "pop3ext_delivered_bytes_total",
-                             "counter", "Octets of the messages stored by "
-                             "deliveries.");
-    p = ngx_slprintf(p, last, "pop3ext_delivered_bytes_total %uA\n",
-                     m->delivered_bytes);
+    p = ngx_p3x_metrics_counter(p, last, "pop3ext_delivered_bytes_total",
+                                "Octets of the messages stored by "
+                                "deliveries.", m->delivered_bytes);
 
     p = ngx_p3x_metrics_head(p, last, "pop3ext_tls_handshakes_total",
                              "counter", "TLS handshakes with clients, by "
@@ -1513,35 +1521,24 @@ ngx_p3x_metrics_render_nodes(ngx_p3x_metrics_t *m, u_char *p, u_char *last)
             switch (k) {
 
             case 0:
-                p = ngx_slprintf(p, last,
-                        "%s{%V,outcome=\"%s\"} %uA\n"
-                        "%s{%V,outcome=\"%s\"} %uA\n"
-                        "%s{%V,outcome=\"%s\"} %uA\n"
-                        "%s{%V,outcome=\"%s\"} %uA\n",
-                        names[k], &labels, ngx_p3x_metrics_outcomes[0],
-                        row->requests[0],
-                        names[k], &labels, ngx_p3x_metrics_outcomes[1],
-                        row->requests[1],
-                        names[k], &labels, ngx_p3x_metrics_outcomes[2],
-                        row->requests[2],
-                        names[k], &labels, ngx_p3x_metrics_outcomes[3],
-                        row->requests[3]);
+                p = ngx_p3x_metrics_series(p, last, names[k], &labels,
+                                           "outcome",
+                                           ngx_p3x_metrics_outcomes,
+                                           row->requests, 4);
                 break;
 
             case 1:
-                p = ngx_slprintf(p, last,
-                        "%s{%V,kind=\"reply\"} %uA\n"
-                        "%s{%V,kind=\"connection\"} %uA\n",
-                        names[k], &labels, row->errors[0],
-                        names[k], &labels, row->errors[1]);
+                p = ngx_p3x_metrics_series(p, last, names[k], &labels,
+                                           "kind",
+                                           ngx_p3x_metrics_error_kinds,
+                                           row->errors, 2);
                 break;
 
             case 2:
-                p = ngx_slprintf(p, last,
-                        "%s{%V,type=\"moved\"} %uA\n"
-                        "%s{%V,type=\"ask\"} %uA\n",
-                        names[k], &labels, row->redirects[0],
-                        names[k], &labels, row->redirects[1]);
+                p = ngx_p3x_metrics_series(p, last, names[k], &labels,
+                                           "type",
+                                           ngx_p3x_metrics_redirects,
+                                           row->redirects, 2);
                 break;
 
             case 3:
@@ -1550,11 +1547,10 @@ ngx_p3x_metrics_render_nodes(ngx_p3x_metrics_t *m, u_char *p, u_char *last)
                 break;
 
             case 4:
-                p = ngx_slprintf(p, last,
-                        "%s{%V,result=\"ok\"} %uA\n"
-                        "%s{%V,result=\"failed\"} %uA\n",
-                        names[k], &labels, row->tls[0],
-                        names[k], &labels, row->tls[1]);
+                p = ngx_p3x_metrics_series(p, last, names[k], &labels,
+                                           "result",
+                                           ngx_p3x_metrics_tls_results,
+                                           row->tls, 2);
                 break;
 
             default:
@@ -1593,6 +1589,58 @@ ngx_p3x_metrics_head(u_char *p, u_char *last, const char *name,
 {
     return ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
                         name, help, name, type);
+}
+
+
+/* a counter without labels */
+
+static u_char *
+ngx_p3x_metrics_counter(u_char *p, u_char *last, const char *name,
+    const char *help, ngx_atomic_uint_t value)
+{
+    p = ngx_p3x_metrics_head(p, last, name, "counter", help);
+
+    return ngx_slprintf(p, last, "%s %uA\n", name, value);
+}
+
+
+/* a counter by one label */
+
+static u_char *
+ngx_p3x_metrics_counters(u_char *p, u_char *last, const char *name,
+    const char *help, const char *label, const char **values,
+    ngx_atomic_t *counts, ngx_uint_t n)
+{
+    ngx_str_t  none;
+
+    ngx_str_null(&none);
+
+    p = ngx_p3x_metrics_head(p, last, name, "counter", help);
+
+    return ngx_p3x_metrics_series(p, last, name, &none, label, values,
+                                  counts, n);
+}
+
+
+/*
+ * A series for each of the label's n values, after the labels that all
+ * of them have (none, or a Redis node's).
+ */
+
+static u_char *
+ngx_p3x_metrics_series(u_char *p, u_char *last, const char *name,
+    ngx_str_t *labels, const char *label, const char **values,
+    ngx_atomic_t *counts, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        p = ngx_slprintf(p, last, "%s{%V%s%s=\"%s\"} %uA\n", name, labels,
+                         labels->len ? "," : "", label, values[i],
+                         counts[i]);
+    }
+
+    return p;
 }
 
 

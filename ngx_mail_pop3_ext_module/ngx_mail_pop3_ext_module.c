@@ -28,8 +28,6 @@ static ngx_int_t ngx_mail_pop3_ext_redis_ssl(ngx_conf_t *cf,
     ngx_mail_pop3_ext_main_conf_t *mcf);
 static char *ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static ngx_int_t ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf,
-    ngx_array_t *a, ngx_str_t *text);
 static ngx_int_t ngx_mail_pop3_ext_str_eq(ngx_str_t *a, ngx_str_t *b);
 static ngx_int_t ngx_mail_pop3_ext_init_process(ngx_cycle_t *cycle);
 static void ngx_mail_pop3_ext_exit_process(ngx_cycle_t *cycle);
@@ -534,11 +532,6 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_p3x_redis_t            want;
     ngx_mail_core_srv_conf_t  *cscf;
 
-    static ngx_str_t  loopback4 = ngx_string("127.0.0.0/8");
-#if (NGX_HAVE_INET6)
-    static ngx_str_t  loopback6 = ngx_string("::1/128");
-#endif
-
     /* the core merged first: the server's protocol is known */
     cscf = ngx_mail_conf_get_module_srv_conf(cf, ngx_mail_core_module);
 
@@ -608,17 +601,8 @@ ngx_mail_pop3_ext_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     /* as Dovecot: loopback is secure unless said otherwise */
 
     if (conf->secure_networks == NULL) {
-        conf->secure_networks = ngx_array_create(cf->pool, 2,
-                                                 sizeof(ngx_cidr_t));
-        if (conf->secure_networks == NULL
-            || ngx_mail_pop3_ext_add_cidr(cf, conf->secure_networks,
-                                          &loopback4) != NGX_OK
-#if (NGX_HAVE_INET6)
-            || ngx_mail_pop3_ext_add_cidr(cf, conf->secure_networks,
-                                          &loopback6) != NGX_OK
-#endif
-           )
-        {
+        conf->secure_networks = ngx_p3x_conf_loopback(cf);
+        if (conf->secure_networks == NULL) {
             return NGX_CONF_ERROR;
         }
 
@@ -722,7 +706,7 @@ ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     for (i = 1; i < cf->args->nelts; i++) {
-        if (ngx_mail_pop3_ext_add_cidr(cf, pscf->secure_networks, &value[i])
+        if (ngx_p3x_conf_add_cidr(cf, pscf->secure_networks, &value[i])
             != NGX_OK)
         {
             return NGX_CONF_ERROR;
@@ -733,8 +717,13 @@ ngx_mail_pop3_ext_secure_networks(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-static ngx_int_t
-ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf, ngx_array_t *a, ngx_str_t *text)
+/*
+ * The networks of pop3_ext_secure_networks and pop3_ext_lmtp_allow
+ * (_lmtp_module.c): an address/mask added to a, or a configuration error.
+ */
+
+ngx_int_t
+ngx_p3x_conf_add_cidr(ngx_conf_t *cf, ngx_array_t *a, ngx_str_t *text)
 {
     ngx_int_t    rc;
     ngx_cidr_t  *cidr;
@@ -758,6 +747,40 @@ ngx_mail_pop3_ext_add_cidr(ngx_conf_t *cf, ngx_array_t *a, ngx_str_t *text)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Loopback, IPv4 and IPv6: the default of pop3_ext_secure_networks and
+ * of pop3_ext_lmtp_allow, the one network both trust untold.
+ */
+
+ngx_array_t *
+ngx_p3x_conf_loopback(ngx_conf_t *cf)
+{
+    ngx_array_t  *a;
+
+    static ngx_str_t  loopback4 = ngx_string("127.0.0.0/8");
+#if (NGX_HAVE_INET6)
+    static ngx_str_t  loopback6 = ngx_string("::1/128");
+#endif
+
+    a = ngx_array_create(cf->pool, 2, sizeof(ngx_cidr_t));
+    if (a == NULL) {
+        return NULL;
+    }
+
+    if (ngx_p3x_conf_add_cidr(cf, a, &loopback4) != NGX_OK) {
+        return NULL;
+    }
+
+#if (NGX_HAVE_INET6)
+    if (ngx_p3x_conf_add_cidr(cf, a, &loopback6) != NGX_OK) {
+        return NULL;
+    }
+#endif
+
+    return a;
 }
 
 

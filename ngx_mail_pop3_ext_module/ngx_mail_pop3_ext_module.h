@@ -20,6 +20,8 @@
  *   _redis.c        Redis requests and connections owned by nginx
  *   _redis_topology.c  standalone, Sentinel or Cluster routing
  *   _script.c       the model's server-side scripts, by name
+ *   _io.c           buffered I/O on a client connection: the input and
+ *                   output buffers of the POP3 and the LMTP session
  *   _parse.c, _sasl.c  command and SASL decoding (pure)
  *
  * Beside them, called by hooks (one call per event) and calling nothing
@@ -32,7 +34,8 @@
  *                   Prometheus (a second module in the same .so)
  *
  * LMTP, a second protocol of the same module, has files of its own
- * (ngx_mail_pop3_ext_lmtp.h); it shares the Redis client and scripts.
+ * (ngx_mail_pop3_ext_lmtp.h); it shares the Redis client and scripts,
+ * the connection I/O (_io.c) and the STARTTLS glue (_ssl.c).
  */
 
 
@@ -50,6 +53,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_mail_pop3_ext_model.h"
+#include "ngx_mail_pop3_ext_io.h"
 #include "ngx_mail_pop3_ext_parse.h"
 #include "ngx_mail_pop3_ext_sasl.h"
 #include "ngx_mail_pop3_ext_metrics.h"
@@ -445,6 +449,11 @@ ngx_p3x_call_init(ngx_p3x_ctx_t *ctx, ngx_p3x_rcall_t *call,
 }
 
 
+/* _module.c */
+ngx_int_t ngx_p3x_conf_add_cidr(ngx_conf_t *cf, ngx_array_t *a,
+    ngx_str_t *text);
+ngx_array_t *ngx_p3x_conf_loopback(ngx_conf_t *cf);
+
 /* _session.c */
 void ngx_p3x_init_session(ngx_mail_session_t *s, ngx_connection_t *c);
 void ngx_p3x_init_protocol(ngx_event_t *rev);
@@ -483,9 +492,10 @@ void ngx_p3x_stream_end(ngx_p3x_ctx_t *ctx);
 /* _ssl.c */
 ngx_int_t ngx_p3x_ssl_on(ngx_p3x_ctx_t *ctx);
 ngx_int_t ngx_p3x_ssl_secure(ngx_p3x_ctx_t *ctx);
-ngx_int_t ngx_p3x_ssl_starttls(ngx_p3x_ctx_t *ctx);
-ngx_int_t ngx_p3x_ssl_starttls_only(ngx_p3x_ctx_t *ctx);
-void ngx_p3x_ssl_handshake(ngx_connection_t *c);
+ngx_int_t ngx_p3x_ssl_starttls(ngx_mail_session_t *s);
+ngx_int_t ngx_p3x_ssl_starttls_only(ngx_mail_session_t *s);
+void ngx_p3x_ssl_handshake(ngx_mail_session_t *s, ngx_buf_t *in,
+    ngx_uint_t wipe, const char *command);
 ngx_int_t ngx_p3x_ssl_identity(ngx_p3x_ctx_t *ctx, ngx_str_t *id);
 
 /* _limit.c */

@@ -8,7 +8,8 @@
  * one send(), and a long reply is produced only as fast as the client
  * takes it (the session resumes when the buffer has drained).  The buffer
  * exists only while there is something to send.  This file calls nothing
- * of the session's: the session calls it.
+ * of the session's: the session calls it.  The sending and the line
+ * formatting are _io.c's, shared with LMTP.
  */
 
 
@@ -42,7 +43,6 @@ ngx_p3x_out_body_size(ngx_p3x_ctx_t *ctx)
 ngx_int_t
 ngx_p3x_out_alloc(ngx_p3x_ctx_t *ctx, size_t size)
 {
-    u_char     *p;
     ngx_buf_t  *b;
 
     b = &ctx->out_buf;
@@ -52,19 +52,13 @@ ngx_p3x_out_alloc(ngx_p3x_ctx_t *ctx, size_t size)
             return NGX_OK;
         }
 
-        ngx_free(b->start);
+        ngx_p3x_io_free(b, 0);
         ctx->out = NULL;
     }
 
-    p = ngx_alloc(size, ctx->connection->log);
-    if (p == NULL) {
+    if (ngx_p3x_io_alloc(b, size, ctx->connection->log) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    b->start = p;
-    b->pos = p;
-    b->last = p;
-    b->end = p + size;
 
     ctx->out = b;
 
@@ -78,7 +72,7 @@ void
 ngx_p3x_out_free(ngx_p3x_ctx_t *ctx)
 {
     if (ctx->out && ctx->out->pos == ctx->out->last) {
-        ngx_free(ctx->out->start);
+        ngx_p3x_io_free(ctx->out, 0);
         ctx->out = NULL;
     }
 }
@@ -276,56 +270,25 @@ ngx_p3x_out_body_all(ngx_p3x_ctx_t *ctx, u_char *p, size_t len)
 ngx_int_t
 ngx_p3x_out_flush(ngx_p3x_ctx_t *ctx)
 {
-    ssize_t                    n;
-    ngx_buf_t                 *b;
+    ngx_int_t                  rc;
     ngx_connection_t          *c;
     ngx_mail_core_srv_conf_t  *cscf;
 
-    c = ctx->connection;
-    b = ctx->out;
-
-    if (b == NULL) {
+    if (ctx->out == NULL) {
         return NGX_OK;
     }
 
-    while (b->pos < b->last) {
-        n = c->send(c, b->pos, b->last - b->pos);
+    c = ctx->connection;
+    cscf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_core_module);
 
-        if (n == NGX_ERROR) {
-            /* the client reset the connection, or went away */
-            c->error = 1;
+    rc = ngx_p3x_io_flush(c, ctx->out, cscf->timeout);
 
-            if (ctx->end_reason == NULL) {
-                ctx->end_reason = "connection closed";
-            }
-
-            return NGX_ERROR;
-        }
-
-        if (n == NGX_AGAIN) {
-            cscf = ngx_mail_get_module_srv_conf(ctx->session,
-                                                ngx_mail_core_module);
-
-            ngx_add_timer(c->write, cscf->timeout);
-
-            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            return NGX_AGAIN;
-        }
-
-        b->pos += n;
+    if (rc == NGX_ERROR && c->error && ctx->end_reason == NULL) {
+        /* the client reset the connection, or went away */
+        ctx->end_reason = "connection closed";
     }
 
-    b->pos = b->start;
-    b->last = b->start;
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    return NGX_OK;
+    return rc;
 }
 
 
@@ -374,18 +337,9 @@ ngx_p3x_extra_args(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
 void
 ngx_p3x_reply(ngx_p3x_ctx_t *ctx, const char *fmt, ...)
 {
-    u_char   *p, *end;
-    va_list   args;
-
-    p = ctx->out->last;
-    end = p + ngx_min(ngx_p3x_out_room(ctx), NGX_P3X_REPLY_ROOM) - 2;
+    va_list  args;
 
     va_start(args, fmt);
-    p = ngx_vslprintf(p, end, fmt, args);
+    (void) ngx_p3x_io_vline(ctx->out, NGX_P3X_REPLY_ROOM, fmt, args);
     va_end(args);
-
-    *p++ = CR;
-    *p++ = LF;
-
-    ctx->out->last = p;
 }

@@ -425,9 +425,7 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
             timeout = cscf->timeout;
         }
 
-        ngx_add_timer(c->read, timeout);
-
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        if (ngx_p3x_io_wait(c->read, timeout) != NGX_OK) {
             ngx_p3x_close(ctx);
         }
 
@@ -452,69 +450,31 @@ ngx_p3x_resume(ngx_p3x_ctx_t *ctx)
 static ngx_int_t
 ngx_p3x_read(ngx_p3x_ctx_t *ctx)
 {
-    size_t             size;
-    ssize_t            n;
-    ngx_buf_t         *b;
-    ngx_connection_t  *c;
+    size_t      size;
+    ngx_int_t   rc;
 
-    c = ctx->connection;
-    b = ctx->in;
+    size = ngx_max(ctx->conf->line_max, ctx->conf->sasl_line_max);
 
-    if (b->start == NULL) {
-        size = ngx_max(ctx->conf->line_max, ctx->conf->sasl_line_max);
-
-        b->start = ngx_alloc(size, c->log);
-        if (b->start == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->end = b->start + size;
-        b->pos = b->start;
-        b->last = b->start;
-    }
-
-    if (b->pos == b->last) {
-        b->pos = b->start;
-        b->last = b->start;
-    }
-
-    if (b->last == b->end) {
-        return NGX_AGAIN;
-    }
-
-    n = c->recv(c, b->last, b->end - b->last);
-
-    if (n == NGX_AGAIN) {
-        return NGX_AGAIN;
-    }
-
-    if (n == NGX_ERROR || n == 0) {
-        ctx->end_reason = "connection closed";
+    if (ngx_p3x_io_alloc(ctx->in, size, ctx->connection->log) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    b->last += n;
+    rc = ngx_p3x_io_recv(ctx->connection, ctx->in);
 
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
+    if (rc == NGX_ERROR) {
+        ctx->end_reason = "connection closed";
     }
 
-    return NGX_OK;
+    return rc;
 }
 
 
 static void
 ngx_p3x_in_free(ngx_p3x_ctx_t *ctx)
 {
-    ngx_buf_t  *b;
-
-    b = ctx->in;
-
-    if (b->start && b->pos == b->last && !ctx->skipping) {
+    if (ctx->in->pos == ctx->in->last && !ctx->skipping) {
         /* what was read into it may have been a password */
-        ngx_explicit_memzero(b->start, b->end - b->start);
-        ngx_free(b->start);
-        ngx_memzero(b, sizeof(ngx_buf_t));
+        ngx_p3x_io_free(ctx->in, 1);
     }
 }
 
@@ -527,7 +487,7 @@ ngx_p3x_in_free(ngx_p3x_ctx_t *ctx)
 static ngx_int_t
 ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
 {
-    u_char         *lf, *next;
+    u_char         *next;
     ngx_int_t       rc;
     ngx_str_t       line;
     ngx_buf_t      *b;
@@ -540,14 +500,10 @@ ngx_p3x_next_command(ngx_p3x_ctx_t *ctx)
     }
 
     if (ctx->skipping) {
-        lf = ngx_strlchr(b->pos, b->last, LF);
-
-        if (lf == NULL) {
-            b->pos = b->last;
+        if (ngx_p3x_io_skip_line(b) != NGX_OK) {
             return NGX_AGAIN;
         }
 
-        b->pos = lf + 1;
         ctx->skipping = 0;
     }
 
@@ -739,38 +695,21 @@ ngx_p3x_lock_lost(ngx_p3x_ctx_t *ctx)
 
 
 /*
- * After "+OK" to STLS has been sent: whatever the client pipelined in
- * plaintext is dropped, never read as a command inside TLS (the
- * CVE-2011-0411 class of injection), and the core does the handshake; it
- * then calls ngx_p3x_init_protocol(), which starts the session over.
+ * After "+OK" to STLS has been sent: the plaintext the client pipelined
+ * is dropped and the handshake starts (_ssl.c); the core then calls
+ * ngx_p3x_init_protocol(), which starts the session over.
  */
 
 static void
 ngx_p3x_starttls(ngx_p3x_ctx_t *ctx)
 {
-    ngx_connection_t  *c;
-
-    c = ctx->connection;
-
-    if (ctx->in->last > ctx->in->pos) {
-        ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "client pipelined %uz octets after STLS, dropped",
-                      (size_t) (ctx->in->last - ctx->in->pos));
-    }
-
-    ctx->in->pos = ctx->in->start;
-    ctx->in->last = ctx->in->start;
     ctx->starttls = 0;
 
-    ngx_p3x_in_free(ctx);
     ngx_p3x_out_free(ctx);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
     ngx_p3x_metrics_stls(ctx);
-    ngx_p3x_ssl_handshake(c);
+
+    /* what was read may have been a password: wiped */
+    ngx_p3x_ssl_handshake(ctx->session, ctx->in, 1, "STLS");
 }
 
 
@@ -848,21 +787,15 @@ ngx_p3x_cleanup(void *data)
 
     ngx_p3x_login_forget_password(ctx);
 
-    if (ctx->out) {
-        ngx_free(ctx->out->start);
-        ctx->out = NULL;
-    }
+    ngx_p3x_io_free(&ctx->out_buf, 0);
+    ctx->out = NULL;
 
     if (ctx->body_spill) {
         ngx_free(ctx->body_spill);
         ctx->body_spill = NULL;
     }
 
-    if (ctx->in->start) {
-        ngx_explicit_memzero(ctx->in->start, ctx->in->end - ctx->in->start);
-        ngx_free(ctx->in->start);
-        ngx_memzero(ctx->in, sizeof(ngx_buf_t));
-    }
+    ngx_p3x_io_free(ctx->in, 1);
 }
 
 
@@ -964,7 +897,7 @@ ngx_p3x_capa(ngx_p3x_ctx_t *ctx, ngx_p3x_cmd_t *cmd)
             ngx_p3x_out_literal(ctx, CRLF);
         }
 
-        if (ngx_p3x_ssl_starttls(ctx)) {
+        if (ngx_p3x_ssl_starttls(ctx->session)) {
             ngx_p3x_out_literal(ctx, "STLS" CRLF);
         }
 

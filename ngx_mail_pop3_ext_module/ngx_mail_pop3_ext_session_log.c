@@ -23,11 +23,22 @@
 #define NGX_P3X_SESSION_LOG_MAX  (6 * P3X_NAME_MAX + 1024)
 
 
+/* what both forms of the line say, worked out once */
+typedef struct {
+    ngx_msec_t                ms;             /* the session's duration */
+    ngx_uint_t                removed;        /* by the commit, if any */
+    off_t                     removed_octets;
+    ngx_uint_t                left;
+    const char               *login;          /* ok, failed or none */
+    const char               *outcome;
+} ngx_p3x_session_log_end_t;
+
+
 static u_char *ngx_p3x_session_log_time(u_char *p);
 static u_char *ngx_p3x_session_log_text(u_char *p, u_char *last,
-    ngx_p3x_ctx_t *ctx, const char *outcome);
+    ngx_p3x_ctx_t *ctx, ngx_p3x_session_log_end_t *end);
 static u_char *ngx_p3x_session_log_json(u_char *p, u_char *last,
-    ngx_p3x_ctx_t *ctx, const char *outcome);
+    ngx_p3x_ctx_t *ctx, ngx_p3x_session_log_end_t *end);
 static u_char *ngx_p3x_session_log_quote(u_char *p, u_char *last,
     u_char *s, size_t len);
 static u_char *ngx_p3x_session_log_json_str(u_char *p, u_char *last,
@@ -93,6 +104,8 @@ ngx_p3x_session_log_write(ngx_p3x_ctx_t *ctx, const char *outcome)
     ssize_t                                n;
     ngx_err_t                              err;
     ngx_open_file_t                       *file;
+    ngx_p3x_session_stats_t               *st;
+    ngx_p3x_session_log_end_t              end;
     ngx_mail_pop3_ext_metrics_srv_conf_t  *mscf;
     u_char                                 line[NGX_P3X_SESSION_LOG_MAX];
 
@@ -102,14 +115,25 @@ ngx_p3x_session_log_write(ngx_p3x_ctx_t *ctx, const char *outcome)
                                         ngx_mail_pop3_ext_metrics_module);
     file = mscf->session_log;
 
+    /* without a commit, nothing was removed */
+
+    st = &ctx->stats;
+
+    end.ms = ngx_current_msec - st->start;
+    end.removed = ctx->committed ? ctx->removed : 0;
+    end.removed_octets = ctx->committed ? ctx->removed_octets : 0;
+    end.left = ctx->nmsgs - end.removed;
+    end.login = st->logged_in ? "ok" : st->failed ? "failed" : "none";
+    end.outcome = outcome;
+
     /* room for the line end */
     last = line + sizeof(line) - 1;
 
     if (mscf->session_log_json) {
-        p = ngx_p3x_session_log_json(line, last, ctx, outcome);
+        p = ngx_p3x_session_log_json(line, last, ctx, &end);
 
     } else {
-        p = ngx_p3x_session_log_text(line, last, ctx, outcome);
+        p = ngx_p3x_session_log_text(line, last, ctx, &end);
     }
 
     *p++ = LF;
@@ -166,17 +190,13 @@ ngx_p3x_session_log_time(u_char *p)
 
 static u_char *
 ngx_p3x_session_log_text(u_char *p, u_char *last, ngx_p3x_ctx_t *ctx,
-    const char *outcome)
+    ngx_p3x_session_log_end_t *end)
 {
-    ngx_uint_t                removed;
-    ngx_msec_t                ms;
     ngx_connection_t         *c;
     ngx_p3x_session_stats_t  *st;
 
     c = ctx->connection;
     st = &ctx->stats;
-    ms = ngx_current_msec - st->start;
-    removed = ctx->committed ? ctx->removed : 0;
 
     p = ngx_p3x_session_log_time(p);
 
@@ -192,30 +212,25 @@ ngx_p3x_session_log_text(u_char *p, u_char *last, ngx_p3x_ctx_t *ctx,
                         "retr=%ui/%O dele=%ui/%O left=%ui end=%s "
                         "reason=\"%s\"",
                         ngx_p3x_session_log_methods[st->method],
-                        st->logged_in ? "ok" : st->failed ? "failed" : "none",
-                        st->failed,
+                        end->login, st->failed,
                         st->tls_protocol ? st->tls_protocol : "-",
                         st->tls_cipher ? st->tls_cipher : "-",
-                        ms / 1000, ms % 1000, ctx->commands,
+                        end->ms / 1000, end->ms % 1000, ctx->commands,
                         ctx->retrieved, ctx->retrieved_octets,
-                        removed, ctx->committed ? ctx->removed_octets : 0,
-                        ctx->nmsgs - removed, outcome, ctx->end_reason);
+                        end->removed, end->removed_octets, end->left,
+                        end->outcome, ctx->end_reason);
 }
 
 
 static u_char *
 ngx_p3x_session_log_json(u_char *p, u_char *last, ngx_p3x_ctx_t *ctx,
-    const char *outcome)
+    ngx_p3x_session_log_end_t *end)
 {
-    ngx_uint_t                removed;
-    ngx_msec_t                ms;
     ngx_connection_t         *c;
     ngx_p3x_session_stats_t  *st;
 
     c = ctx->connection;
     st = &ctx->stats;
-    ms = ngx_current_msec - st->start;
-    removed = ctx->committed ? ctx->removed : 0;
 
     p = ngx_slprintf(p, last, "{\"time\":\"");
     p = ngx_p3x_session_log_time(p);
@@ -242,8 +257,7 @@ ngx_p3x_session_log_json(u_char *p, u_char *last, ngx_p3x_ctx_t *ctx,
     }
 
     p = ngx_slprintf(p, last, ",\"login\":\"%s\",\"failed_logins\":%ui",
-                     st->logged_in ? "ok" : st->failed ? "failed" : "none",
-                     st->failed);
+                     end->login, st->failed);
 
     if (st->tls_protocol) {
         p = ngx_slprintf(p, last, ",\"tls_protocol\":\"%s\","
@@ -259,10 +273,10 @@ ngx_p3x_session_log_json(u_char *p, u_char *last, ngx_p3x_ctx_t *ctx,
                         "\"retrieved\":%ui,\"retrieved_octets\":%O,"
                         "\"deleted\":%ui,\"deleted_octets\":%O,"
                         "\"left\":%ui,\"end\":\"%s\",\"reason\":\"%s\"}",
-                        ms / 1000, ms % 1000, ctx->commands,
+                        end->ms / 1000, end->ms % 1000, ctx->commands,
                         ctx->retrieved, ctx->retrieved_octets,
-                        removed, ctx->committed ? ctx->removed_octets : 0,
-                        ctx->nmsgs - removed, outcome, ctx->end_reason);
+                        end->removed, end->removed_octets, end->left,
+                        end->outcome, ctx->end_reason);
 }
 
 

@@ -4,7 +4,8 @@
  *
  * TLS glue.  nginx's mail core does the handshakes, for "listen ... ssl"
  * and for STLS (ngx_mail_starttls_handler()); this file decides what a
- * channel may carry and reads client certificates.
+ * channel may carry, hands a connection over to the handshake, and reads
+ * client certificates.  Its STARTTLS part serves LMTP's STARTTLS too.
  */
 
 
@@ -48,20 +49,24 @@ ngx_p3x_ssl_secure(ngx_p3x_ctx_t *ctx)
 }
 
 
-/* may the client say STLS now? */
+/*
+ * May the client say STLS (STARTTLS in LMTP) now?  This and the next
+ * two take the mail session, not a POP3 one: the LMTP session asks them
+ * too.
+ */
 
 ngx_int_t
-ngx_p3x_ssl_starttls(ngx_p3x_ctx_t *ctx)
+ngx_p3x_ssl_starttls(ngx_mail_session_t *s)
 {
 #if (NGX_MAIL_SSL)
 
     ngx_mail_ssl_conf_t  *sslcf;
 
-    if (ctx->connection->ssl) {
+    if (s->connection->ssl) {
         return 0;
     }
 
-    sslcf = ngx_mail_get_module_srv_conf(ctx->session, ngx_mail_ssl_module);
+    sslcf = ngx_mail_get_module_srv_conf(s, ngx_mail_ssl_module);
 
     return sslcf->starttls != NGX_MAIL_STARTTLS_OFF;
 
@@ -73,13 +78,13 @@ ngx_p3x_ssl_starttls(ngx_p3x_ctx_t *ctx)
 }
 
 
-/* "starttls only": nothing about credentials before TLS */
+/* "starttls only": nothing about credentials, or mail, before TLS */
 
 ngx_int_t
-ngx_p3x_ssl_starttls_only(ngx_p3x_ctx_t *ctx)
+ngx_p3x_ssl_starttls_only(ngx_mail_session_t *s)
 {
 #if (NGX_MAIL_SSL)
-    return ngx_mail_starttls_only(ctx->session, ctx->connection);
+    return ngx_mail_starttls_only(s, s->connection);
 #else
     return 0;
 #endif
@@ -87,13 +92,35 @@ ngx_p3x_ssl_starttls_only(ngx_p3x_ctx_t *ctx)
 
 
 /*
- * STLS, once "+OK" is out and the plaintext input dropped: nginx's mail
- * core does the handshake and then calls ngx_p3x_init_protocol().
+ * Once the go-ahead to STLS or STARTTLS is out: whatever the client
+ * pipelined in plaintext is dropped, never read as a command inside TLS
+ * (the CVE-2011-0411 class of injection), the input buffer goes (wiped,
+ * if it may have held a password), and nginx's mail core does the
+ * handshake; it then calls the protocol's init_protocol, which starts the
+ * session over.  The caller's part of the session is done before: the
+ * handshake may end, and init_protocol run, before this returns.
  */
 
 void
-ngx_p3x_ssl_handshake(ngx_connection_t *c)
+ngx_p3x_ssl_handshake(ngx_mail_session_t *s, ngx_buf_t *in, ngx_uint_t wipe,
+    const char *command)
 {
+    ngx_connection_t  *c;
+
+    c = s->connection;
+
+    if (in->last > in->pos) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "client pipelined %uz octets after %s, dropped",
+                      (size_t) (in->last - in->pos), command);
+    }
+
+    ngx_p3x_io_free(in, wipe);
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
 #if (NGX_MAIL_SSL)
     c->read->handler = ngx_mail_starttls_handler;
     ngx_mail_starttls_handler(c->read);

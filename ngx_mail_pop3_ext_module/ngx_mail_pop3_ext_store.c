@@ -26,6 +26,8 @@
 static u_char *ngx_p3x_store_key(ngx_p3x_ctx_t *ctx, u_char *buf,
     const char *suffix, size_t len);
 static void ngx_p3x_store_gone_key(ngx_p3x_ctx_t *ctx, u_char *buf);
+static ngx_int_t ngx_p3x_store_dele_eval(ngx_p3x_ctx_t *ctx,
+    ngx_int_t script, ngx_p3x_msg_t *msg, ngx_p3x_redis_handler_pt handler);
 static ngx_int_t ngx_p3x_store_eval(ngx_p3x_ctx_t *ctx,
     ngx_p3x_rcall_t *call, ngx_uint_t nkeys, const char **keys,
     ngx_uint_t nargs, const char **args, const size_t *argslen);
@@ -130,9 +132,34 @@ ngx_int_t
 ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
     ngx_p3x_redis_handler_pt handler)
 {
+    /* marking twice, or clearing twice, is the same as once */
+    return ngx_p3x_store_dele_eval(ctx, NGX_P3X_SCRIPT_MARK, msg, handler);
+}
+
+
+/* the marks as Redis has them, after a DELE or RSET of unknown outcome */
+
+ngx_int_t
+ngx_p3x_store_marks(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
+{
+    return ngx_p3x_store_dele_eval(ctx, NGX_P3X_SCRIPT_MARKS, NULL, handler);
+}
+
+
+/*
+ * A script on the deletion marks, MARK or MARKS: KEYS the lock and the
+ * marks, ARGV the session's token and, for a message, its entry.  Both
+ * may run twice harmlessly.
+ */
+
+static ngx_int_t
+ngx_p3x_store_dele_eval(ngx_p3x_ctx_t *ctx, ngx_int_t script,
+    ngx_p3x_msg_t *msg, ngx_p3x_redis_handler_pt handler)
+{
     u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX],
                      entry[NGX_P3X_ENTRY_MAX];
     size_t           argslen[2];
+    ngx_uint_t       nargs;
     const char      *keys[2], *args[2];
     ngx_p3x_rcall_t  call;
 
@@ -144,46 +171,18 @@ ngx_p3x_store_mark(ngx_p3x_ctx_t *ctx, ngx_p3x_msg_t *msg,
 
     args[0] = (const char *) ctx->token;
     argslen[0] = P3X_TOKEN_LEN;
+    nargs = 1;
 
-    /* marking twice, or clearing twice, is the same as once */
-
-    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_MARK, handler);
-    call.idempotent = 1;
-
-    if (msg == NULL) {
-        return ngx_p3x_store_eval(ctx, &call, 2, keys, 1, args, argslen);
+    if (msg) {
+        args[1] = (const char *) entry;
+        argslen[1] = ngx_p3x_store_entry(entry, msg);
+        nargs = 2;
     }
 
-    args[1] = (const char *) entry;
-    argslen[1] = ngx_p3x_store_entry(entry, msg);
-
-    return ngx_p3x_store_eval(ctx, &call, 2, keys, 2, args, argslen);
-}
-
-
-/* the marks as Redis has them, after a DELE or RSET of unknown outcome */
-
-ngx_int_t
-ngx_p3x_store_marks(ngx_p3x_ctx_t *ctx, ngx_p3x_redis_handler_pt handler)
-{
-    u_char           lock[NGX_P3X_KEY_MAX], dele[NGX_P3X_KEY_MAX];
-    size_t           argslen[1];
-    const char      *keys[2], *args[1];
-    ngx_p3x_rcall_t  call;
-
-    ngx_p3x_store_key(ctx, lock, P3X_LOCK_SUFFIX, sizeof(P3X_LOCK_SUFFIX));
-    ngx_p3x_store_key(ctx, dele, P3X_DELE_SUFFIX, sizeof(P3X_DELE_SUFFIX));
-
-    keys[0] = (const char *) lock;
-    keys[1] = (const char *) dele;
-
-    args[0] = (const char *) ctx->token;
-    argslen[0] = P3X_TOKEN_LEN;
-
-    ngx_p3x_call_init(ctx, &call, NGX_P3X_SCRIPT_MARKS, handler);
+    ngx_p3x_call_init(ctx, &call, script, handler);
     call.idempotent = 1;
 
-    return ngx_p3x_store_eval(ctx, &call, 2, keys, 1, args, argslen);
+    return ngx_p3x_store_eval(ctx, &call, 2, keys, nargs, args, argslen);
 }
 
 
