@@ -59,7 +59,7 @@
 #include "ngx_mail_pop3_ext_metrics.h"
 
 
-#define NGX_P3X_VERSION     "0.2.0"
+#define NGX_P3X_VERSION     "0.3.0"
 
 /* index entries a request reads at login: the LOCK script, each LRANGE */
 #define NGX_P3X_INDEX_CHUNK  4096
