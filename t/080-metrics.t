@@ -200,6 +200,21 @@ sub settled {
     return ($v, $calls);
 }
 
+# until no session is open: a session is counted when it ends, after the
+# client has read its last reply
+
+sub idle {
+    my $deadline = time() + 10;
+    my $v;
+    while (1) {
+        $v = parse(scrape());
+        last if metric($v, 'pop3ext_sessions_active') == 0
+            || time() > $deadline;
+        sleep(0.1);
+    }
+    return $v;
+}
+
 ###############################################################################
 
 # both workers serve sessions (and each opens its Redis connection)
@@ -707,7 +722,8 @@ $http =~ s{(location = /metrics[^\n]*\n)}
     {$1        location = /reloaded { return 204; }\n};
 $t->write_file('nginx.conf', $conf . $http);
 
-$before = parse(scrape());
+$s->close();
+$before = idle();
 $t->reload();
 
 $deadline = time() + 15;
