@@ -484,14 +484,15 @@ SKIP: {
     skip 'script(1) not found', 2 unless $script;
 
     my $cmd = join ' ', map { "'$_'" } $x->cli_path, '-r',
-        '127.0.0.1:' . $x->redis_port;
+        $x->redis_spec;
     ($rc, $out) = $x->run_cmd([ $script, '-qec',
         "$cmd export exp --mbox $D/tty.mbox", '/dev/null' ]);
     like($out, qr/\rpop3ext: export: \d+ of 6 messages/,
         'export: progress on a terminal') or diag($out);
+    my $masters = $x->cluster_mode ? 3 : 1;
     ($rc, $out) = $x->run_cmd([ $script, '-qec', "$cmd user list",
         '/dev/null' ]);
-    like($out, qr/\rpop3ext: user list: \d+ users \(master 1 of 1\)/,
+    like($out, qr/\rpop3ext: user list: \d+ users \(master \d of $masters\)/,
         'user list: progress on a terminal') or diag($out);
 }
 
@@ -520,7 +521,7 @@ like($all[0]{id}, qr/^\d+-\d+\z/, 'id: the stream id');
 # the options before the command (the Redis specification) are left out
 
 ($rc) = $x->pop3ext('user', 'enable', 'carol',
-    { redis => '127.0.0.1:' . $x->redis_port . ' timeout=7s' });
+    { redis => $x->redis_spec . ' timeout=7s' });
 is((audit_entries())[-1]{what}, 'user enable carol',
     'without the Redis specification');
 

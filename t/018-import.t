@@ -267,8 +267,8 @@ like($dlist{alice}[3][1], qr/^00000004[0-9a-f]{8}\z/,
 for my $u (qw/ alice bob /) {
     my $cli = Test::Nginx::POP3Ext::cli_path();
     my ($rc, $out, $err) = $x->run_cmd([ 'sh', '-c', "grep '^$u:' "
-        . $dv->dir . "/passwd | cut -d: -f2 | $cli -r 127.0.0.1:"
-        . $x->redis_port() . " user add --hash $u" ]);
+        . $dv->dir . "/passwd | cut -d: -f2 | $cli -r '"
+        . $x->redis_spec() . "' user add --hash $u" ]);
     is($rc, 0, "$u: user add --hash from Dovecot's passwd-file")
         or diag($err);
 }
@@ -488,8 +488,8 @@ SKIP: {
     skip 'script(1) not installed', 1 unless $script;
     $x->add_user('tty', 'pw');
     my $cli = Test::Nginx::POP3Ext::cli_path();
-    my ($rc, $out) = $x->run_cmd([ $script, '-qec', "$cli -r "
-        . "127.0.0.1:" . $x->redis_port() . " import tty --from "
+    my ($rc, $out) = $x->run_cmd([ $script, '-qec', "$cli -r '"
+        . $x->redis_spec() . "' import tty --from "
         . "maildir:" . $dv->maildir('alice') . ' >/dev/null', '/dev/null' ],
         { timeout => 60 });
     like($out, qr/\rpop3ext: importing into "tty": \d+ of 7 messages/,

@@ -196,7 +196,7 @@ sub parallel {
     close $fh;
 
     my @cmd = (Test::Nginx::POP3Ext::cli_path(), '-r',
-        '127.0.0.1:' . $x->redis_port(), 'deliver', $user);
+        $x->redis_spec, 'deliver', $user);
     my @pids;
 
     for (1 .. $n) {

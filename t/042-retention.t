@@ -227,30 +227,22 @@ is(before_login(8115)->{'LOGIN-DELAY'}, 'LOGIN-DELAY 2',
 
 # configurations refused
 
-sub nginx_t {
+sub check_conf {
     my ($server) = @_;
     $bad->write_file_expand('nginx.conf',
         $x->conf(port => 8120, server => "        $server\n"));
-    my $d = $bad->testdir();
-
-    # a module built with ASan loads into nginx only after libasan
-    local %ENV = %ENV;
-    Test::Nginx::_asan_env()
-        if $ENV{TEST_NGINX_ASAN} && Test::Nginx->can('_asan_env');
-
-    my ($rc, $out, $err) = $x->run_cmd([ $Test::Nginx::NGINX, '-t',
-        '-p', "$d/", '-c', 'nginx.conf', '-e', 'error.log' ]);
-    return $rc ? "$out$err" : '';
+    my ($rc, $out) = $x->nginx_t($bad);
+    return $rc ? $out : '';
 }
 
-like(nginx_t('pop3_ext_expire 30 user_min=40;'),
+like(check_conf('pop3_ext_expire 30 user_min=40;'),
     qr/user_min "40" is longer than the retention "30"/,
     'user_min= longer than the retention: refused');
-like(nginx_t('pop3_ext_expire soon;'), qr/invalid retention "soon"/,
+like(check_conf('pop3_ext_expire soon;'), qr/invalid retention "soon"/,
     'pop3_ext_expire soon: refused');
-like(nginx_t('pop3_ext_expire 3 min=1;'), qr/invalid parameter "min=1"/,
+like(check_conf('pop3_ext_expire 3 min=1;'), qr/invalid parameter "min=1"/,
     'an unknown parameter: refused');
-is(nginx_t('pop3_ext_expire 36500 user_min=0;'), '',
+is(check_conf('pop3_ext_expire 36500 user_min=0;'), '',
     'the longest retention, user_min=0: accepted');
 
 ###############################################################################

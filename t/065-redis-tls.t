@@ -241,14 +241,6 @@ undef $s;
 
 # "tls" with verification on and no trusted certificate: refused
 
-sub nginx_t {
-    my ($ng) = @_;
-    my $d = $ng->testdir();
-    my ($rc, $out, $err) = $x->run_cmd([ $Test::Nginx::NGINX, '-t',
-        '-p', "$d/", '-c', 'nginx.conf', '-e', 'error.log' ]);
-    return ($rc, "$out$err");
-}
-
 sub starts {
     my ($ng) = @_;
     open my $stderr, '>&', \*STDERR or die "can't dup STDERR: $!\n";
@@ -260,7 +252,7 @@ sub starts {
 
 $bad->write_file_expand('nginx.conf', $x->conf(port => 8120,
     redis => "127.0.0.1:%%PORT_$num{1}%% tls"));
-my ($rc, $out) = nginx_t($bad);
+my ($rc, $out) = $x->nginx_t($bad);
 ok($rc != 0 && $out
     =~ /pop3_ext_redis with "tls" needs pop3_ext_redis_ssl_trusted_certificate/,
     'no trusted certificate: nginx -t fails, naming the directive')
@@ -272,7 +264,7 @@ ok(!starts($bad), 'no trusted certificate: nginx does not start');
 $bad->write_file_expand('nginx.conf', $x->conf(port => 8120,
     redis => "127.0.0.1:%%PORT_$num{2}%% tls", mail => trusted(2)
         . "    pop3_ext_redis_ssl_certificate $ccrt;\n"));
-($rc, $out) = nginx_t($bad);
+($rc, $out) = $x->nginx_t($bad);
 ok($rc != 0
     && $out =~ /no pop3_ext_redis_ssl_certificate_key for the client cert/,
     'a client certificate without its key: nginx -t fails')

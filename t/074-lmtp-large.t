@@ -128,29 +128,35 @@ undef $body;
 
 # Redis stopped in the middle: the worker stops reading
 
-my $small = "Subject: paused\r\n\r\n" . ($line x int(20 * 1024 * 1024
-    / length $line)) . ".\r\n";
+SKIP: {
+    # a cluster's master stopped for 2 s is failed over (node timeout
+    # 1.5 s): another test; here the one Redis server stops
+    skip 'stops the one Redis server', 3 if $x->cluster_mode;
 
-$c->lmtp('MAIL FROM:<p@example.org>');
-$c->lmtp('RCPT TO:<alice@example.org>');
-$c->lmtp('DATA');
+    my $small = "Subject: paused\r\n\r\n" . ($line x int(20 * 1024 * 1024
+        / length $line)) . ".\r\n";
 
-my $paused = 0;
-my ($at_pause, $at_resume);
-my $redis = $x->redis();
-ok(stream($c, $small, sub {
-    my ($off) = @_;
-    if (!$paused && $off > 4 * 1024 * 1024) {
-        $redis->pause();
-        $paused = time();
-        $at_pause = $off;
-    } elsif ($paused && !defined $at_resume && time() - $paused > 2) {
-        $at_resume = $off;
-        $redis->resume();
-    }
-}, 120), 'sent, with Redis stopped for 2 s');
-my $during = ($at_resume // 0) - ($at_pause // 0);
-note("written while Redis was stopped: $during octets");
-ok($during < 16 * 1024 * 1024, "the worker stopped reading ($during)");
-like(($c->read_reply(60))[0] // '', qr/^250 2\.0\.0 <alice/,
-    'delivered once Redis resumed');
+    $c->lmtp('MAIL FROM:<p@example.org>');
+    $c->lmtp('RCPT TO:<alice@example.org>');
+    $c->lmtp('DATA');
+
+    my $paused = 0;
+    my ($at_pause, $at_resume);
+    my $redis = $x->redis();
+    ok(stream($c, $small, sub {
+        my ($off) = @_;
+        if (!$paused && $off > 4 * 1024 * 1024) {
+            $redis->pause();
+            $paused = time();
+            $at_pause = $off;
+        } elsif ($paused && !defined $at_resume && time() - $paused > 2) {
+            $at_resume = $off;
+            $redis->resume();
+        }
+    }, 120), 'sent, with Redis stopped for 2 s');
+    my $during = ($at_resume // 0) - ($at_pause // 0);
+    note("written while Redis was stopped: $during octets");
+    ok($during < 16 * 1024 * 1024, "the worker stopped reading ($during)");
+    like(($c->read_reply(60))[0] // '', qr/^250 2\.0\.0 <alice/,
+        'delivered once Redis resumed');
+}

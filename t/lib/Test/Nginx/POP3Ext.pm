@@ -541,6 +541,23 @@ sub _register_proc {
     push @{$self->{procs}}, $p unless grep { $_ == $p } @{$self->{procs}};
 }
 
+# nginx -t on the configuration of a Test::Nginx object (not started):
+# (exit code, stdout and stderr together).  A module built with ASan loads
+# only after libasan, as in Test::Nginx's run()
+
+sub nginx_t {
+    my ($self, $t) = @_;
+    my $d = $t->testdir();
+
+    local %ENV = %ENV;
+    Test::Nginx::_asan_env()
+        if $ENV{TEST_NGINX_ASAN} && Test::Nginx->can('_asan_env');
+
+    my ($rc, $out, $err) = $self->run_cmd([ $Test::Nginx::NGINX, '-t',
+        '-p', "$d/", '-c', 'nginx.conf', '-e', 'error.log' ]);
+    return ($rc, "$out$err");
+}
+
 # run a command: (exit code, stdout, stderr); options stdin => text,
 # timeout => seconds (30), env => { NAME => value }
 
