@@ -227,22 +227,27 @@ is(before_login(8115)->{'LOGIN-DELAY'}, 'LOGIN-DELAY 2',
 
 # configurations refused
 
+# nginx -t of a server block: what nginx said if it refused, or ''.  The
+# nginx is an argument, not captured: a named sub would keep it alive past
+# the end of the test, and nginx-tests' lib runs its end checks when the
+# object goes
+
 sub check_conf {
-    my ($server) = @_;
-    $bad->write_file_expand('nginx.conf',
+    my ($ng, $server) = @_;
+    $ng->write_file_expand('nginx.conf',
         $x->conf(port => 8120, server => "        $server\n"));
-    my ($rc, $out) = $x->nginx_t($bad);
+    my ($rc, $out) = $x->nginx_t($ng);
     return $rc ? $out : '';
 }
 
-like(check_conf('pop3_ext_expire 30 user_min=40;'),
+like(check_conf($bad, 'pop3_ext_expire 30 user_min=40;'),
     qr/user_min "40" is longer than the retention "30"/,
     'user_min= longer than the retention: refused');
-like(check_conf('pop3_ext_expire soon;'), qr/invalid retention "soon"/,
-    'pop3_ext_expire soon: refused');
-like(check_conf('pop3_ext_expire 3 min=1;'), qr/invalid parameter "min=1"/,
-    'an unknown parameter: refused');
-is(check_conf('pop3_ext_expire 36500 user_min=0;'), '',
+like(check_conf($bad, 'pop3_ext_expire soon;'),
+    qr/invalid retention "soon"/, 'pop3_ext_expire soon: refused');
+like(check_conf($bad, 'pop3_ext_expire 3 min=1;'),
+    qr/invalid parameter "min=1"/, 'an unknown parameter: refused');
+is(check_conf($bad, 'pop3_ext_expire 36500 user_min=0;'), '',
     'the longest retention, user_min=0: accepted');
 
 ###############################################################################
