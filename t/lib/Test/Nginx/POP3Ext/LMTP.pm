@@ -245,13 +245,6 @@ sub wait_queue {
     return 0;
 }
 
-# deliver what is deferred now
-
-sub flush {
-    my ($self) = @_;
-    $self->{x}->run_cmd([ $POSTQUEUE, '-c', $self->{conf}, '-f' ]);
-}
-
 sub stop {
     my ($self) = @_;
     my $pid = delete $self->{pid} or return;
