@@ -136,6 +136,11 @@ sub new {
     my $domains = join ', ', @domains;
     my $transport = join ' ', @transport;
 
+    # retries soon, but not at once: a deferred file whose retry time is
+    # within a second of now is fed again at the next scan, possibly
+    # while the delivery agent still holds its lock; qmgr then logs
+    # "skipped, still being delivered" and puts it off for 60 s
+
     $x->write_file('postfix/conf/main.cf', <<"END");
 compatibility_level = 3.6
 queue_directory = $d/queue
@@ -159,8 +164,8 @@ virtual_mailbox_domains = $domains
 transport_maps = inline:{ $transport }
 virtual_transport = error:no transport
 queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
+minimal_backoff_time = 3s
+maximal_backoff_time = 4s
 lmtp_connect_timeout = 5s
 END
 
