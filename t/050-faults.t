@@ -30,33 +30,14 @@ use lib $ENV{TEST_NGINX_LIB} || ();    # nginx-tests' lib/, first
 use Test::Nginx;
 use Test::Nginx::POP3;
 use Test::Nginx::POP3Ext;
+use Test::Nginx::POP3Ext::Faults;
 
 my $t = Test::Nginx->new()->has(qw/mail/);
 my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli
     ->needs_standalone_redis('DEBUG SLEEP, SAVE and a snapshot restored, and'
         . ' CLIENT KILL on the one Redis server');
 
-my $NAME = ('a' x 63) . '.' . ('b' x 63) . '.' . ('c' x 63) . '.'
-    . ('d' x 61);                                     # 253 octets
-
-# 8110: the block (20 checks) and CRAM-MD5; 8111: everything else, with a
-# short Redis timeout and login timeout, no block
-
-$x->run_pop3(
-    redis => '127.0.0.1:%%PORT_8379%% timeout=2s',
-    mail => "    server_name $NAME;\n"
-        . $x->server(8111,
-            "pop3_ext_auth_block_addr 0;\n"
-            . "        pop3_ext_auth_fail_delay 100ms;\n"
-            . "        pop3_ext_login_timeout 2s;\n"
-            . "        pop3_ext_lock_ttl 10s;\n",
-            redis => '127.0.0.1:%%PORT_8379%% timeout=2s'),
-    server => "        pop3_ext_auth_block_addr 20;\n"
-        . "        pop3_ext_auth_fail_delay 100ms;\n"
-        . "        pop3_ext_auth_fail_delay_max 200ms;\n"
-        . "        pop3_ext_max_auth_attempts 1;\n"
-        . "        pop3_ext_auth user plain login cram-md5;\n",
-);
+Test::Nginx::POP3Ext::Faults::run_servers($x);    # 8110 and 8111
 
 $x->add_user('alice', 'secret');
 $x->add_user('bob', 'bobpw');

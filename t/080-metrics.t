@@ -127,11 +127,10 @@ sub multi {
 
 sub b64 { encode_base64($_[0], '') }
 
+# the metrics page, its body
+
 sub scrape {
-    my $s = IO::Socket::INET->new('127.0.0.1:' . port(8180)) or return '';
-    print $s "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    local $/;
-    my $r = <$s> // '';
+    my $r = http_get('/metrics', PeerAddr => '127.0.0.1:' . port(8180)) // '';
     $r =~ s/^.*?\r\n\r\n//s;
     return $r;
 }
@@ -582,10 +581,8 @@ EOF
 sub prom_query {
     my ($pport, $q) = @_;
     $q =~ s/([^A-Za-z0-9_.-])/sprintf('%%%02X', ord $1)/ge;
-    my $s = IO::Socket::INET->new("127.0.0.1:$pport") or return;
-    print $s "GET /api/v1/query?query=$q HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    local $/;
-    my $r = <$s> // '';
+    my $r = http_get("/api/v1/query?query=$q",
+        PeerAddr => "127.0.0.1:$pport") // return;
     $r =~ s/^.*?\r\n\r\n//s;
     my $j = eval { decode_json($r) } or return;
     return unless ($j->{status} // '') eq 'success';
@@ -731,9 +728,8 @@ $t->reload();
 $deadline = time() + 15;
 my $reloaded;
 while (time() < $deadline) {
-    my $h = IO::Socket::INET->new('127.0.0.1:' . port(8180)) or next;
-    print $h "GET /reloaded HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    $reloaded = (<$h> // '') =~ / 204 /;
+    $reloaded = (http_get('/reloaded',
+        PeerAddr => '127.0.0.1:' . port(8180)) // '') =~ /^HTTP\S+ 204 /;
     last if $reloaded;
     sleep(0.2);
 }

@@ -13,7 +13,6 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Socket::INET;
 use Time::HiRes qw/ time sleep /;
 
 use FindBin;
@@ -75,10 +74,8 @@ sub line_within {
 
 sub metric {
     my ($name) = @_;
-    my $s = IO::Socket::INET->new('127.0.0.1:' . port(8180)) or return;
-    print $s "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    local $/;
-    my $r = <$s> // '';
+    my $r = http_get('/metrics', PeerAddr => '127.0.0.1:' . port(8180))
+        // return;
     return $r =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
 }
 

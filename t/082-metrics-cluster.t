@@ -11,7 +11,6 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Socket::INET;
 use Time::HiRes qw/ time sleep /;
 
 use FindBin;
@@ -57,10 +56,7 @@ die "deliver: $err$out\n" if $rc;
 $t->plan(12);
 
 sub metrics {
-    my $s = IO::Socket::INET->new('127.0.0.1:' . port(8180)) or return '';
-    print $s "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    local $/;
-    return <$s> // '';
+    return http_get('/metrics', PeerAddr => '127.0.0.1:' . port(8180)) // '';
 }
 
 sub redirections {

@@ -16,7 +16,6 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Socket::INET;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
@@ -51,11 +50,10 @@ $t->plan(10);
 
 ###############################################################################
 
+# the metrics page, its body
+
 sub scrape {
-    my $s = IO::Socket::INET->new('127.0.0.1:' . port(8180)) or return '';
-    print $s "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    local $/;
-    my $r = <$s> // '';
+    my $r = http_get('/metrics', PeerAddr => '127.0.0.1:' . port(8180)) // '';
     $r =~ s/^.*?\r\n\r\n//s;
     return $r;
 }
