@@ -33,14 +33,7 @@ my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli
 my $cluster = $x->redis_cluster(base => 8400);
 my @masters = $cluster->masters;
 
-# wait=1 needs the replicas in sync, not only attached
-
-my $deadline = time() + 30;
-for my $r ($cluster->replicas) {
-    sleep(0.2) until time() > $deadline
-        || ($r->info('replication')->{master_link_status} // '') eq 'up'
-        && !$r->info('replication')->{master_sync_in_progress};
-}
+# wait=1 needs the replicas in sync: redis_cluster() waits for it
 my $SPEC = join(' ', map { $_->addr } @masters[0, 1])
     . ' cluster wait=1 timeout=3s';
 my $CONF_SPEC = join(' ', map { $_->conf_addr } @masters[0, 1])
@@ -215,7 +208,7 @@ ok($new, 'a replica took over the killed master\'s slots')
 # the old master comes back as a replica: wait=1 can be met again
 
 $victim->start();
-$deadline = time() + 30;
+my $deadline = time() + 30;
 sleep(0.2) until time() > $deadline
     || ($victim->role // '') eq 'slave'
     && ($victim->info('replication')->{master_link_status} // '') eq 'up';

@@ -25,13 +25,6 @@ my $x = Test::Nginx::POP3Ext->new($t)->has_redis->has_cli;
 my $cluster = $x->redis_cluster(base => 8400);
 my @masters = $cluster->masters;
 
-my $deadline = time() + 30;
-for my $r ($cluster->replicas) {
-    sleep(0.2) until time() > $deadline
-        || ($r->info('replication')->{master_link_status} // '') eq 'up'
-        && !$r->info('replication')->{master_sync_in_progress};
-}
-
 my $SPEC = join(' ', map { $_->addr } @masters[0, 1])
     . ' cluster wait=1 timeout=3s';
 my $CONF_SPEC = join(' ', map { $_->conf_addr } @masters[0, 1])
